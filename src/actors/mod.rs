@@ -1,0 +1,109 @@
+//! The four actors of a stream and the context they share.
+//!
+//! Every actor runs under actix's `Supervisor` (a stop restarts it with the same mailbox) on the
+//! stream's arbiter; the stream supervisor ([`crate::supervisor`]) rebuilds an actor that
+//! panicked (actix alone drops it) and limits restart intensity.
+
+pub mod gateway_session;
+pub mod stream_connection;
+pub mod subscriptions;
+pub mod token_manager;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix::{Addr, Recipient};
+
+pub use gateway_session::GatewaySession;
+pub use stream_connection::StreamConnection;
+pub use subscriptions::Subscriptions;
+pub use token_manager::TokenManager;
+
+use crate::config::StreamConfig;
+use crate::dialect::DialectSend;
+use crate::failure::{Class, Failure};
+use crate::messages::{Report, SendFrame};
+use crate::metrics::StreamMetrics;
+use crate::transport::ClientFactory;
+
+/// The current addresses of a stream's actors. Filled by the stream supervisor and updated when
+/// it rebuilds one, so peers always reach the live instance.
+#[derive(Default)]
+pub struct Peers {
+    /// Credentials.
+    pub token: Option<Addr<TokenManager>>,
+    /// REST session.
+    pub gateway: Option<Addr<GatewaySession>>,
+    /// The socket.
+    pub stream: Option<Addr<StreamConnection>>,
+    /// Where Subscriptions writes frames (normally the StreamConnection).
+    pub frames: Option<Recipient<SendFrame>>,
+    /// Desired subscriptions.
+    pub subscriptions: Option<Addr<Subscriptions>>,
+}
+
+/// What the actors of one stream share. Lives on the stream's arbiter (not `Send`).
+#[derive(Clone)]
+pub struct StreamCtx {
+    /// Stream name (logs, status, metrics).
+    pub name: Arc<str>,
+    /// Its configuration.
+    pub config: Arc<StreamConfig>,
+    /// Its dialect.
+    pub dialect: Arc<dyn DialectSend>,
+    /// Builds awc clients with the stream's TLS settings.
+    pub clients: ClientFactory,
+    /// Live peer addresses.
+    pub peers: Rc<RefCell<Peers>>,
+    /// Where reports go (the stream supervisor).
+    pub report: Recipient<Report>,
+    /// Metrics with the stream label bound.
+    pub metrics: StreamMetrics,
+    /// Last credential generation issued (survives a rebuilt TokenManager).
+    pub generation: Rc<Cell<u64>>,
+    /// Last socket epoch used (survives a rebuilt StreamConnection).
+    pub epoch: Rc<Cell<u64>>,
+}
+
+impl StreamCtx {
+    /// Sends a report to the stream supervisor.
+    pub fn report(&self, report: Report) {
+        self.report.do_send(report);
+    }
+
+    /// The failure's class under this stream's competing policy.
+    pub fn class(&self, failure: &Failure) -> Class {
+        failure.class(self.dialect.competing_policy())
+    }
+
+    /// The live TokenManager.
+    pub fn token(&self) -> Option<Addr<TokenManager>> {
+        self.peers.borrow().token.clone()
+    }
+
+    /// The live GatewaySession.
+    pub fn gateway(&self) -> Option<Addr<GatewaySession>> {
+        self.peers.borrow().gateway.clone()
+    }
+
+    /// The live StreamConnection.
+    pub fn stream(&self) -> Option<Addr<StreamConnection>> {
+        self.peers.borrow().stream.clone()
+    }
+
+    /// Where subscription frames go.
+    pub fn frames(&self) -> Option<Recipient<SendFrame>> {
+        self.peers.borrow().frames.clone()
+    }
+
+    /// The live Subscriptions actor.
+    pub fn subscriptions(&self) -> Option<Addr<Subscriptions>> {
+        self.peers.borrow().subscriptions.clone()
+    }
+}
+
+/// Maps a mailbox error (the peer is restarting or gone) to a soft failure.
+pub(crate) fn mailbox(peer: &str, e: actix::MailboxError) -> Failure {
+    Failure::Transport { detail: format!("{peer} unavailable ({e}); it is being restarted") }
+}

@@ -1,0 +1,173 @@
+//! Reconnect delays: the `backoff` crate's exponential policy behind one small type.
+//!
+//! Rules keepwire adds on top of the crate:
+//! * every delay is clamped to `[initial·(1−r), max]` *after* jitter (the crate's jittered delay can
+//!   exceed its own maximum), so the first retry after a mass disconnect is never 0 ms for everyone;
+//! * the attempt counter resets only after the connection stayed healthy for `reset_after`
+//!   (a server that accepts and immediately drops must not cause a hot loop);
+//! * a server-requested delay (`Retry-After`, a 429 penalty) wins over a shorter backoff.
+
+use std::time::Duration;
+
+use backoff::backoff::Backoff as _;
+use backoff::ExponentialBackoff;
+use tokio::time::Instant;
+
+use crate::config::BackoffConfig;
+
+/// Reconnect delay policy for one actor.
+#[derive(Debug)]
+pub struct Backoff {
+    config: BackoffConfig,
+    inner: ExponentialBackoff,
+    attempt: u32,
+    healthy_since: Option<Instant>,
+}
+
+impl Backoff {
+    /// A fresh policy.
+    pub fn new(config: BackoffConfig) -> Self {
+        let inner = Self::build(&config);
+        Self { config, inner, attempt: 0, healthy_since: None }
+    }
+
+    fn build(config: &BackoffConfig) -> ExponentialBackoff {
+        backoff::ExponentialBackoffBuilder::new()
+            .with_initial_interval(config.initial)
+            .with_max_interval(config.max)
+            .with_multiplier(config.multiplier.max(1.0))
+            .with_randomization_factor(config.randomization.clamp(0.0, 1.0))
+            .with_max_elapsed_time(None)
+            .build()
+    }
+
+    /// The smallest delay ever returned.
+    pub fn floor(&self) -> Duration {
+        let r = self.config.randomization.clamp(0.0, 0.99);
+        self.config.initial.mul_f64(1.0 - r).max(Duration::from_millis(1)).min(self.config.max)
+    }
+
+    /// The delay before the next attempt; counts the attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        self.healthy_since = None;
+        self.attempt = self.attempt.saturating_add(1);
+        let raw = self.inner.next_backoff().unwrap_or(self.config.max);
+        raw.clamp(self.floor(), self.config.max.max(self.floor()))
+    }
+
+    /// Like [`Backoff::next_delay`], but at least `server_delay` when the server asked for one.
+    pub fn next_delay_at_least(&mut self, server_delay: Option<Duration>) -> Duration {
+        let d = self.next_delay();
+        match server_delay {
+            Some(s) if s > d => s,
+            _ => d,
+        }
+    }
+
+    /// Attempts since the last reset.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The connection became healthy at `now`; the counter resets once it stays so for `reset_after`.
+    pub fn healthy(&mut self, now: Instant) {
+        self.healthy_since.get_or_insert(now);
+    }
+
+    /// Resets the counter if the connection has been healthy long enough. Returns whether it did.
+    pub fn maybe_reset(&mut self, now: Instant) -> bool {
+        match self.healthy_since {
+            Some(since) if now.saturating_duration_since(since) >= self.config.reset_after => {
+                self.reset();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets every attempt.
+    pub fn reset(&mut self) {
+        self.inner = Self::build(&self.config);
+        self.attempt = 0;
+        self.healthy_since = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cfg(initial_ms: u64, max_ms: u64, r: f64) -> BackoffConfig {
+        BackoffConfig {
+            initial: Duration::from_millis(initial_ms),
+            max: Duration::from_millis(max_ms),
+            multiplier: 2.0,
+            randomization: r,
+            reset_after: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn without_jitter_follows_the_ticket_reference_sequence() {
+        let mut b = Backoff::new(cfg(250, 5000, 0.0));
+        let got: Vec<u64> = (0..7).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(got, vec![250, 500, 1000, 2000, 4000, 5000, 5000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counter_resets_only_after_a_healthy_period() {
+        let mut b = Backoff::new(cfg(100, 10_000, 0.0));
+        b.next_delay();
+        b.next_delay();
+        let t0 = Instant::now();
+        b.healthy(t0);
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert!(!b.maybe_reset(Instant::now()), "29 s healthy is not enough");
+        b.healthy(Instant::now()); // a second report does not move the start
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(b.maybe_reset(Instant::now()));
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn accept_then_drop_does_not_reset() {
+        let mut b = Backoff::new(cfg(100, 10_000, 0.0));
+        b.next_delay();
+        b.healthy(Instant::now());
+        // dropped at once: the next delay keeps growing
+        assert_eq!(b.next_delay(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn server_delay_wins_when_longer() {
+        let mut b = Backoff::new(cfg(100, 1000, 0.0));
+        assert_eq!(b.next_delay_at_least(Some(Duration::from_secs(7))), Duration::from_secs(7));
+        assert_eq!(b.next_delay_at_least(Some(Duration::from_millis(1))), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn first_retries_of_many_clients_are_spread_and_never_zero() {
+        let firsts: Vec<Duration> = (0..200).map(|_| Backoff::new(cfg(250, 5000, 0.5)).next_delay()).collect();
+        assert!(firsts.iter().all(|d| *d >= Duration::from_millis(125)));
+        let distinct: std::collections::BTreeSet<_> = firsts.iter().map(|d| d.as_micros()).collect();
+        assert!(distinct.len() > 100, "jitter spreads a mass reconnect: {} distinct", distinct.len());
+    }
+
+    proptest! {
+        #[test]
+        fn every_delay_is_within_floor_and_max(
+            initial in 1u64..2_000, max in 1u64..60_000, r in 0.0f64..1.0, n in 1usize..40
+        ) {
+            let mut b = Backoff::new(cfg(initial, max, r));
+            let floor = b.floor();
+            for _ in 0..n {
+                let d = b.next_delay();
+                prop_assert!(d <= Duration::from_millis(max).max(floor), "{d:?} > max");
+                prop_assert!(d >= floor, "{d:?} < floor {floor:?}");
+                prop_assert!(d > Duration::ZERO);
+            }
+            prop_assert_eq!(b.attempt() as usize, n);
+        }
+    }
+}

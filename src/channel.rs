@@ -1,0 +1,166 @@
+//! Bounded event queues for consumers that drop the *oldest* event when full.
+//!
+//! A slow consumer must never stall the socket reader or its heartbeats, and the newest market
+//! data is worth more than the oldest: pushing into a full queue evicts its head and counts it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::Notify;
+
+struct Shared<T> {
+    queue: Mutex<VecDeque<T>>,
+    capacity: usize,
+    notify: Notify,
+    dropped: AtomicU64,
+    closed: AtomicBool,
+    receiver_alive: AtomicBool,
+}
+
+/// Creates a queue holding at most `capacity` (at least 1) items.
+pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(VecDeque::with_capacity(capacity.clamp(1, 1024))),
+        capacity: capacity.max(1),
+        notify: Notify::new(),
+        dropped: AtomicU64::new(0),
+        closed: AtomicBool::new(false),
+        receiver_alive: AtomicBool::new(true),
+    });
+    (Sender { shared: shared.clone() }, Receiver { shared })
+}
+
+/// The producing side (held by the Subscriptions actor).
+pub struct Sender<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// What happened to a pushed item.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Push {
+    /// Queued.
+    Queued,
+    /// Queued, and the oldest item was dropped to make room.
+    DroppedOldest,
+    /// The receiver is gone.
+    Closed,
+}
+
+impl<T> Sender<T> {
+    /// Queues `item`, evicting the oldest item when full. Never blocks.
+    pub fn push(&self, item: T) -> Push {
+        if !self.shared.receiver_alive.load(Ordering::Acquire) {
+            return Push::Closed;
+        }
+        let evicted = {
+            let mut q = self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let evicted = if q.len() >= self.shared.capacity { q.pop_front().is_some() } else { false };
+            q.push_back(item);
+            evicted
+        };
+        self.shared.notify.notify_one();
+        if evicted {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            Push::DroppedOldest
+        } else {
+            Push::Queued
+        }
+    }
+
+    /// Whether the receiver was dropped.
+    pub fn is_closed(&self) -> bool {
+        !self.shared.receiver_alive.load(Ordering::Acquire)
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.notify.notify_one();
+    }
+}
+
+/// The consuming side, handed to the user by `subscribe`.
+pub struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Receiver<T> {
+    /// The next item; `None` once the subscription ended and the queue is drained.
+    pub async fn recv(&mut self) -> Option<T> {
+        let shared = self.shared.clone();
+        loop {
+            let notified = shared.notify.notified();
+            if let Some(item) = self.try_recv() {
+                return Some(item);
+            }
+            if shared.closed.load(Ordering::Acquire) {
+                return self.try_recv();
+            }
+            notified.await;
+        }
+    }
+
+    /// The next item if one is queued.
+    pub fn try_recv(&mut self) -> Option<T> {
+        self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front()
+    }
+
+    /// Items dropped so far because this receiver fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.shared.receiver_alive.store(false, Ordering::Release);
+    }
+}
+
+impl<T> std::fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver").field("dropped", &self.dropped()).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_counts_it() {
+        let (tx, mut rx) = bounded(3);
+        for i in 0..5 {
+            tx.push(i);
+        }
+        assert_eq!(rx.dropped(), 2);
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv()).collect();
+        assert_eq!(got, vec![2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn recv_wakes_on_push_and_ends_after_sender_drop() {
+        let (tx, mut rx) = bounded(8);
+        let task = tokio::spawn(async move {
+            let mut got = vec![];
+            while let Some(x) = rx.recv().await {
+                got.push(x);
+            }
+            got
+        });
+        tx.push(1);
+        tx.push(2);
+        drop(tx);
+        assert_eq!(task.await.unwrap(), vec![1, 2]);
+    }
+
+    #[test]
+    fn push_after_receiver_drop_reports_closed() {
+        let (tx, rx) = bounded::<u8>(1);
+        drop(rx);
+        assert_eq!(tx.push(1), Push::Closed);
+        assert!(tx.is_closed());
+    }
+}

@@ -1,0 +1,163 @@
+//! Dialects turn credentials into requests and frames into events. Actors are generic: they
+//! never mention a vendor; everything vendor-specific lives in one module per dialect, in three
+//! parts that map to the actors (session flow → GatewaySession and TokenManager, socket →
+//! StreamConnection, subscriptions → Subscriptions).
+
+pub mod ibkr;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+use secrecy::SecretString;
+
+use crate::config::{CompetingPolicy, DialectKind, StreamConfig};
+use crate::failure::Failure;
+use crate::subscription::Subscription;
+
+/// A credential as issued by the dialect's source, before TokenManager gives it a generation.
+pub struct Issued {
+    /// The secret (IBKR: the gateway session id; a JWT; a bearer token).
+    pub secret: SecretString,
+    /// How long it is valid, if the source says so.
+    pub expires_in: Option<Duration>,
+}
+
+impl fmt::Debug for Issued {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Issued").field("secret", &"[redacted]").field("expires_in", &self.expires_in).finish()
+    }
+}
+
+/// Everything StreamConnection needs to dial: the URL and the headers. Both may carry secrets.
+pub struct DialPlan {
+    /// Socket URL (may contain a ticket: log it only through [`crate::transport::redact_url`]).
+    pub url: String,
+    /// Extra request headers (cookie, authorization).
+    pub headers: Vec<(&'static str, SecretString)>,
+}
+
+impl fmt::Debug for DialPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DialPlan")
+            .field("url", &crate::transport::redact_url(&self.url))
+            .field("headers", &self.headers.iter().map(|(k, _)| *k).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// What a keepalive learned.
+#[derive(Default)]
+pub struct KeepaliveOutcome {
+    /// The credential the gateway currently associates with us (IBKR: tickle's `session`).
+    /// A change means the socket must be rebuilt.
+    pub observed: Option<SecretString>,
+}
+
+/// One decoded inbound socket message.
+#[derive(Debug, PartialEq)]
+pub enum Inbound {
+    /// The gateway confirmed that this socket is authenticated: the stream may become Ready.
+    Authenticated,
+    /// The socket reports a failure (IBKR `sts` `authenticated:false`, competing).
+    Failure(Failure),
+    /// A server heartbeat.
+    Heartbeat,
+    /// Data on a topic.
+    Data {
+        /// Routing topic (matches a subscription key).
+        topic: Arc<str>,
+        /// The parsed message.
+        data: serde_json::Value,
+    },
+    /// The server refused a topic (IBKR `Topic unknown`).
+    TopicError {
+        /// The topic (or command prefix) it names.
+        topic: String,
+        /// What it said.
+        message: String,
+    },
+    /// A control message with no consequence (acks, `tic` replies, notices).
+    Control,
+    /// Not a message of this dialect (not JSON, wrong shape).
+    Malformed,
+}
+
+/// How a subscription is confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Confirmation {
+    /// By the first data message on its topic.
+    FirstMessage,
+    /// Never acknowledged by the gateway: active once sent.
+    Immediate,
+}
+
+/// The wire form of a subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionWire {
+    /// Routing key: the topic data arrives on.
+    pub key: Arc<str>,
+    /// Text frame that subscribes.
+    pub subscribe: String,
+    /// Text frame that unsubscribes, if the channel has one.
+    pub unsubscribe: Option<String>,
+    /// Re-send a confirmed subscription this often (IBKR `smd` expiry).
+    pub resend_every: Option<Duration>,
+    /// How the gateway confirms it.
+    pub confirmation: Confirmation,
+}
+
+/// Per-socket decoder state (e.g. IBKR `sts` split over several messages).
+pub trait SocketDecoder {
+    /// Decodes one text message (already reassembled, decoded lossily).
+    fn decode(&mut self, text: &str) -> Inbound;
+}
+
+/// A wire dialect. One instance per stream, shared by its actors.
+pub trait Dialect {
+    /// Short name for logs (`ibkr`).
+    fn name(&self) -> &'static str;
+
+    // --- session flow (GatewaySession, TokenManager) ---
+
+    /// Makes sure the gateway session is established (IBKR: auth/status → ssodh/init → status).
+    fn establish(&self, http: awc::Client) -> LocalBoxFuture<'static, Result<(), Failure>>;
+    /// Keeps the session alive; called every [`Dialect::keepalive_interval`].
+    fn keepalive(&self, http: awc::Client) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>>;
+    /// How often to call [`Dialect::keepalive`] (`None`: never).
+    fn keepalive_interval(&self) -> Option<Duration>;
+    /// Fetches a credential from the source, at the moment it is needed.
+    fn fetch_credentials(&self, http: awc::Client) -> LocalBoxFuture<'static, Result<Issued, Failure>>;
+    /// Builds the dial plan for one attempt from the current credential.
+    fn prepare_dial(&self, http: awc::Client, secret: &SecretString)
+        -> LocalBoxFuture<'static, Result<DialPlan, Failure>>;
+    /// Ends the gateway session (on shutdown, when configured).
+    fn logout(&self, http: awc::Client) -> Option<LocalBoxFuture<'static, Result<(), Failure>>>;
+
+    // --- socket (StreamConnection) ---
+
+    /// A decoder for a new socket.
+    fn decoder(&self) -> Box<dyn SocketDecoder>;
+    /// A frame to write periodically, and how often (IBKR `tic`).
+    fn socket_keepalive(&self) -> Option<(Duration, String)>;
+
+    // --- subscriptions (Subscriptions) ---
+
+    /// The wire form of a subscription, or why this dialect cannot carry it.
+    fn subscription(&self, sub: &Subscription) -> Result<SubscriptionWire, String>;
+
+    /// The competing-session policy (for classification).
+    fn competing_policy(&self) -> CompetingPolicy;
+}
+
+/// Builds the dialect of a stream.
+pub fn build(config: &StreamConfig) -> Arc<dyn DialectSend> {
+    match &config.dialect {
+        DialectKind::Ibkr(ibkr) => Arc::new(ibkr::Ibkr::new(&config.url, ibkr.clone())),
+    }
+}
+
+/// A dialect that can cross threads (dialects are plain data; their futures are not).
+pub trait DialectSend: Dialect + Send + Sync {}
+impl<T: Dialect + Send + Sync> DialectSend for T {}

@@ -1,0 +1,384 @@
+//! The failure table: every way a stream can fail, how it is classified, and what keepwire does.
+//!
+//! This is the only place that decides whether a failure is retried, refreshes credentials,
+//! re-establishes the gateway session, waits for a person, or stops for good. Dialects translate
+//! wire responses into [`Failure`]s; actors act on [`Failure::class`].
+//!
+//! | what happened | [`Class`] | what keepwire does |
+//! |---|---|---|
+//! | 401/403 on the socket handshake | `Auth` | TokenManager refreshes (generation-guarded), StreamConnection alone restarts |
+//! | the same, again, with just-refreshed credentials | `Hard` | stop; Status `Failed` |
+//! | `sts` `authenticated:false`, auth/status false, tickle `no session` / 401 | `Session` | GatewaySession re-establishes, credentials refreshed, socket rebuilt, subscriptions replayed |
+//! | 2FA not completed, no SSO session at the gateway | `NeedsLogin` | Status `AwaitingLogin` with a remedy, slow poll |
+//! | competing session | `Competing` | policy `compete`: take over; `yield`: hard until resumed |
+//! | connection refused, timeouts, 5xx, 429, close 1000/1001/1006/1011–1013, heartbeat silence, oversized frame, `no bridge` | `Soft` | reconnect with jittered exponential backoff (429 honours Retry-After) |
+//! | close 1008 (policy), 1009 (too big), restart intensity exceeded, configuration errors | `Hard` | stop; Status `Failed{reason}`; logged once |
+//! | one malformed frame | `Ignore` | counted and skipped (a burst is `Soft`) |
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::CompetingPolicy;
+
+/// How a failure is handled. See the module docs for the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// The credentials were rejected: refresh them (once per generation) and redial.
+    Auth,
+    /// The gateway session is gone: re-establish it, then redial and resubscribe.
+    Session,
+    /// A person must log in (2FA): wait, poll slowly, tell the user how.
+    NeedsLogin,
+    /// Transient: redial after a jittered backoff.
+    Soft,
+    /// Retrying cannot help: stop and say why.
+    Hard,
+    /// Count it and carry on.
+    Ignore,
+}
+
+/// Where a REST call went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Session status (IBKR `auth/status`).
+    AuthStatus,
+    /// Brokerage session handshake (IBKR `ssodh/init`).
+    SessionInit,
+    /// Re-authentication (IBKR `reauthenticate`).
+    Reauthenticate,
+    /// Keepalive (IBKR `tickle`).
+    Keepalive,
+    /// Credential source (token endpoint).
+    Credentials,
+    /// Brokerage preflight (IBKR `iserver/accounts`).
+    Preflight,
+    /// The WebSocket upgrade.
+    Upgrade,
+}
+
+impl Endpoint {
+    /// A short name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::AuthStatus => "auth/status",
+            Endpoint::SessionInit => "ssodh/init",
+            Endpoint::Reauthenticate => "reauthenticate",
+            Endpoint::Keepalive => "tickle",
+            Endpoint::Credentials => "credentials",
+            Endpoint::Preflight => "iserver/accounts",
+            Endpoint::Upgrade => "websocket upgrade",
+        }
+    }
+}
+
+/// Something that went wrong with a stream. Never carries a secret.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Failure {
+    /// Nothing listens at the gateway address (connection refused).
+    Unreachable {
+        /// What the OS said.
+        detail: String,
+    },
+    /// Connect, TLS handshake or request timed out.
+    Timeout {
+        /// Which call.
+        endpoint: Endpoint,
+    },
+    /// TLS failed (certificate not trusted, bad configuration).
+    Tls {
+        /// What rustls said.
+        detail: String,
+    },
+    /// Any other transport error.
+    Transport {
+        /// What happened.
+        detail: String,
+    },
+    /// An HTTP status that the dialect did not map to something more specific.
+    Http {
+        /// Which call.
+        endpoint: Endpoint,
+        /// The status code.
+        status: u16,
+        /// `Retry-After`, when given (429, 503).
+        retry_after: Option<Duration>,
+    },
+    /// The gateway rejected the credentials on the socket handshake (401/403).
+    Rejected {
+        /// 401 or 403.
+        status: u16,
+        /// True when these credentials were fetched to replace rejected ones.
+        after_refresh: bool,
+    },
+    /// The gateway says the brokerage session is not authenticated (`sts`, auth/status, tickle).
+    SessionLost {
+        /// Where it was seen, in words.
+        detail: String,
+    },
+    /// A person has to log in at the gateway and approve 2FA.
+    NeedsLogin {
+        /// What the gateway said.
+        detail: String,
+    },
+    /// Another platform holds the brokerage session.
+    Competing,
+    /// IBKR `no bridge` right after `ssodh/init`: the session is being built, retry shortly.
+    NoBridge,
+    /// The server closed the socket.
+    Closed {
+        /// The close code, if any.
+        code: Option<u16>,
+        /// The close reason text.
+        reason: String,
+    },
+    /// The socket ended without a close frame.
+    Dropped,
+    /// No frame arrived for longer than the heartbeat timeout.
+    HeartbeatSilence {
+        /// How long it was silent.
+        silent_for: Duration,
+    },
+    /// The opening exchange did not confirm authentication in time.
+    AuthTimeout,
+    /// A frame or reassembled message was larger than allowed.
+    Oversized {
+        /// The limit that was exceeded.
+        limit: usize,
+    },
+    /// Too many malformed frames in a row.
+    MalformedBurst {
+        /// How many.
+        count: u32,
+    },
+    /// One actor restarted more often than the restart intensity allows.
+    RestartIntensity {
+        /// Which actor.
+        actor: &'static str,
+        /// Restarts inside the window.
+        restarts: u32,
+        /// The window.
+        window: Duration,
+    },
+    /// The configuration cannot work (bad URL, TLS skip for a non-loopback host…).
+    Config {
+        /// What is wrong and how to fix it.
+        detail: String,
+    },
+}
+
+impl Failure {
+    /// The class of this failure under the given competing-session policy.
+    pub fn class(&self, competing: CompetingPolicy) -> Class {
+        match self {
+            Failure::Rejected { after_refresh: false, .. } => Class::Auth,
+            Failure::Rejected { after_refresh: true, .. } => Class::Hard,
+            Failure::SessionLost { .. } => Class::Session,
+            Failure::NeedsLogin { .. } => Class::NeedsLogin,
+            Failure::Competing => match competing {
+                CompetingPolicy::Compete => Class::Session,
+                CompetingPolicy::Yield => Class::Hard,
+            },
+            Failure::Closed { code: Some(1008 | 1009), .. } => Class::Hard,
+            Failure::Http { status: 400..=499, .. } => match self.http_status() {
+                Some(408 | 429) => Class::Soft,
+                _ => Class::Hard,
+            },
+            Failure::RestartIntensity { .. } | Failure::Config { .. } => Class::Hard,
+            Failure::Tls { .. } => Class::Hard,
+            Failure::Unreachable { .. }
+            | Failure::Timeout { .. }
+            | Failure::Transport { .. }
+            | Failure::Http { .. }
+            | Failure::NoBridge
+            | Failure::Closed { .. }
+            | Failure::Dropped
+            | Failure::HeartbeatSilence { .. }
+            | Failure::AuthTimeout
+            | Failure::Oversized { .. }
+            | Failure::MalformedBurst { .. } => Class::Soft,
+        }
+    }
+
+    fn http_status(&self) -> Option<u16> {
+        match self {
+            Failure::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// A delay the server asked for (429/503 `Retry-After`), to be honoured over the backoff.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Failure::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short, stable, bounded label for metrics and logs (`reason`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Failure::Unreachable { .. } => "unreachable",
+            Failure::Timeout { .. } => "timeout",
+            Failure::Tls { .. } => "tls",
+            Failure::Transport { .. } => "transport",
+            Failure::Http { status: 429, .. } => "rate_limited",
+            Failure::Http { status: 500..=599, .. } => "server_error",
+            Failure::Http { .. } => "http_error",
+            Failure::Rejected { .. } => "credentials_rejected",
+            Failure::SessionLost { .. } => "session_lost",
+            Failure::NeedsLogin { .. } => "needs_login",
+            Failure::Competing => "competing_session",
+            Failure::NoBridge => "no_bridge",
+            Failure::Closed { .. } => "closed",
+            Failure::Dropped => "dropped",
+            Failure::HeartbeatSilence { .. } => "heartbeat_silence",
+            Failure::AuthTimeout => "auth_timeout",
+            Failure::Oversized { .. } => "oversized",
+            Failure::MalformedBurst { .. } => "malformed",
+            Failure::RestartIntensity { .. } => "restart_intensity",
+            Failure::Config { .. } => "config",
+        }
+    }
+
+    /// What a person can do about it, in plain words, where there is something to do.
+    pub fn remedy(&self) -> Option<&'static str> {
+        match self {
+            Failure::Unreachable { .. } => {
+                Some("start the gateway (IBKR: bin/run.sh root/conf.yaml) or fix the url; keepwire keeps retrying")
+            }
+            Failure::Tls { .. } => Some(
+                "trust the gateway certificate with ca_file, or for a loopback gateway only set insecure_skip_verify",
+            ),
+            Failure::NeedsLogin { .. } => Some(
+                "log in at the gateway in a browser and approve the 2FA notification on your phone; keepwire continues by itself",
+            ),
+            Failure::Competing => Some(
+                "close the other session (TWS, mobile app, another browser) or set competing = \"compete\", then resume",
+            ),
+            Failure::Rejected { after_refresh: true, .. } => {
+                Some("the gateway rejects freshly issued credentials: check the account, the session and the gateway logs")
+            }
+            Failure::Closed { code: Some(1008), .. } => {
+                Some("the server refused this client by policy (origin, permissions): fix the configuration, then resume")
+            }
+            Failure::Closed { code: Some(1009), .. } => Some("a message was too large for the server"),
+            Failure::RestartIntensity { .. } => {
+                Some("an actor kept failing immediately after restart: see the last failure and the logs, then resume")
+            }
+            Failure::Config { .. } => Some("fix the configuration and restart keepwire"),
+            Failure::Http { status: 401 | 403, .. } => Some("the gateway refuses this client: check credentials and permissions"),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Unreachable { detail } => write!(f, "gateway unreachable (not running?): {detail}"),
+            Failure::Timeout { endpoint } => write!(f, "timed out: {}", endpoint.as_str()),
+            Failure::Tls { detail } => write!(f, "TLS failed: {detail}"),
+            Failure::Transport { detail } => write!(f, "transport error: {detail}"),
+            Failure::Http { endpoint, status, retry_after } => {
+                write!(f, "{} answered HTTP {status}", endpoint.as_str())?;
+                if let Some(d) = retry_after {
+                    write!(f, " (retry after {} ms)", d.as_millis())?;
+                }
+                Ok(())
+            }
+            Failure::Rejected { status, after_refresh } => {
+                write!(f, "credentials rejected on the socket handshake (HTTP {status})")?;
+                if *after_refresh {
+                    write!(f, " right after a refresh")?;
+                }
+                Ok(())
+            }
+            Failure::SessionLost { detail } => write!(f, "gateway session not authenticated: {detail}"),
+            Failure::NeedsLogin { detail } => write!(f, "waiting for a person to log in (2FA): {detail}"),
+            Failure::Competing => write!(f, "another session competes for the brokerage session"),
+            Failure::NoBridge => write!(f, "gateway has no bridge yet (session being built)"),
+            Failure::Closed { code, reason } => match code {
+                Some(c) => write!(f, "socket closed by server with code {c} ({reason})"),
+                None => write!(f, "socket closed by server without a code"),
+            },
+            Failure::Dropped => write!(f, "socket dropped without a close frame"),
+            Failure::HeartbeatSilence { silent_for } => {
+                write!(f, "no heartbeat or data for {} ms: socket presumed dead", silent_for.as_millis())
+            }
+            Failure::AuthTimeout => write!(f, "gateway did not confirm socket authentication in time"),
+            Failure::Oversized { limit } => write!(f, "frame or message larger than {limit} bytes"),
+            Failure::MalformedBurst { count } => write!(f, "{count} malformed frames in a row"),
+            Failure::RestartIntensity { actor, restarts, window } => write!(
+                f,
+                "{actor} restarted {restarts} times within {} ms: escalated",
+                window.as_millis()
+            ),
+            Failure::Config { detail } => write!(f, "configuration error: {detail}"),
+        }?;
+        if let Some(r) = self.remedy() {
+            write!(f, " — {r}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Classifies a WebSocket close code sent by the server.
+pub fn close_failure(code: Option<u16>, reason: &str) -> Failure {
+    Failure::Closed { code, reason: reason.chars().take(200).collect() }
+}
+
+/// Maps an HTTP status on `endpoint` to a failure, for statuses the dialect has no special meaning for.
+pub fn http_failure(endpoint: Endpoint, status: u16, retry_after: Option<Duration>) -> Failure {
+    Failure::Http { endpoint, status, retry_after }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(f: Failure) -> Class {
+        f.class(CompetingPolicy::Compete)
+    }
+
+    #[test]
+    fn handshake_rejection_refreshes_once_then_is_hard() {
+        assert_eq!(class(Failure::Rejected { status: 401, after_refresh: false }), Class::Auth);
+        assert_eq!(class(Failure::Rejected { status: 403, after_refresh: true }), Class::Hard);
+    }
+
+    #[test]
+    fn policy_and_size_closes_are_hard_others_soft() {
+        for code in [1008, 1009] {
+            assert_eq!(class(close_failure(Some(code), "x")), Class::Hard, "{code}");
+        }
+        for code in [1000, 1001, 1006, 1011, 1012, 1013] {
+            assert_eq!(class(close_failure(Some(code), "x")), Class::Soft, "{code}");
+        }
+        assert_eq!(class(close_failure(None, "")), Class::Soft);
+    }
+
+    #[test]
+    fn server_errors_and_rate_limits_are_soft_client_errors_hard() {
+        for status in [500, 502, 503, 429, 408] {
+            assert_eq!(class(http_failure(Endpoint::AuthStatus, status, None)), Class::Soft, "{status}");
+        }
+        for status in [400, 404, 405] {
+            assert_eq!(class(http_failure(Endpoint::AuthStatus, status, None)), Class::Hard, "{status}");
+        }
+    }
+
+    #[test]
+    fn competing_follows_policy() {
+        assert_eq!(Failure::Competing.class(CompetingPolicy::Compete), Class::Session);
+        assert_eq!(Failure::Competing.class(CompetingPolicy::Yield), Class::Hard);
+    }
+
+    #[test]
+    fn needs_login_names_a_remedy_and_is_not_hard() {
+        let f = Failure::NeedsLogin { detail: "2FA pending".into() };
+        assert_eq!(class(f.clone()), Class::NeedsLogin);
+        assert!(f.to_string().contains("approve the 2FA"));
+    }
+}

@@ -1,0 +1,219 @@
+//! The library API: a [`Handle`] to a running supervisor, usable from any tokio task.
+//!
+//! keepwire runs its actix system on a thread of its own, so the host can be a plain
+//! `#[tokio::main]` service (or anything else).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use actix::prelude::*;
+use prometheus::Registry;
+use tokio::sync::{oneshot, watch};
+
+use crate::channel;
+use crate::config::StreamConfig;
+use crate::messages::{Resume, Subscribe, Unsubscribe};
+use crate::metrics::Metrics;
+use crate::status::{ActorKind, Status};
+use crate::subscription::{Event, Subscription};
+use crate::supervisor::{PanicIn, Shutdown, StreamSupervisor};
+
+/// Errors of the library API. None carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No stream of that name.
+    #[error("no stream named {0:?}; configured streams: {1}")]
+    UnknownStream(String, String),
+    /// The subscription cannot be carried by the stream's dialect, or the stream is stopped.
+    #[error("cannot subscribe on stream {stream:?}: {reason}")]
+    Subscribe {
+        /// The stream.
+        stream: String,
+        /// Why.
+        reason: String,
+    },
+    /// keepwire has shut down.
+    #[error("keepwire has shut down")]
+    Closed,
+    /// Two streams share a name.
+    #[error("stream name {0:?} is used twice: names must be unique")]
+    DuplicateStream(String),
+    /// Metrics could not be registered (a name collision in the host's registry).
+    #[error("cannot register keepwire metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The supervisor thread could not start.
+    #[error("cannot start the keepwire thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Builds a supervisor. Start it with [`Builder::start`].
+#[derive(Default)]
+pub struct Builder {
+    streams: Vec<StreamConfig>,
+    registry: Option<Registry>,
+}
+
+impl Builder {
+    /// Adds a stream.
+    pub fn stream(mut self, config: StreamConfig) -> Self {
+        self.streams.push(config);
+        self
+    }
+
+    /// Registers metrics into the host's registry instead of a private one.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Starts keepwire on its own thread and returns a handle. Each stream's actors start at once.
+    pub fn start(self) -> Result<Handle, Error> {
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &self.streams {
+            if !seen.insert(s.name.clone()) {
+                return Err(Error::DuplicateStream(s.name.clone()));
+            }
+        }
+        let registry = self.registry.unwrap_or_default();
+        let metrics = Metrics::register(&registry)?;
+        let (status_tx, status_rx) = watch::channel(Status::default());
+        let status_tx = Arc::new(status_tx);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let streams = self.streams;
+        let thread = std::thread::Builder::new().name("keepwire".into()).spawn(move || {
+            let system = actix_rt::System::new();
+            let roots = system.block_on(async move {
+                streams
+                    .into_iter()
+                    .map(|cfg| {
+                        let name = cfg.name.clone();
+                        let m = metrics.stream(&name);
+                        let tx = status_tx.clone();
+                        (name, StreamSupervisor::new(cfg, m, tx).start())
+                    })
+                    .collect::<BTreeMap<_, _>>()
+            });
+            let _ = ready_tx.send((roots, actix_rt::System::current()));
+            let _ = system.run();
+            let _ = done_tx.send(());
+        })?;
+        let (roots, system) = ready_rx.recv().map_err(|_| Error::Closed)?;
+        Ok(Handle {
+            inner: Arc::new(Inner {
+                roots,
+                system,
+                status: status_rx,
+                registry,
+                thread: Mutex::new(Some(thread)),
+                done: Mutex::new(Some(done_rx)),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    roots: BTreeMap<String, Addr<StreamSupervisor>>,
+    system: actix_rt::System,
+    status: watch::Receiver<Status>,
+    registry: Registry,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    done: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.system.stop();
+    }
+}
+
+/// A running keepwire supervisor. `Clone + Send + Sync`; dropping the last clone stops it.
+#[derive(Clone)]
+pub struct Handle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("streams", &self.inner.roots.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Handle {
+    /// A builder with no streams.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    fn root(&self, stream: &str) -> Result<&Addr<StreamSupervisor>, Error> {
+        self.inner.roots.get(stream).ok_or_else(|| {
+            Error::UnknownStream(stream.to_string(), self.inner.roots.keys().cloned().collect::<Vec<_>>().join(", "))
+        })
+    }
+
+    /// Subscribes on `stream`. Events arrive on the returned receiver, which keeps at most
+    /// `consumer_capacity` events (the oldest are dropped, and counted, for a slow consumer).
+    /// The subscription survives reconnects: it is replayed on every new socket.
+    pub async fn subscribe(&self, stream: &str, subscription: Subscription) -> Result<channel::Receiver<Event>, Error> {
+        self.subscribe_with_capacity(stream, subscription, 4096).await
+    }
+
+    /// Like [`Handle::subscribe`] with an explicit queue capacity.
+    pub async fn subscribe_with_capacity(
+        &self,
+        stream: &str,
+        subscription: Subscription,
+        capacity: usize,
+    ) -> Result<channel::Receiver<Event>, Error> {
+        let root = self.root(stream)?;
+        let (tx, rx) = channel::bounded(capacity);
+        root.send(Subscribe { subscription, sender: tx })
+            .await
+            .map_err(|_| Error::Closed)?
+            .map_err(|reason| Error::Subscribe { stream: stream.to_string(), reason })?;
+        Ok(rx)
+    }
+
+    /// Unsubscribes (sends the gateway's unsubscribe command). Returns whether it was subscribed.
+    pub async fn unsubscribe(&self, stream: &str, subscription: Subscription) -> Result<bool, Error> {
+        self.root(stream)?.send(Unsubscribe { subscription }).await.map_err(|_| Error::Closed)
+    }
+
+    /// A `watch` of the status of every stream.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.inner.status.clone()
+    }
+
+    /// The registry keepwire's metrics live in.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Clears a hard failure of `stream` (e.g. after closing a competing session) and reconnects.
+    pub async fn resume(&self, stream: &str) -> Result<(), Error> {
+        self.root(stream)?.send(Resume).await.map_err(|_| Error::Closed)
+    }
+
+    /// Chaos: makes the named actor of `stream` panic inside a handler. The stream supervisor
+    /// rebuilds that actor alone.
+    pub async fn inject_panic(&self, stream: &str, actor: ActorKind) -> Result<(), Error> {
+        self.root(stream)?.send(PanicIn(actor)).await.map_err(|_| Error::Closed)
+    }
+
+    /// Stops every stream cleanly (unsubscribes, logs out when configured), then the thread.
+    pub async fn shutdown(&self) {
+        for root in self.inner.roots.values() {
+            let _ = root.send(Shutdown).await;
+        }
+        self.inner.system.stop();
+        let done = self.inner.done.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(done) = done {
+            let _ = done.await;
+        }
+        let thread = self.inner.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}

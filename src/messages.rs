@@ -1,0 +1,275 @@
+//! The protocol of the system: every message exchanged between the actors of one stream.
+//!
+//! Messages that could arrive late carry the socket **epoch** or the credential **generation**
+//! they are about, so a message from a dead socket or about a stale token never undoes newer
+//! state.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Message;
+use secrecy::SecretString;
+use tokio::time::Instant;
+
+use crate::channel;
+use crate::dialect::DialPlan;
+use crate::failure::Failure;
+use crate::status::{ActorKind, SubscriptionCounts};
+use crate::subscription::{Event, Subscription};
+
+/// One generation of credentials. `Debug` never shows the secret.
+#[derive(Clone)]
+pub struct Credentials {
+    /// Monotonic per stream; a rejection names the generation it rejected.
+    pub generation: u64,
+    /// The secret itself.
+    pub secret: SecretString,
+    /// When it stops being valid, if known.
+    pub expires_at: Option<Instant>,
+    /// This generation replaced one that the gateway rejected.
+    pub replaced_rejected: bool,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("generation", &self.generation)
+            .field("secret", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .field("replaced_rejected", &self.replaced_rejected)
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------- to TokenManager
+
+/// Asks for the current credentials, fetching them first if there are none or they expire soon.
+#[derive(Message)]
+#[rtype(result = "Result<Credentials, Failure>")]
+pub struct GetCredentials;
+
+/// The gateway rejected `generation`. Only a report about the current generation refreshes.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct CredentialsRejected {
+    /// The generation that was rejected.
+    pub generation: u64,
+}
+
+/// The gateway session now uses this credential (IBKR: tickle's session id). A different value
+/// from the current one starts a new generation.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CredentialsObserved {
+    /// What the gateway reported.
+    pub secret: SecretString,
+}
+
+// ---------------------------------------------------------------- to GatewaySession
+
+/// Resolves once the gateway session is established.
+#[derive(Message)]
+#[rtype(result = "Result<(), Failure>")]
+pub struct AwaitSession;
+
+/// Builds the dial plan for one attempt (buys a ticket, negotiates…) from the given credentials.
+#[derive(Message)]
+#[rtype(result = "Result<DialPlan, Failure>")]
+pub struct PrepareDial {
+    /// The credentials to use, as TokenManager handed them out just now.
+    pub credentials: Credentials,
+}
+
+/// The socket learned that the gateway session is gone: re-establish it.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SessionLost {
+    /// What was seen.
+    pub failure: Failure,
+}
+
+/// Ends the gateway session if the dialect and configuration say so.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Logout;
+
+// ---------------------------------------------------------------- to StreamConnection
+
+/// The gateway session went down: drop the socket and wait for it to come back.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SessionDown;
+
+/// A new credential generation exists; a socket opened with an older one must be rebuilt.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct CredentialsChanged {
+    /// The new generation.
+    pub generation: u64,
+}
+
+/// Writes a text frame on the socket of `epoch` (dropped if that socket is gone).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SendFrame {
+    /// The socket it is meant for.
+    pub epoch: u64,
+    /// The frame.
+    pub text: String,
+}
+
+/// Re-announces the current socket state (sent after a peer was rebuilt).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Resync;
+
+// ---------------------------------------------------------------- to Subscriptions
+
+/// A socket is Ready: replay every subscription on it.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct StreamUp {
+    /// The socket.
+    pub epoch: u64,
+}
+
+/// The socket of `epoch` is gone: every binding becomes pending.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct StreamDown {
+    /// The socket.
+    pub epoch: u64,
+}
+
+/// A data message from the socket of `epoch`.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    /// The socket.
+    pub epoch: u64,
+    /// The routing topic.
+    pub topic: Arc<str>,
+    /// The message, parsed once.
+    pub data: serde_json::Value,
+}
+
+/// The gateway refused a topic on the socket of `epoch`.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct TopicRefused {
+    /// The socket.
+    pub epoch: u64,
+    /// The topic or command prefix the gateway named.
+    pub topic: String,
+    /// What it said.
+    pub message: String,
+}
+
+/// A user subscribes; events go to `sender`.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Subscribe {
+    /// What to subscribe to.
+    pub subscription: Subscription,
+    /// Where events go.
+    pub sender: channel::Sender<Event>,
+}
+
+/// A user unsubscribes. Returns whether it was subscribed.
+#[derive(Message, Debug)]
+#[rtype(result = "bool")]
+pub struct Unsubscribe {
+    /// What to unsubscribe from.
+    pub subscription: Subscription,
+}
+
+// ---------------------------------------------------------------- to every actor
+
+/// Stop working for good (shutdown or hard failure): no more dialing, polling or refreshing.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Halt;
+
+/// Start working again after a [`Halt`] (used by `resume`).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Resume;
+
+/// Chaos: panic inside this actor's handler. Used by tests and `keepwire chaos` to prove that a
+/// panic rebuilds only the actor it happened in.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct InjectPanic;
+
+// ---------------------------------------------------------------- to the stream supervisor
+
+/// Where the gateway session stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionPhase {
+    /// REST handshake in progress.
+    Establishing,
+    /// A person must log in; polling slowly.
+    AwaitingLogin {
+        /// Plain-words remedy.
+        remedy: String,
+    },
+    /// Waiting before the next attempt.
+    Backoff {
+        /// The delay.
+        delay: Duration,
+    },
+    /// Established.
+    Established,
+}
+
+/// Where the socket stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnPhase {
+    /// Waiting for the gateway session.
+    Waiting,
+    /// Waiting before the next attempt.
+    Backoff {
+        /// The delay.
+        delay: Duration,
+    },
+    /// Dialing or waiting for the opening exchange.
+    Connecting,
+    /// Authenticated and usable.
+    Ready,
+}
+
+/// What actors tell their stream supervisor; it turns these into [`crate::Status`] and metrics.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum Report {
+    /// GatewaySession phase.
+    Session(SessionPhase),
+    /// StreamConnection phase.
+    Connection {
+        /// The phase.
+        phase: ConnPhase,
+        /// Attempts since the last healthy period.
+        attempt: u32,
+        /// Current socket epoch.
+        epoch: u64,
+    },
+    /// Subscription counts changed.
+    Subscriptions(SubscriptionCounts),
+    /// An actor met a failure.
+    Failure {
+        /// Which actor.
+        actor: ActorKind,
+        /// What happened.
+        failure: Failure,
+    },
+    /// An actor was restarted (stop → restart by its Supervisor, or rebuilt after a panic).
+    Restarted(ActorKind),
+    /// A credential fetch finished.
+    CredentialsRefreshed {
+        /// The new generation (on success).
+        generation: Option<u64>,
+    },
+    /// Consumer events were dropped.
+    EventsDropped(u64),
+}

@@ -1,0 +1,90 @@
+//! What a user subscribes to, and what they receive.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// A subscription request. The dialect turns it into wire commands.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subscription {
+    /// IBKR streaming market data for a contract (`smd+<conid>+{"fields":[…]}`).
+    MarketData {
+        /// Contract id.
+        conid: u64,
+        /// Field ids, e.g. `["31","84","86"]`.
+        fields: Vec<String>,
+    },
+    /// IBKR live orders (`sor+{}`).
+    Orders,
+    /// IBKR profit and loss (`spl+{}`).
+    Pnl,
+    /// IBKR account summary (`ssd+<account>`).
+    AccountSummary {
+        /// Account id.
+        account: String,
+    },
+    /// IBKR account ledger (`sld+<account>`).
+    Ledger {
+        /// Account id.
+        account: String,
+    },
+}
+
+impl Subscription {
+    /// IBKR market data for `conid` with the given field ids.
+    pub fn market_data<I, S>(conid: u64, fields: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Subscription::MarketData { conid, fields: fields.into_iter().map(Into::into).collect() }
+    }
+}
+
+impl fmt::Display for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subscription::MarketData { conid, .. } => write!(f, "market data {conid}"),
+            Subscription::Orders => write!(f, "orders"),
+            Subscription::Pnl => write!(f, "pnl"),
+            Subscription::AccountSummary { .. } => write!(f, "account summary"),
+            Subscription::Ledger { .. } => write!(f, "ledger"),
+        }
+    }
+}
+
+/// The lifecycle of one subscription on the current socket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SubscriptionState {
+    /// Waiting for a Ready socket.
+    Pending,
+    /// Sent; waiting for the gateway to confirm.
+    Sent {
+        /// Times sent on this socket.
+        attempt: u32,
+    },
+    /// Confirmed (IBKR: first message on the topic).
+    Active,
+    /// Given up on this socket.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a consumer receives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A data message for the subscription.
+    Data {
+        /// The wire topic, e.g. `smd+265598`.
+        topic: Arc<str>,
+        /// The message, parsed once.
+        data: serde_json::Value,
+    },
+    /// The subscription changed state (e.g. pending after a disconnect, active after replay).
+    State(SubscriptionState),
+}

@@ -1,0 +1,417 @@
+//! The stream supervisor: starts the four actors of a stream, restarts only the one that failed,
+//! rebuilds one that panicked (actix drops a panicked actor instead of restarting it), limits
+//! restart intensity (more than N restarts in T escalate to a hard failure instead of looping),
+//! turns reports into [`Status`] and metrics, and stops cleanly.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::actors::subscriptions::Book;
+use crate::actors::{GatewaySession, Peers, StreamConnection, StreamCtx, Subscriptions, TokenManager};
+use crate::config::StreamConfig;
+use crate::dialect::DialectSend;
+use crate::failure::{Class, Failure};
+use crate::messages::{
+    ConnPhase, Halt, InjectPanic, Logout, Report, Resume, Resync, SessionPhase, StreamDown, Subscribe, Unsubscribe,
+};
+use crate::metrics::StreamMetrics;
+use crate::status::{ActorKind, LastFailure, Status, StreamState, StreamStatus, SubscriptionCounts};
+use crate::transport::ClientFactory;
+
+/// How often children are checked for having died of a panic.
+const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+
+/// Stop the stream: unsubscribe, log out when configured, halt every actor.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Panic inside the named actor (chaos).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct PanicIn(pub ActorKind);
+
+/// The supervisor of one stream.
+pub struct StreamSupervisor {
+    name: Arc<str>,
+    config: Arc<StreamConfig>,
+    dialect: Arc<dyn DialectSend>,
+    clients: Option<ClientFactory>,
+    metrics: StreamMetrics,
+    status_tx: Arc<watch::Sender<Status>>,
+    ctx: Option<StreamCtx>,
+    book: Book,
+    status: StreamStatus,
+    session: SessionPhase,
+    conn: ConnPhase,
+    hard: Option<Failure>,
+    stopped: bool,
+    restart_log: BTreeMap<ActorKind, VecDeque<Instant>>,
+    lost_ready_at: Option<Instant>,
+    was_fully_ready: bool,
+}
+
+impl StreamSupervisor {
+    /// A supervisor for `config`, publishing into `status_tx`.
+    pub fn new(config: StreamConfig, metrics: StreamMetrics, status_tx: Arc<watch::Sender<Status>>) -> Self {
+        let dialect = crate::dialect::build(&config);
+        let config = Arc::new(config);
+        let (clients, hard) = match ClientFactory::new(&config) {
+            Ok(c) => (Some(c), None),
+            Err(f) => (None, Some(f)),
+        };
+        Self {
+            name: config.name.as_str().into(),
+            config,
+            dialect,
+            clients,
+            metrics,
+            status_tx,
+            ctx: None,
+            book: Rc::new(RefCell::new(BTreeMap::new())),
+            status: StreamStatus::default(),
+            session: SessionPhase::Establishing,
+            conn: ConnPhase::Waiting,
+            hard,
+            stopped: false,
+            restart_log: BTreeMap::new(),
+            lost_ready_at: None,
+            was_fully_ready: false,
+        }
+    }
+
+    fn start_child(&self, kind: ActorKind) {
+        let Some(ctx) = self.ctx.clone() else { return };
+        let mut peers = ctx.peers.borrow_mut();
+        match kind {
+            ActorKind::TokenManager => {
+                let c = ctx.clone();
+                peers.token = Some(Supervisor::start(move |_| TokenManager::new(c)));
+            }
+            ActorKind::GatewaySession => {
+                let c = ctx.clone();
+                peers.gateway = Some(Supervisor::start(move |_| GatewaySession::new(c)));
+            }
+            ActorKind::StreamConnection => {
+                let c = ctx.clone();
+                let addr = Supervisor::start(move |_| StreamConnection::new(c));
+                peers.frames = Some(addr.clone().recipient());
+                peers.stream = Some(addr);
+            }
+            ActorKind::Subscriptions => {
+                let (c, book) = (ctx.clone(), self.book.clone());
+                peers.subscriptions = Some(Supervisor::start(move |_| Subscriptions::new(c, book)));
+            }
+        }
+    }
+
+    fn alive(&self, kind: ActorKind) -> bool {
+        let Some(ctx) = &self.ctx else { return true };
+        let p = ctx.peers.borrow();
+        match kind {
+            ActorKind::TokenManager => p.token.as_ref().is_some_and(|a| a.connected()),
+            ActorKind::GatewaySession => p.gateway.as_ref().is_some_and(|a| a.connected()),
+            ActorKind::StreamConnection => p.stream.as_ref().is_some_and(|a| a.connected()),
+            ActorKind::Subscriptions => p.subscriptions.as_ref().is_some_and(|a| a.connected()),
+        }
+    }
+
+    fn broadcast<M>(&self, msg: M)
+    where
+        M: Message<Result = ()> + Send + Clone + 'static,
+        TokenManager: Handler<M>,
+        GatewaySession: Handler<M>,
+        StreamConnection: Handler<M>,
+        Subscriptions: Handler<M>,
+    {
+        let Some(ctx) = &self.ctx else { return };
+        let p = ctx.peers.borrow();
+        if let Some(a) = &p.subscriptions {
+            a.do_send(msg.clone());
+        }
+        if let Some(a) = &p.stream {
+            a.do_send(msg.clone());
+        }
+        if let Some(a) = &p.gateway {
+            a.do_send(msg.clone());
+        }
+        if let Some(a) = &p.token {
+            a.do_send(msg);
+        }
+    }
+
+    /// Rebuilds children that died (a panic drops an actix actor instead of restarting it).
+    fn check_liveness(&mut self, ctx: &mut Context<Self>) {
+        for kind in ActorKind::ALL {
+            if self.alive(kind) {
+                continue;
+            }
+            tracing::error!(stream = %self.name, actor = kind.as_str(), "actor died (panic); rebuilding it alone");
+            self.start_child(kind);
+            self.restarted(kind, ctx);
+            let Some(sctx) = &self.ctx else { continue };
+            match kind {
+                ActorKind::Subscriptions => {
+                    if let Some(s) = sctx.stream() {
+                        s.do_send(Resync);
+                    }
+                }
+                ActorKind::StreamConnection => {
+                    if let Some(s) = sctx.subscriptions() {
+                        s.do_send(StreamDown { epoch: sctx.epoch.get() });
+                    }
+                    self.conn = ConnPhase::Waiting;
+                }
+                _ => {}
+            }
+            if self.hard.is_some() || self.stopped {
+                self.broadcast(Halt);
+            }
+        }
+        self.publish();
+    }
+
+    fn restarted(&mut self, kind: ActorKind, _ctx: &mut Context<Self>) {
+        self.metrics.actor_restart(kind.as_str());
+        *self.status.restarts.entry(kind).or_default() += 1;
+        let now = Instant::now();
+        let window = self.config.restart_intensity.window;
+        let log = self.restart_log.entry(kind).or_default();
+        log.push_back(now);
+        while log.front().is_some_and(|t| now.saturating_duration_since(*t) > window) {
+            log.pop_front();
+        }
+        let restarts = log.len() as u32;
+        if restarts > self.config.restart_intensity.max_restarts && self.hard.is_none() {
+            self.fail_hard(ActorKind::StreamConnection, Failure::RestartIntensity { actor: kind.as_str(), restarts, window });
+        }
+    }
+
+    fn fail_hard(&mut self, actor: ActorKind, failure: Failure) {
+        tracing::error!(stream = %self.name, actor = actor.as_str(), %failure, "hard failure: stopping this stream");
+        self.metrics.hard_failure(failure.reason());
+        self.status.hard_failures += 1;
+        self.record_failure(actor, &failure, Class::Hard);
+        self.hard = Some(failure);
+        self.broadcast(Halt);
+    }
+
+    fn record_failure(&mut self, actor: ActorKind, failure: &Failure, class: Class) {
+        self.status.last_failure = Some(LastFailure {
+            actor,
+            reason: failure.reason(),
+            message: failure.to_string(),
+            class: format!("{class:?}").to_lowercase(),
+        });
+    }
+
+    fn state(&self) -> StreamState {
+        if let Some(f) = &self.hard {
+            return StreamState::Failed { reason: f.to_string() };
+        }
+        if self.stopped {
+            return StreamState::Stopped;
+        }
+        match (&self.conn, &self.session) {
+            (ConnPhase::Ready, _) => StreamState::Ready,
+            (_, SessionPhase::AwaitingLogin { remedy }) => StreamState::AwaitingLogin { remedy: remedy.clone() },
+            (_, SessionPhase::Establishing) => StreamState::Establishing,
+            (_, SessionPhase::Backoff { delay }) | (ConnPhase::Backoff { delay }, _) => {
+                StreamState::Backoff { attempt: self.status.attempt.max(1), delay_ms: delay.as_millis() as u64 }
+            }
+            (ConnPhase::Connecting | ConnPhase::Waiting, SessionPhase::Established) => StreamState::Connecting,
+        }
+    }
+
+    fn publish(&mut self) {
+        let state = self.state();
+        if state != self.status.state {
+            tracing::debug!(stream = %self.name, from = self.status.state.as_str(), to = state.as_str(), "state");
+            self.metrics.state(&state);
+        }
+        self.status.state = state;
+        self.status.messages_received = self.metrics.messages_received.get();
+        self.status.events_dropped = self.metrics.events_dropped.get();
+        let fully_ready = self.status.is_fully_ready();
+        let now = Instant::now();
+        if self.was_fully_ready && !fully_ready {
+            self.lost_ready_at = Some(now);
+        } else if !self.was_fully_ready && fully_ready {
+            if let Some(lost) = self.lost_ready_at.take() {
+                let took = now.saturating_duration_since(lost);
+                self.status.recoveries += 1;
+                self.status.last_recovery = Some(took);
+                self.metrics.recovery(took.as_secs_f64());
+                tracing::info!(stream = %self.name, recovery_ms = took.as_millis() as u64, "recovered: ready with every subscription active");
+            }
+        }
+        self.was_fully_ready = fully_ready;
+        let snapshot = self.status.clone();
+        let name = self.name.to_string();
+        self.status_tx.send_modify(|s| {
+            s.streams.insert(name, snapshot);
+        });
+    }
+}
+
+impl Actor for StreamSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(clients) = self.clients.clone() else {
+            if let Some(f) = self.hard.take() {
+                self.fail_hard(ActorKind::GatewaySession, f);
+            }
+            self.publish();
+            return;
+        };
+        self.ctx = Some(StreamCtx {
+            name: self.name.clone(),
+            config: self.config.clone(),
+            dialect: self.dialect.clone(),
+            clients,
+            peers: Rc::new(RefCell::new(Peers::default())),
+            report: ctx.address().recipient(),
+            metrics: self.metrics.clone(),
+            generation: Rc::new(Cell::new(0)),
+            epoch: Rc::new(Cell::new(0)),
+        });
+        for kind in ActorKind::ALL {
+            self.start_child(kind);
+        }
+        self.metrics.subscriptions(&SubscriptionCounts::default());
+        ctx.run_interval(LIVENESS_CHECK, |act, ctx| act.check_liveness(ctx));
+        self.publish();
+    }
+}
+
+impl Handler<Report> for StreamSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, report: Report, ctx: &mut Context<Self>) {
+        match report {
+            Report::Session(phase) => self.session = phase,
+            Report::Connection { phase, attempt, epoch } => {
+                self.status.attempt = attempt;
+                self.status.epoch = epoch;
+                self.conn = phase;
+            }
+            Report::Subscriptions(c) => self.status.subscriptions = c,
+            Report::Failure { actor, failure } => {
+                let class = failure.class(self.dialect.competing_policy());
+                if class == Class::Hard {
+                    if self.hard.is_none() && !self.stopped {
+                        self.fail_hard(actor, failure);
+                    }
+                } else {
+                    if actor == ActorKind::StreamConnection {
+                        self.metrics.reconnect(failure.reason());
+                        if self.conn == ConnPhase::Ready {
+                            self.conn = ConnPhase::Waiting;
+                        }
+                    }
+                    self.record_failure(actor, &failure, class);
+                }
+            }
+            Report::Restarted(kind) => self.restarted(kind, ctx),
+            Report::CredentialsRefreshed { generation } => {
+                if let Some(g) = generation {
+                    self.status.credential_generation = g;
+                }
+            }
+            Report::EventsDropped(_) => {}
+        }
+        self.publish();
+    }
+}
+
+impl Handler<Subscribe> for StreamSupervisor {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) -> Self::Result {
+        let subs = self.ctx.as_ref().and_then(|c| c.subscriptions());
+        Box::pin(async move {
+            match subs {
+                Some(s) => s.send(msg).await.map_err(|e| format!("subscriptions actor unavailable: {e}"))?,
+                None => Err("stream is not running (configuration error?)".into()),
+            }
+        })
+    }
+}
+
+impl Handler<Unsubscribe> for StreamSupervisor {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Context<Self>) -> Self::Result {
+        let subs = self.ctx.as_ref().and_then(|c| c.subscriptions());
+        Box::pin(async move {
+            match subs {
+                Some(s) => s.send(msg).await.unwrap_or(false),
+                None => false,
+            }
+        })
+    }
+}
+
+impl Handler<Resume> for StreamSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: Resume, _ctx: &mut Context<Self>) {
+        if self.hard.take().is_some() {
+            tracing::info!(stream = %self.name, "resuming after a hard failure");
+            self.restart_log.clear();
+            self.broadcast(Resume);
+            self.publish();
+        }
+    }
+}
+
+impl Handler<PanicIn> for StreamSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PanicIn, _ctx: &mut Context<Self>) {
+        let Some(ctx) = &self.ctx else { return };
+        let p = ctx.peers.borrow();
+        match msg.0 {
+            ActorKind::TokenManager => p.token.as_ref().map(|a| a.do_send(InjectPanic)),
+            ActorKind::GatewaySession => p.gateway.as_ref().map(|a| a.do_send(InjectPanic)),
+            ActorKind::StreamConnection => p.stream.as_ref().map(|a| a.do_send(InjectPanic)),
+            ActorKind::Subscriptions => p.subscriptions.as_ref().map(|a| a.do_send(InjectPanic)),
+        };
+    }
+}
+
+impl Handler<Shutdown> for StreamSupervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
+        let subs = self.ctx.as_ref().and_then(|c| c.subscriptions());
+        let gateway = self.ctx.as_ref().and_then(|c| c.gateway());
+        let keys: Vec<_> = self.book.borrow().values().map(|b| b.subscription.clone()).collect();
+        Box::pin(
+            async move {
+                if let Some(s) = subs {
+                    for subscription in keys {
+                        let _ = s.send(Unsubscribe { subscription }).await;
+                    }
+                }
+                if let Some(g) = gateway {
+                    let _ = tokio::time::timeout(Duration::from_secs(3), g.send(Logout)).await;
+                }
+            }
+            .into_actor(self)
+            .map(|_, act, _| {
+                act.stopped = true;
+                act.broadcast(Halt);
+                act.publish();
+            }),
+        )
+    }
+}

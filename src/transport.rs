@@ -1,0 +1,258 @@
+//! HTTP and WebSocket plumbing shared by the actors: awc clients, error mapping, URL redaction,
+//! and reassembly of fragmented WebSocket messages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use awc::error::{ConnectError, SendRequestError, WsClientError};
+use bytes::{Bytes, BytesMut};
+
+use crate::config::StreamConfig;
+use crate::failure::{http_failure, Endpoint, Failure};
+
+/// Host part of a URL (`https://127.0.0.1:5000/x` → `127.0.0.1`, `[::1]` → `[::1]`).
+pub fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    if authority.starts_with('[') {
+        return authority.find(']').map(|i| &authority[..=i]);
+    }
+    Some(authority.split(':').next().unwrap_or(authority))
+}
+
+/// A URL with every query value replaced by `***` (tickets and tokens travel in queries).
+pub fn redact_url(url: &str) -> String {
+    match url.split_once('?') {
+        None => url.to_string(),
+        Some((base, query)) => {
+            let q: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) => format!("{k}=***"),
+                    None => kv.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", q.join("&"))
+        }
+    }
+}
+
+/// The TLS configuration and timeouts of a stream, from which actors build their `!Send` clients.
+#[derive(Clone)]
+pub struct ClientFactory {
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+}
+
+impl ClientFactory {
+    /// Validates the stream's URL and TLS settings once.
+    pub fn new(config: &StreamConfig) -> Result<Self, Failure> {
+        let host = url_host(&config.url)
+            .ok_or_else(|| Failure::Config { detail: format!("url {:?} has no host", config.url) })?;
+        if !(config.url.starts_with("http://")
+            || config.url.starts_with("https://")
+            || config.url.starts_with("ws://")
+            || config.url.starts_with("wss://"))
+        {
+            return Err(Failure::Config {
+                detail: format!("url {:?} must start with https:// (or http:// for a loopback test gateway)", config.url),
+            });
+        }
+        let tls = crate::tls::client_config(&config.tls, host)?;
+        Ok(Self { tls, timeout: config.request_timeout })
+    }
+
+    /// A new awc client (one per actor: awc clients are `!Send`).
+    pub fn client(&self) -> awc::Client {
+        let connector = awc::Connector::new()
+            .rustls_0_23(self.tls.clone())
+            .timeout(self.timeout)
+            .handshake_timeout(self.timeout);
+        awc::Client::builder().connector(connector).timeout(self.timeout).finish()
+    }
+}
+
+/// Maps an awc request error to a failure.
+pub fn send_failure(endpoint: Endpoint, e: &SendRequestError) -> Failure {
+    match e {
+        SendRequestError::Connect(ConnectError::Io(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Failure::Unreachable { detail: format!("connection refused ({})", endpoint.as_str()) }
+        }
+        SendRequestError::Connect(ConnectError::Timeout) | SendRequestError::Timeout => Failure::Timeout { endpoint },
+        SendRequestError::Connect(ConnectError::Io(io)) if is_tls_error(io) => Failure::Tls { detail: io.to_string() },
+        other => Failure::Transport { detail: format!("{}: {other}", endpoint.as_str()) },
+    }
+}
+
+fn is_tls_error(io: &std::io::Error) -> bool {
+    io.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        || io.kind() == std::io::ErrorKind::InvalidData
+}
+
+/// Maps a WebSocket connect error. A non-101 status loses headers and body in awc, so only the
+/// status is known; `rejected` decides which statuses mean "credentials refused".
+pub fn ws_failure(e: &WsClientError, after_refresh: bool) -> Failure {
+    match e {
+        WsClientError::InvalidResponseStatus(s) => match s.as_u16() {
+            st @ (401 | 403) => Failure::Rejected { status: st, after_refresh },
+            st => http_failure(Endpoint::Upgrade, st, None),
+        },
+        WsClientError::SendRequest(e) => send_failure(Endpoint::Upgrade, e),
+        other => Failure::Transport { detail: format!("websocket upgrade: {other}") },
+    }
+}
+
+/// Parses a `Retry-After` header given in seconds.
+pub fn retry_after(headers: &awc::http::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(awc::http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// An HTTP reply with its body parsed as JSON (`Value::Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct JsonReply {
+    /// Status code.
+    pub status: u16,
+    /// `Retry-After`, if given.
+    pub retry_after: Option<Duration>,
+    /// The body.
+    pub body: serde_json::Value,
+}
+
+impl JsonReply {
+    /// `body[key]` as a string, if it is one.
+    pub fn str_field(&self, key: &str) -> Option<&str> {
+        self.body.get(key).and_then(|v| v.as_str())
+    }
+}
+
+/// Sends a JSON request (`body: None` sends an empty `{}` for POST, as some gateways reject a
+/// body-less POST) and reads the whole reply. Non-2xx statuses are returned, not mapped.
+pub async fn call_json(
+    client: &awc::Client,
+    method: awc::http::Method,
+    url: &str,
+    endpoint: Endpoint,
+    body: Option<serde_json::Value>,
+    headers: &[(&'static str, String)],
+) -> Result<JsonReply, Failure> {
+    let mut req = client.request(method.clone(), url);
+    for (k, v) in headers {
+        req = req.insert_header((*k, v.as_str()));
+    }
+    let sent = if method == awc::http::Method::GET {
+        req.send().await
+    } else {
+        req.send_json(&body.unwrap_or_else(|| serde_json::json!({}))).await
+    };
+    let mut resp = sent.map_err(|e| send_failure(endpoint, &e))?;
+    let status = resp.status().as_u16();
+    let retry_after = retry_after(resp.headers());
+    let bytes = resp
+        .body()
+        .limit(1 << 20)
+        .await
+        .map_err(|e| Failure::Transport { detail: format!("{}: reading body: {e}", endpoint.as_str()) })?;
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok(JsonReply { status, retry_after, body })
+}
+
+/// The kind of a reassembled message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A text message (possibly with invalid UTF-8: decode lossily).
+    Text,
+    /// A binary message.
+    Binary,
+}
+
+/// Reassembles fragmented WebSocket messages (awc does not), with a total-size cap.
+#[derive(Debug)]
+pub struct Assembler {
+    buf: BytesMut,
+    kind: Option<MessageKind>,
+    limit: usize,
+}
+
+impl Assembler {
+    /// An assembler that refuses messages larger than `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self { buf: BytesMut::new(), kind: None, limit }
+    }
+
+    /// Feeds one continuation item; returns a whole message when the last fragment arrives.
+    pub fn push(&mut self, item: actix_http::ws::Item) -> Result<Option<(MessageKind, Bytes)>, Failure> {
+        use actix_http::ws::Item;
+        let (chunk, start, last) = match item {
+            Item::FirstText(b) => (b, Some(MessageKind::Text), false),
+            Item::FirstBinary(b) => (b, Some(MessageKind::Binary), false),
+            Item::Continue(b) => (b, None, false),
+            Item::Last(b) => (b, None, true),
+        };
+        if let Some(kind) = start {
+            // A new first fragment discards any unfinished message (protocol violation by the peer).
+            self.buf.clear();
+            self.kind = Some(kind);
+        } else if self.kind.is_none() {
+            return Ok(None); // continuation without a start: skip
+        }
+        if self.buf.len() + chunk.len() > self.limit {
+            self.buf.clear();
+            self.kind = None;
+            return Err(Failure::Oversized { limit: self.limit });
+        }
+        self.buf.extend_from_slice(&chunk);
+        if last {
+            let kind = self.kind.take().unwrap_or(MessageKind::Text);
+            return Ok(Some((kind, self.buf.split().freeze())));
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_http::ws::Item;
+
+    #[test]
+    fn hosts_are_extracted() {
+        assert_eq!(url_host("https://127.0.0.1:5000/v1/api"), Some("127.0.0.1"));
+        assert_eq!(url_host("ws://[::1]:80/ws?x=1"), Some("[::1]"));
+        assert_eq!(url_host("https://user:pw@api.ibkr.com"), Some("api.ibkr.com"));
+        assert_eq!(url_host("nonsense"), None);
+    }
+
+    #[test]
+    fn query_values_are_redacted() {
+        assert_eq!(
+            redact_url("wss://h/ws?ticket=abc%2F1&x=2&flag"),
+            "wss://h/ws?ticket=***&x=***&flag"
+        );
+        assert_eq!(redact_url("wss://h/ws"), "wss://h/ws");
+    }
+
+    #[test]
+    fn fragments_are_reassembled() {
+        let mut a = Assembler::new(100);
+        assert_eq!(a.push(Item::FirstText(Bytes::from_static(b"{\"a\""))).unwrap(), None);
+        assert_eq!(a.push(Item::Continue(Bytes::from_static(b":"))).unwrap(), None);
+        let (kind, msg) = a.push(Item::Last(Bytes::from_static(b"1}"))).unwrap().unwrap();
+        assert_eq!(kind, MessageKind::Text);
+        assert_eq!(&msg[..], b"{\"a\":1}");
+    }
+
+    #[test]
+    fn reassembly_is_capped() {
+        let mut a = Assembler::new(4);
+        a.push(Item::FirstBinary(Bytes::from_static(b"abc"))).unwrap();
+        assert_eq!(a.push(Item::Last(Bytes::from_static(b"de"))), Err(Failure::Oversized { limit: 4 }));
+        // and it recovers for the next message
+        a.push(Item::FirstText(Bytes::from_static(b"ok"))).unwrap();
+        assert!(a.push(Item::Last(Bytes::new())).unwrap().is_some());
+    }
+}

@@ -1,0 +1,262 @@
+//! Actors driven alone, in virtual time (`tokio::time::pause`): expiry and refresh schedules,
+//! single-flight refreshes and bounded retries, with no network and no waiting.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::future::LocalBoxFuture;
+use futures_util::FutureExt;
+use keepwire::actors::{Peers, StreamCtx, Subscriptions, TokenManager};
+use keepwire::config::IbkrConfig;
+use keepwire::dialect::ibkr::Ibkr;
+use keepwire::dialect::{Dialect, DialPlan, Issued, KeepaliveOutcome, SocketDecoder, SubscriptionWire};
+use keepwire::messages::{
+    CredentialsRejected, Deliver, GetCredentials, Report, SendFrame, StreamDown, StreamUp, Subscribe,
+};
+use keepwire::{CompetingPolicy, Failure, StreamConfig, Subscription};
+use secrecy::{ExposeSecret, SecretString};
+
+/// Records what actors send out.
+#[derive(Default, Clone)]
+struct Tape {
+    frames: Arc<Mutex<Vec<String>>>,
+    reports: Arc<Mutex<Vec<String>>>,
+}
+
+struct Collector(Tape);
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+impl Handler<SendFrame> for Collector {
+    type Result = ();
+    fn handle(&mut self, m: SendFrame, _: &mut Context<Self>) {
+        self.0.frames.lock().unwrap().push(m.text);
+    }
+}
+impl Handler<Report> for Collector {
+    type Result = ();
+    fn handle(&mut self, m: Report, _: &mut Context<Self>) {
+        self.0.reports.lock().unwrap().push(format!("{m:?}"));
+    }
+}
+
+/// A dialect whose credential source counts fetches and issues `token-N` valid for `ttl`.
+struct CountingDialect {
+    inner: Ibkr,
+    fetches: Arc<AtomicU64>,
+    ttl: Option<Duration>,
+}
+
+impl Dialect for CountingDialect {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+    fn establish(&self, _: awc::Client) -> LocalBoxFuture<'static, Result<(), Failure>> {
+        async { Ok(()) }.boxed_local()
+    }
+    fn keepalive(&self, _: awc::Client) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>> {
+        async { Ok(KeepaliveOutcome::default()) }.boxed_local()
+    }
+    fn keepalive_interval(&self) -> Option<Duration> {
+        None
+    }
+    fn fetch_credentials(&self, _: awc::Client) -> LocalBoxFuture<'static, Result<Issued, Failure>> {
+        let n = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
+        let ttl = self.ttl;
+        async move {
+            // a fetch takes a little while, so concurrent requests overlap it
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(Issued { secret: SecretString::from(format!("token-{n}")), expires_in: ttl })
+        }
+        .boxed_local()
+    }
+    fn prepare_dial(&self, h: awc::Client, s: &SecretString) -> LocalBoxFuture<'static, Result<DialPlan, Failure>> {
+        self.inner.prepare_dial(h, s)
+    }
+    fn logout(&self, _: awc::Client) -> Option<LocalBoxFuture<'static, Result<(), Failure>>> {
+        None
+    }
+    fn decoder(&self) -> Box<dyn SocketDecoder> {
+        self.inner.decoder()
+    }
+    fn socket_keepalive(&self) -> Option<(Duration, String)> {
+        None
+    }
+    fn subscription(&self, sub: &Subscription) -> Result<SubscriptionWire, String> {
+        self.inner.subscription(sub)
+    }
+    fn competing_policy(&self) -> CompetingPolicy {
+        CompetingPolicy::Compete
+    }
+}
+
+fn ctx_with(dialect: Arc<dyn keepwire::dialect::DialectSend>, tape: &Tape) -> StreamCtx {
+    let config = StreamConfig::ibkr("t", "http://127.0.0.1:9");
+    let collector = Collector(tape.clone()).start();
+    let registry = prometheus::Registry::new();
+    let metrics = keepwire::metrics::Metrics::register(&registry).unwrap().stream("t");
+    let peers = Peers { frames: Some(collector.clone().recipient()), ..Default::default() };
+    StreamCtx {
+        name: "t".into(),
+        clients: keepwire::transport::ClientFactory::new(&config).unwrap(),
+        config: Arc::new(config),
+        dialect,
+        peers: Rc::new(RefCell::new(peers)),
+        report: collector.recipient(),
+        metrics,
+        generation: Rc::new(std::cell::Cell::new(0)),
+        epoch: Rc::new(std::cell::Cell::new(0)),
+    }
+}
+
+fn counting(ttl: Option<Duration>) -> (Arc<CountingDialect>, Arc<AtomicU64>) {
+    let fetches = Arc::new(AtomicU64::new(0));
+    let d = CountingDialect { inner: Ibkr::new("http://127.0.0.1:9", IbkrConfig::default()), fetches: fetches.clone(), ttl };
+    (Arc::new(d), fetches)
+}
+
+#[actix_rt::test]
+async fn a_thousand_rejections_of_one_generation_cause_exactly_one_refresh() {
+    tokio::time::pause();
+    let tape = Tape::default();
+    let (dialect, fetches) = counting(None);
+    let tm = TokenManager::new(ctx_with(dialect, &tape)).start();
+    let first = tm.send(GetCredentials).await.unwrap().unwrap();
+    assert_eq!(first.generation, 1);
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+
+    for _ in 0..1000 {
+        tm.do_send(CredentialsRejected { generation: first.generation });
+    }
+    // and 1000 dials asking at the same moment share the one fetch
+    let waits: Vec<_> = (0..1000).map(|_| tm.send(GetCredentials)).collect();
+    let got = futures_util::future::join_all(waits).await;
+    assert!(got.iter().all(|r| matches!(r, Ok(Ok(c)) if c.generation == 2 && c.replaced_rejected)));
+    assert_eq!(fetches.load(Ordering::SeqCst), 2, "one initial fetch + exactly one refresh");
+    assert_eq!(got[0].as_ref().unwrap().as_ref().unwrap().secret.expose_secret(), "token-2");
+
+    // a late rejection of the old generation changes nothing
+    tm.do_send(CredentialsRejected { generation: 1 });
+    let again = tm.send(GetCredentials).await.unwrap().unwrap();
+    assert_eq!(again.generation, 2);
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+}
+
+#[actix_rt::test]
+async fn credentials_are_refreshed_before_they_expire_not_after_a_failure() {
+    tokio::time::pause();
+    let tape = Tape::default();
+    let (dialect, fetches) = counting(Some(Duration::from_secs(600)));
+    let tm = TokenManager::new(ctx_with(dialect, &tape)).start();
+    let first = tm.send(GetCredentials).await.unwrap().unwrap();
+    assert_eq!(first.generation, 1);
+
+    tokio::time::sleep(Duration::from_secs(560)).await;
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "not refreshed too early");
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    assert_eq!(fetches.load(Ordering::SeqCst), 2, "refreshed within the 30 s skew before expiry");
+    let c = tm.send(GetCredentials).await.unwrap().unwrap();
+    assert_eq!(c.generation, 2);
+    assert!(c.expires_at.unwrap() > tokio::time::Instant::now() + Duration::from_secs(500));
+}
+
+#[actix_rt::test]
+async fn an_expired_credential_is_never_handed_out() {
+    tokio::time::pause();
+    let tape = Tape::default();
+    let (dialect, fetches) = counting(Some(Duration::from_millis(200)));
+    let tm = TokenManager::new(ctx_with(dialect, &tape)).start();
+    tm.send(GetCredentials).await.unwrap().unwrap();
+    // far past expiry (and past any proactive refresh): asking fetches a fresh one first
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let c = tm.send(GetCredentials).await.unwrap().unwrap();
+    assert!(c.expires_at.unwrap() > tokio::time::Instant::now());
+    assert!(fetches.load(Ordering::SeqCst) >= 2);
+}
+
+fn subscriptions(tape: &Tape) -> Addr<Subscriptions> {
+    let dialect = Arc::new(Ibkr::new("http://127.0.0.1:9", IbkrConfig::default()));
+    Subscriptions::new(ctx_with(dialect, tape), Rc::new(RefCell::new(BTreeMap::new()))).start()
+}
+
+fn frames(tape: &Tape) -> Vec<String> {
+    tape.frames.lock().unwrap().clone()
+}
+
+async fn settle() {
+    // lets queued actor messages run; virtual time does not move
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[actix_rt::test]
+async fn an_active_smd_subscription_is_resent_every_nine_minutes_before_ibkr_ends_it() {
+    tokio::time::pause();
+    let tape = Tape::default();
+    let subs = subscriptions(&tape);
+    let (tx, _rx) = keepwire::channel::bounded(16);
+    subs.send(Subscribe { subscription: Subscription::market_data(8314, ["31"]), sender: tx }).await.unwrap().unwrap();
+    subs.send(StreamUp { epoch: 1 }).await.unwrap();
+    subs.send(Deliver { epoch: 1, topic: "smd+8314".into(), data: serde_json::json!({"31":"1"}) }).await.unwrap();
+    assert_eq!(frames(&tape), vec![r#"smd+8314+{"fields":["31"]}"#]);
+
+    tokio::time::sleep(Duration::from_secs(8 * 60 + 50)).await;
+    settle().await;
+    assert_eq!(frames(&tape).len(), 1, "not before nine minutes");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    settle().await;
+    assert_eq!(frames(&tape).len(), 2, "re-sent at nine minutes");
+    tokio::time::sleep(Duration::from_secs(9 * 60)).await;
+    settle().await;
+    assert_eq!(frames(&tape).len(), 3, "and every nine minutes after");
+}
+
+#[actix_rt::test]
+async fn an_unconfirmed_subscription_is_retried_a_bounded_number_of_times_then_failed() {
+    tokio::time::pause();
+    let tape = Tape::default();
+    let subs = subscriptions(&tape);
+    let (tx, mut rx) = keepwire::channel::bounded(16);
+    subs.send(Subscribe { subscription: Subscription::market_data(1, ["31"]), sender: tx }).await.unwrap().unwrap();
+    subs.send(StreamUp { epoch: 7 }).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    settle().await;
+    assert_eq!(frames(&tape).len(), 3, "max_subscribe_attempts = 3");
+    let mut last = None;
+    while let Some(e) = rx.try_recv() {
+        last = Some(e);
+    }
+    assert!(matches!(last, Some(keepwire::Event::State(keepwire::SubscriptionState::Failed { .. }))), "{last:?}");
+}
+
+#[actix_rt::test]
+async fn every_subscription_is_replayed_on_each_new_socket_and_stale_events_are_ignored() {
+    tokio::time::pause();
+    let tape = Tape::default();
+    let subs = subscriptions(&tape);
+    for conid in [1, 2, 3] {
+        let (tx, rx) = keepwire::channel::bounded(16);
+        std::mem::forget(rx);
+        subs.send(Subscribe { subscription: Subscription::market_data(conid, ["31"]), sender: tx }).await.unwrap().unwrap();
+    }
+    subs.send(StreamUp { epoch: 1 }).await.unwrap();
+    assert_eq!(frames(&tape).len(), 3);
+    subs.send(StreamDown { epoch: 1 }).await.unwrap();
+    // a late message from the dead socket must not mark anything active
+    subs.send(Deliver { epoch: 1, topic: "smd+1".into(), data: serde_json::json!({}) }).await.unwrap();
+    subs.send(StreamUp { epoch: 2 }).await.unwrap();
+    assert_eq!(frames(&tape).len(), 6, "all three replayed on the new socket");
+    // a StreamDown about the old socket arriving late does not take the new one down
+    subs.send(StreamDown { epoch: 1 }).await.unwrap();
+    subs.send(Deliver { epoch: 2, topic: "smd+2".into(), data: serde_json::json!({}) }).await.unwrap();
+    settle().await;
+    let reports = tape.reports.lock().unwrap().clone();
+    let last = reports.iter().rev().find(|r| r.starts_with("Subscriptions")).unwrap();
+    assert!(last.contains("active: 1") && last.contains("pending: 2"), "{last}");
+}

@@ -1,0 +1,60 @@
+//! `keepwire emulate`: the fault-injecting IBKR gateway alone, for testing other clients.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use keepwire::emulator::{Emulator, EmulatorConfig, TlsMode};
+
+/// Options of `keepwire emulate`.
+#[derive(Args, Debug)]
+pub struct EmulateArgs {
+    /// Gateway address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    pub listen: SocketAddr,
+    /// Admin API address.
+    #[arg(long, default_value = "127.0.0.1:5001")]
+    pub admin: SocketAddr,
+    /// Serve TLS with a generated self-signed certificate (written next to the URLs).
+    #[arg(long)]
+    pub tls: bool,
+    /// Seconds between socket heartbeats.
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_secs: u64,
+    /// Start with 2FA not yet approved.
+    #[arg(long)]
+    pub login_pending: bool,
+}
+
+/// Runs until interrupted.
+pub async fn run(args: EmulateArgs) -> ExitCode {
+    let config = EmulatorConfig {
+        bind: args.listen,
+        admin_bind: args.admin,
+        tls: if args.tls { TlsMode::SelfSigned } else { TlsMode::Plain },
+        heartbeat_interval: Duration::from_secs(args.heartbeat_secs.max(1)),
+        login_approved: !args.login_pending,
+        ..EmulatorConfig::default()
+    };
+    let emu = match Emulator::start(config) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("keepwire emulate: cannot start: {e} (is the port in use? choose another with --listen)");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("gateway  {}/v1/api", emu.base_url());
+    println!("socket   {}", emu.ws_url());
+    println!("admin    {}  (POST /admin/faults, GET /admin/counters, GET /admin/state, POST /admin/schedule)", emu.admin_url());
+    if let Some(pem) = emu.ca_pem() {
+        let path = std::env::temp_dir().join("keepwire-emulator-cert.pem");
+        match std::fs::write(&path, pem) {
+            Ok(()) => println!("cert     {}", path.display()),
+            Err(e) => eprintln!("cannot write the certificate to {}: {e}", path.display()),
+        }
+    }
+    // Runs until the process is interrupted.
+    std::future::pending::<()>().await;
+    ExitCode::SUCCESS
+}

@@ -37,10 +37,13 @@ struct Scripted {
     faults: Vec<Fault>,
     /// A person approves 2FA after this long.
     approve_after: Option<Duration>,
+    /// The fault takes the socket down, so recovery means a completed reconnect.
+    disconnects: bool,
 }
 
 fn script() -> Vec<Scripted> {
-    let s = |name, faults| Scripted { name, faults, approve_after: None };
+    let s = |name, faults| Scripted { name, faults, approve_after: None, disconnects: true };
+    let quiet = |name, faults| Scripted { name, faults, approve_after: None, disconnects: false };
     vec![
         s("sts authenticated:false", vec![Fault::SessionLost]),
         s("401 on the socket handshake", vec![Fault::RejectUpgrade { status: 401, count: 1 }, Fault::DropSockets]),
@@ -51,6 +54,7 @@ fn script() -> Vec<Scripted> {
             name: "2FA not approved yet",
             faults: vec![Fault::RequireLogin],
             approve_after: Some(Duration::from_millis(1500)),
+            disconnects: true,
         },
         s("no bridge after ssodh/init", vec![Fault::NoBridge { count: 2 }, Fault::SessionLost]),
         s("competing session", vec![Fault::CompetingSession]),
@@ -58,12 +62,12 @@ fn script() -> Vec<Scripted> {
         s("5xx", vec![Fault::ServerError { status: 503, count: 2 }, Fault::DropSockets]),
         s("429 penalty", vec![Fault::RateLimit { millis: 1000 }, Fault::DropSockets]),
         s("heartbeat silence (half-open)", vec![Fault::HeartbeatSilence]),
-        s("smd stream ends silently", vec![Fault::SmdSilentEnd]),
+        quiet("smd stream ends silently", vec![Fault::SmdSilentEnd]),
         s("session id rotation", vec![Fault::RotateSession]),
-        s("non-UTF-8 text frame", vec![Fault::NonUtf8Frame]),
-        s("fragmented message", vec![Fault::FragmentedMessage]),
+        quiet("non-UTF-8 text frame", vec![Fault::NonUtf8Frame]),
+        quiet("fragmented message", vec![Fault::FragmentedMessage]),
         s("oversized frame", vec![Fault::OversizedFrame { bytes: 2 << 20 }]),
-        s("malformed frame", vec![Fault::MalformedFrame]),
+        quiet("malformed frame", vec![Fault::MalformedFrame]),
         s("close 1001", vec![Fault::CloseSockets { code: 1001, reason: "going away".into() }]),
         s("close 1011", vec![Fault::CloseSockets { code: 1011, reason: "server error".into() }]),
         s("socket dropped", vec![Fault::DropSockets]),
@@ -184,6 +188,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         let due = started + slot * i as u32 + Duration::from_millis(rng.gen_range(0..=slot.as_millis() as u64 / 4));
         tokio::time::sleep_until(due).await;
         let t0 = Instant::now();
+        let recoveries_before = status.borrow().stream(STREAM).map_or(0, |s| s.recoveries);
         for fault in &f.faults {
             emu.inject(fault.clone());
         }
@@ -200,7 +205,8 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         let mut recovered = false;
         while Instant::now() < deadline {
             let s = status.borrow().stream(STREAM).cloned().unwrap_or_default();
-            if s.is_fully_ready() && data_since(&last, t0) {
+            let reconnected = !f.disconnects || s.recoveries > recoveries_before;
+            if reconnected && s.is_fully_ready() && data_since(&last, t0) {
                 recovered = true;
                 break;
             }

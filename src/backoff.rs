@@ -28,7 +28,12 @@ impl Backoff {
     /// A fresh policy.
     pub fn new(config: BackoffConfig) -> Self {
         let inner = Self::build(&config);
-        Self { config, inner, attempt: 0, healthy_since: None }
+        Self {
+            config,
+            inner,
+            attempt: 0,
+            healthy_since: None,
+        }
     }
 
     fn build(config: &BackoffConfig) -> ExponentialBackoff {
@@ -44,7 +49,11 @@ impl Backoff {
     /// The smallest delay ever returned.
     pub fn floor(&self) -> Duration {
         let r = self.config.randomization.clamp(0.0, 0.99);
-        self.config.initial.mul_f64(1.0 - r).max(Duration::from_millis(1)).min(self.config.max)
+        self.config
+            .initial
+            .mul_f64(1.0 - r)
+            .max(Duration::from_millis(1))
+            .min(self.config.max)
     }
 
     /// The delay before the next attempt; counts the attempt.
@@ -142,16 +151,29 @@ mod tests {
     #[test]
     fn server_delay_wins_when_longer() {
         let mut b = Backoff::new(cfg(100, 1000, 0.0));
-        assert_eq!(b.next_delay_at_least(Some(Duration::from_secs(7))), Duration::from_secs(7));
-        assert_eq!(b.next_delay_at_least(Some(Duration::from_millis(1))), Duration::from_millis(200));
+        assert_eq!(
+            b.next_delay_at_least(Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            b.next_delay_at_least(Some(Duration::from_millis(1))),
+            Duration::from_millis(200)
+        );
     }
 
     #[test]
     fn first_retries_of_many_clients_are_spread_and_never_zero() {
-        let firsts: Vec<Duration> = (0..200).map(|_| Backoff::new(cfg(250, 5000, 0.5)).next_delay()).collect();
+        let firsts: Vec<Duration> = (0..200)
+            .map(|_| Backoff::new(cfg(250, 5000, 0.5)).next_delay())
+            .collect();
         assert!(firsts.iter().all(|d| *d >= Duration::from_millis(125)));
-        let distinct: std::collections::BTreeSet<_> = firsts.iter().map(|d| d.as_micros()).collect();
-        assert!(distinct.len() > 100, "jitter spreads a mass reconnect: {} distinct", distinct.len());
+        let distinct: std::collections::BTreeSet<_> =
+            firsts.iter().map(|d| d.as_micros()).collect();
+        assert!(
+            distinct.len() > 100,
+            "jitter spreads a mass reconnect: {} distinct",
+            distinct.len()
+        );
     }
 
     proptest! {

@@ -28,7 +28,12 @@ pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         closed: AtomicBool::new(false),
         receiver_alive: AtomicBool::new(true),
     });
-    (Sender { shared: shared.clone() }, Receiver { shared })
+    (
+        Sender {
+            shared: shared.clone(),
+        },
+        Receiver { shared },
+    )
 }
 
 /// The producing side (held by the Subscriptions actor).
@@ -54,8 +59,16 @@ impl<T> Sender<T> {
             return Push::Closed;
         }
         let evicted = {
-            let mut q = self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            let evicted = if q.len() >= self.shared.capacity { q.pop_front().is_some() } else { false };
+            let mut q = self
+                .shared
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let evicted = if q.len() >= self.shared.capacity {
+                q.pop_front().is_some()
+            } else {
+                false
+            };
             q.push_back(item);
             evicted
         };
@@ -104,7 +117,11 @@ impl<T> Receiver<T> {
 
     /// The next item if one is queued.
     pub fn try_recv(&mut self) -> Option<T> {
-        self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front()
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
     }
 
     /// Items dropped so far because this receiver fell behind.
@@ -121,7 +138,9 @@ impl<T> Drop for Receiver<T> {
 
 impl<T> std::fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Receiver").field("dropped", &self.dropped()).finish_non_exhaustive()
+        f.debug_struct("Receiver")
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
     }
 }
 

@@ -105,7 +105,10 @@ pub struct RestartIntensity {
 
 impl Default for RestartIntensity {
     fn default() -> Self {
-        Self { max_restarts: 20, window: Duration::from_secs(10) }
+        Self {
+            max_restarts: 20,
+            window: Duration::from_secs(10),
+        }
     }
 }
 

@@ -170,16 +170,27 @@ impl Failure {
     /// The class of this failure under the given competing-session policy.
     pub fn class(&self, competing: CompetingPolicy) -> Class {
         match self {
-            Failure::Rejected { after_refresh: false, .. } => Class::Auth,
-            Failure::Rejected { after_refresh: true, .. } => Class::Hard,
+            Failure::Rejected {
+                after_refresh: false,
+                ..
+            } => Class::Auth,
+            Failure::Rejected {
+                after_refresh: true,
+                ..
+            } => Class::Hard,
             Failure::SessionLost { .. } => Class::Session,
             Failure::NeedsLogin { .. } => Class::NeedsLogin,
             Failure::Competing => match competing {
                 CompetingPolicy::Compete => Class::Session,
                 CompetingPolicy::Yield => Class::Hard,
             },
-            Failure::Closed { code: Some(1008 | 1009), .. } => Class::Hard,
-            Failure::Http { status: 400..=499, .. } => match self.http_status() {
+            Failure::Closed {
+                code: Some(1008 | 1009),
+                ..
+            } => Class::Hard,
+            Failure::Http {
+                status: 400..=499, ..
+            } => match self.http_status() {
                 Some(408 | 429) => Class::Soft,
                 _ => Class::Hard,
             },
@@ -222,7 +233,9 @@ impl Failure {
             Failure::Tls { .. } => "tls",
             Failure::Transport { .. } => "transport",
             Failure::Http { status: 429, .. } => "rate_limited",
-            Failure::Http { status: 500..=599, .. } => "server_error",
+            Failure::Http {
+                status: 500..=599, ..
+            } => "server_error",
             Failure::Http { .. } => "http_error",
             Failure::Rejected { .. } => "credentials_rejected",
             Failure::SessionLost { .. } => "session_lost",
@@ -275,26 +288,42 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Unreachable { detail } => write!(f, "gateway unreachable (not running?): {detail}"),
+            Failure::Unreachable { detail } => {
+                write!(f, "gateway unreachable (not running?): {detail}")
+            }
             Failure::Timeout { endpoint } => write!(f, "timed out: {}", endpoint.as_str()),
             Failure::Tls { detail } => write!(f, "TLS failed: {detail}"),
             Failure::Transport { detail } => write!(f, "transport error: {detail}"),
-            Failure::Http { endpoint, status, retry_after } => {
+            Failure::Http {
+                endpoint,
+                status,
+                retry_after,
+            } => {
                 write!(f, "{} answered HTTP {status}", endpoint.as_str())?;
                 if let Some(d) = retry_after {
                     write!(f, " (retry after {} ms)", d.as_millis())?;
                 }
                 Ok(())
             }
-            Failure::Rejected { status, after_refresh } => {
-                write!(f, "credentials rejected on the socket handshake (HTTP {status})")?;
+            Failure::Rejected {
+                status,
+                after_refresh,
+            } => {
+                write!(
+                    f,
+                    "credentials rejected on the socket handshake (HTTP {status})"
+                )?;
                 if *after_refresh {
                     write!(f, " right after a refresh")?;
                 }
                 Ok(())
             }
-            Failure::SessionLost { detail } => write!(f, "gateway session not authenticated: {detail}"),
-            Failure::NeedsLogin { detail } => write!(f, "waiting for a person to log in (2FA): {detail}"),
+            Failure::SessionLost { detail } => {
+                write!(f, "gateway session not authenticated: {detail}")
+            }
+            Failure::NeedsLogin { detail } => {
+                write!(f, "waiting for a person to log in (2FA): {detail}")
+            }
             Failure::Competing => write!(f, "another session competes for the brokerage session"),
             Failure::NoBridge => write!(f, "gateway has no bridge yet (session being built)"),
             Failure::Closed { code, reason } => match code {
@@ -303,12 +332,22 @@ impl fmt::Display for Failure {
             },
             Failure::Dropped => write!(f, "socket dropped without a close frame"),
             Failure::HeartbeatSilence { silent_for } => {
-                write!(f, "no heartbeat or data for {} ms: socket presumed dead", silent_for.as_millis())
+                write!(
+                    f,
+                    "no heartbeat or data for {} ms: socket presumed dead",
+                    silent_for.as_millis()
+                )
             }
-            Failure::AuthTimeout => write!(f, "gateway did not confirm socket authentication in time"),
+            Failure::AuthTimeout => {
+                write!(f, "gateway did not confirm socket authentication in time")
+            }
             Failure::Oversized { limit } => write!(f, "frame or message larger than {limit} bytes"),
             Failure::MalformedBurst { count } => write!(f, "{count} malformed frames in a row"),
-            Failure::RestartIntensity { actor, restarts, window } => write!(
+            Failure::RestartIntensity {
+                actor,
+                restarts,
+                window,
+            } => write!(
                 f,
                 "{actor} restarted {restarts} times within {} ms: escalated",
                 window.as_millis()
@@ -326,12 +365,19 @@ impl std::error::Error for Failure {}
 
 /// Classifies a WebSocket close code sent by the server.
 pub fn close_failure(code: Option<u16>, reason: &str) -> Failure {
-    Failure::Closed { code, reason: reason.chars().take(200).collect() }
+    Failure::Closed {
+        code,
+        reason: reason.chars().take(200).collect(),
+    }
 }
 
 /// Maps an HTTP status on `endpoint` to a failure, for statuses the dialect has no special meaning for.
 pub fn http_failure(endpoint: Endpoint, status: u16, retry_after: Option<Duration>) -> Failure {
-    Failure::Http { endpoint, status, retry_after }
+    Failure::Http {
+        endpoint,
+        status,
+        retry_after,
+    }
 }
 
 #[cfg(test)]
@@ -344,8 +390,20 @@ mod tests {
 
     #[test]
     fn handshake_rejection_refreshes_once_then_is_hard() {
-        assert_eq!(class(Failure::Rejected { status: 401, after_refresh: false }), Class::Auth);
-        assert_eq!(class(Failure::Rejected { status: 403, after_refresh: true }), Class::Hard);
+        assert_eq!(
+            class(Failure::Rejected {
+                status: 401,
+                after_refresh: false
+            }),
+            Class::Auth
+        );
+        assert_eq!(
+            class(Failure::Rejected {
+                status: 403,
+                after_refresh: true
+            }),
+            Class::Hard
+        );
     }
 
     #[test]
@@ -362,22 +420,38 @@ mod tests {
     #[test]
     fn server_errors_and_rate_limits_are_soft_client_errors_hard() {
         for status in [500, 502, 503, 429, 408] {
-            assert_eq!(class(http_failure(Endpoint::AuthStatus, status, None)), Class::Soft, "{status}");
+            assert_eq!(
+                class(http_failure(Endpoint::AuthStatus, status, None)),
+                Class::Soft,
+                "{status}"
+            );
         }
         for status in [400, 404, 405] {
-            assert_eq!(class(http_failure(Endpoint::AuthStatus, status, None)), Class::Hard, "{status}");
+            assert_eq!(
+                class(http_failure(Endpoint::AuthStatus, status, None)),
+                Class::Hard,
+                "{status}"
+            );
         }
     }
 
     #[test]
     fn competing_follows_policy() {
-        assert_eq!(Failure::Competing.class(CompetingPolicy::Compete), Class::Session);
-        assert_eq!(Failure::Competing.class(CompetingPolicy::Yield), Class::Hard);
+        assert_eq!(
+            Failure::Competing.class(CompetingPolicy::Compete),
+            Class::Session
+        );
+        assert_eq!(
+            Failure::Competing.class(CompetingPolicy::Yield),
+            Class::Hard
+        );
     }
 
     #[test]
     fn needs_login_names_a_remedy_and_is_not_hard() {
-        let f = Failure::NeedsLogin { detail: "2FA pending".into() };
+        let f = Failure::NeedsLogin {
+            detail: "2FA pending".into(),
+        };
         assert_eq!(class(f.clone()), Class::NeedsLogin);
         assert!(f.to_string().contains("approve the 2FA"));
     }

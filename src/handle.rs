@@ -82,23 +82,25 @@ impl Builder {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let streams = self.streams;
-        let thread = std::thread::Builder::new().name("keepwire".into()).spawn(move || {
-            let system = actix_rt::System::new();
-            let roots = system.block_on(async move {
-                streams
-                    .into_iter()
-                    .map(|cfg| {
-                        let name = cfg.name.clone();
-                        let m = metrics.stream(&name);
-                        let tx = status_tx.clone();
-                        (name, StreamSupervisor::new(cfg, m, tx).start())
-                    })
-                    .collect::<BTreeMap<_, _>>()
-            });
-            let _ = ready_tx.send((roots, actix_rt::System::current()));
-            let _ = system.run();
-            let _ = done_tx.send(());
-        })?;
+        let thread = std::thread::Builder::new()
+            .name("keepwire".into())
+            .spawn(move || {
+                let system = actix_rt::System::new();
+                let roots = system.block_on(async move {
+                    streams
+                        .into_iter()
+                        .map(|cfg| {
+                            let name = cfg.name.clone();
+                            let m = metrics.stream(&name);
+                            let tx = status_tx.clone();
+                            (name, StreamSupervisor::new(cfg, m, tx).start())
+                        })
+                        .collect::<BTreeMap<_, _>>()
+                });
+                let _ = ready_tx.send((roots, actix_rt::System::current()));
+                let _ = system.run();
+                let _ = done_tx.send(());
+            })?;
         let (roots, system) = ready_rx.recv().map_err(|_| Error::Closed)?;
         Ok(Handle {
             inner: Arc::new(Inner {
@@ -136,7 +138,9 @@ pub struct Handle {
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handle").field("streams", &self.inner.roots.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("Handle")
+            .field("streams", &self.inner.roots.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -148,15 +152,28 @@ impl Handle {
 
     fn root(&self, stream: &str) -> Result<&Addr<StreamSupervisor>, Error> {
         self.inner.roots.get(stream).ok_or_else(|| {
-            Error::UnknownStream(stream.to_string(), self.inner.roots.keys().cloned().collect::<Vec<_>>().join(", "))
+            Error::UnknownStream(
+                stream.to_string(),
+                self.inner
+                    .roots
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
         })
     }
 
     /// Subscribes on `stream`. Events arrive on the returned receiver, which keeps at most
     /// `consumer_capacity` events (the oldest are dropped, and counted, for a slow consumer).
     /// The subscription survives reconnects: it is replayed on every new socket.
-    pub async fn subscribe(&self, stream: &str, subscription: Subscription) -> Result<channel::Receiver<Event>, Error> {
-        self.subscribe_with_capacity(stream, subscription, 4096).await
+    pub async fn subscribe(
+        &self,
+        stream: &str,
+        subscription: Subscription,
+    ) -> Result<channel::Receiver<Event>, Error> {
+        self.subscribe_with_capacity(stream, subscription, 4096)
+            .await
     }
 
     /// Like [`Handle::subscribe`] with an explicit queue capacity.
@@ -168,16 +185,29 @@ impl Handle {
     ) -> Result<channel::Receiver<Event>, Error> {
         let root = self.root(stream)?;
         let (tx, rx) = channel::bounded(capacity);
-        root.send(Subscribe { subscription, sender: tx })
-            .await
-            .map_err(|_| Error::Closed)?
-            .map_err(|reason| Error::Subscribe { stream: stream.to_string(), reason })?;
+        root.send(Subscribe {
+            subscription,
+            sender: tx,
+        })
+        .await
+        .map_err(|_| Error::Closed)?
+        .map_err(|reason| Error::Subscribe {
+            stream: stream.to_string(),
+            reason,
+        })?;
         Ok(rx)
     }
 
     /// Unsubscribes (sends the gateway's unsubscribe command). Returns whether it was subscribed.
-    pub async fn unsubscribe(&self, stream: &str, subscription: Subscription) -> Result<bool, Error> {
-        self.root(stream)?.send(Unsubscribe { subscription }).await.map_err(|_| Error::Closed)
+    pub async fn unsubscribe(
+        &self,
+        stream: &str,
+        subscription: Subscription,
+    ) -> Result<bool, Error> {
+        self.root(stream)?
+            .send(Unsubscribe { subscription })
+            .await
+            .map_err(|_| Error::Closed)
     }
 
     /// A `watch` of the status of every stream.
@@ -192,13 +222,19 @@ impl Handle {
 
     /// Clears a hard failure of `stream` (e.g. after closing a competing session) and reconnects.
     pub async fn resume(&self, stream: &str) -> Result<(), Error> {
-        self.root(stream)?.send(Resume).await.map_err(|_| Error::Closed)
+        self.root(stream)?
+            .send(Resume)
+            .await
+            .map_err(|_| Error::Closed)
     }
 
     /// Chaos: makes the named actor of `stream` panic inside a handler. The stream supervisor
     /// rebuilds that actor alone.
     pub async fn inject_panic(&self, stream: &str, actor: ActorKind) -> Result<(), Error> {
-        self.root(stream)?.send(PanicIn(actor)).await.map_err(|_| Error::Closed)
+        self.root(stream)?
+            .send(PanicIn(actor))
+            .await
+            .map_err(|_| Error::Closed)
     }
 
     /// Stops every stream cleanly (unsubscribes, logs out when configured), then the thread.
@@ -207,11 +243,21 @@ impl Handle {
             let _ = root.send(Shutdown).await;
         }
         self.inner.system.stop();
-        let done = self.inner.done.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let done = self
+            .inner
+            .done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(done) = done {
             let _ = done.await;
         }
-        let thread = self.inner.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let thread = self
+            .inner
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(t) = thread {
             let _ = t.join();
         }

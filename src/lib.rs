@@ -38,7 +38,10 @@ pub mod transport;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 
-pub use config::{BackoffConfig, CompetingPolicy, DialectKind, IbkrConfig, RestartIntensity, StreamConfig, TlsConfig};
+pub use config::{
+    BackoffConfig, CompetingPolicy, DialectKind, IbkrConfig, RestartIntensity, StreamConfig,
+    TlsConfig,
+};
 pub use failure::{Class, Failure};
 pub use handle::{Builder, Error, Handle};
 pub use status::{ActorKind, Status, StreamState, StreamStatus, SubscriptionCounts};

@@ -25,7 +25,12 @@ pub struct Metrics {
     decode_errors: IntCounterVec,
 }
 
-fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+fn counter(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
     let c = IntCounterVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(c.clone()))?;
     Ok(c)
@@ -45,12 +50,19 @@ impl Metrics {
                 "keepwire_recovery_seconds",
                 "Time from losing Ready to Ready with every subscription active again.",
             )
-            .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+            ]),
             &["stream"],
         )?;
         registry.register(Box::new(recovery_seconds.clone()))?;
         Ok(Self {
-            stream_up: gauge(registry, "keepwire_stream_up", "1 when the stream is Ready.", &["stream"])?,
+            stream_up: gauge(
+                registry,
+                "keepwire_stream_up",
+                "1 when the stream is Ready.",
+                &["stream"],
+            )?,
             stream_state: gauge(
                 registry,
                 "keepwire_stream_state",
@@ -141,40 +153,66 @@ impl StreamMetrics {
     pub fn state(&self, state: &StreamState) {
         let current = state.as_str();
         for s in StreamState::NAMES {
-            self.all.stream_state.with_label_values(&[self.name.as_str(), s]).set(i64::from(s == current));
+            self.all
+                .stream_state
+                .with_label_values(&[self.name.as_str(), s])
+                .set(i64::from(s == current));
         }
         self.up.set(i64::from(current == "ready"));
     }
 
     /// Counts a reconnect caused by `reason`.
     pub fn reconnect(&self, reason: &str) {
-        self.all.reconnects.with_label_values(&[self.name.as_str(), reason]).inc();
+        self.all
+            .reconnects
+            .with_label_values(&[self.name.as_str(), reason])
+            .inc();
     }
 
     /// Counts a credential fetch.
     pub fn credential_refresh(&self, ok: bool) {
-        self.all.credential_refreshes.with_label_values(&[self.name.as_str(), if ok { "ok" } else { "error" }]).inc();
+        self.all
+            .credential_refreshes
+            .with_label_values(&[self.name.as_str(), if ok { "ok" } else { "error" }])
+            .inc();
     }
 
     /// Counts an actor restart.
     pub fn actor_restart(&self, actor: &str) {
-        self.all.actor_restarts.with_label_values(&[self.name.as_str(), actor]).inc();
+        self.all
+            .actor_restarts
+            .with_label_values(&[self.name.as_str(), actor])
+            .inc();
     }
 
     /// Records subscription counts.
     pub fn subscriptions(&self, c: &SubscriptionCounts) {
-        for (state, n) in [("desired", c.desired), ("active", c.active), ("pending", c.pending), ("failed", c.failed)] {
-            self.all.subscriptions.with_label_values(&[self.name.as_str(), state]).set(n as i64);
+        for (state, n) in [
+            ("desired", c.desired),
+            ("active", c.active),
+            ("pending", c.pending),
+            ("failed", c.failed),
+        ] {
+            self.all
+                .subscriptions
+                .with_label_values(&[self.name.as_str(), state])
+                .set(n as i64);
         }
     }
 
     /// Counts a hard failure.
     pub fn hard_failure(&self, reason: &str) {
-        self.all.hard_failures.with_label_values(&[self.name.as_str(), reason]).inc();
+        self.all
+            .hard_failures
+            .with_label_values(&[self.name.as_str(), reason])
+            .inc();
     }
 
     /// Observes one recovery.
     pub fn recovery(&self, seconds: f64) {
-        self.all.recovery_seconds.with_label_values(&[&self.name]).observe(seconds);
+        self.all
+            .recovery_seconds
+            .with_label_values(&[&self.name])
+            .observe(seconds);
     }
 }

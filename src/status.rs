@@ -21,8 +21,12 @@ pub enum ActorKind {
 
 impl ActorKind {
     /// Every actor, in start order.
-    pub const ALL: [ActorKind; 4] =
-        [ActorKind::TokenManager, ActorKind::GatewaySession, ActorKind::StreamConnection, ActorKind::Subscriptions];
+    pub const ALL: [ActorKind; 4] = [
+        ActorKind::TokenManager,
+        ActorKind::GatewaySession,
+        ActorKind::StreamConnection,
+        ActorKind::Subscriptions,
+    ];
 
     /// Snake-case name (metrics label).
     pub fn as_str(self) -> &'static str {
@@ -85,8 +89,16 @@ impl StreamState {
     }
 
     /// Every state name, for exporting one-hot gauges.
-    pub const NAMES: [&'static str; 8] =
-        ["starting", "establishing", "awaiting_login", "backoff", "connecting", "ready", "failed", "stopped"];
+    pub const NAMES: [&'static str; 8] = [
+        "starting",
+        "establishing",
+        "awaiting_login",
+        "backoff",
+        "connecting",
+        "ready",
+        "failed",
+        "stopped",
+    ];
 }
 
 /// Subscription counts of a stream.

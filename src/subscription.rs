@@ -39,7 +39,10 @@ impl Subscription {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Subscription::MarketData { conid, fields: fields.into_iter().map(Into::into).collect() }
+        Subscription::MarketData {
+            conid,
+            fields: fields.into_iter().map(Into::into).collect(),
+        }
     }
 }
 

@@ -14,15 +14,20 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::actors::subscriptions::Book;
-use crate::actors::{GatewaySession, Peers, StreamConnection, StreamCtx, Subscriptions, TokenManager};
+use crate::actors::{
+    GatewaySession, Peers, StreamConnection, StreamCtx, Subscriptions, TokenManager,
+};
 use crate::config::StreamConfig;
 use crate::dialect::DialectSend;
 use crate::failure::{Class, Failure};
 use crate::messages::{
-    ConnPhase, Halt, InjectPanic, Logout, Report, Resume, Resync, SessionPhase, StreamDown, Subscribe, Unsubscribe,
+    ConnPhase, Halt, InjectPanic, Logout, Report, Resume, Resync, SessionPhase, StreamDown,
+    Subscribe, Unsubscribe,
 };
 use crate::metrics::StreamMetrics;
-use crate::status::{ActorKind, LastFailure, Status, StreamState, StreamStatus, SubscriptionCounts};
+use crate::status::{
+    ActorKind, LastFailure, Status, StreamState, StreamStatus, SubscriptionCounts,
+};
 use crate::transport::ClientFactory;
 
 /// How often children are checked for having died of a panic.
@@ -60,7 +65,11 @@ pub struct StreamSupervisor {
 
 impl StreamSupervisor {
     /// A supervisor for `config`, publishing into `status_tx`.
-    pub fn new(config: StreamConfig, metrics: StreamMetrics, status_tx: Arc<watch::Sender<Status>>) -> Self {
+    pub fn new(
+        config: StreamConfig,
+        metrics: StreamMetrics,
+        status_tx: Arc<watch::Sender<Status>>,
+    ) -> Self {
         let dialect = crate::dialect::build(&config);
         let config = Arc::new(config);
         let (clients, hard) = match ClientFactory::new(&config) {
@@ -165,7 +174,9 @@ impl StreamSupervisor {
                 }
                 ActorKind::StreamConnection => {
                     if let Some(s) = sctx.subscriptions() {
-                        s.do_send(StreamDown { epoch: sctx.epoch.get() });
+                        s.do_send(StreamDown {
+                            epoch: sctx.epoch.get(),
+                        });
                     }
                     self.conn = ConnPhase::Waiting;
                 }
@@ -185,12 +196,22 @@ impl StreamSupervisor {
         let window = self.config.restart_intensity.window;
         let log = self.restart_log.entry(kind).or_default();
         log.push_back(now);
-        while log.front().is_some_and(|t| now.saturating_duration_since(*t) > window) {
+        while log
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > window)
+        {
             log.pop_front();
         }
         let restarts = log.len() as u32;
         if restarts > self.config.restart_intensity.max_restarts && self.hard.is_none() {
-            self.fail_hard(ActorKind::StreamConnection, Failure::RestartIntensity { actor: kind.as_str(), restarts, window });
+            self.fail_hard(
+                ActorKind::StreamConnection,
+                Failure::RestartIntensity {
+                    actor: kind.as_str(),
+                    restarts,
+                    window,
+                },
+            );
         }
     }
 
@@ -214,19 +235,28 @@ impl StreamSupervisor {
 
     fn state(&self) -> StreamState {
         if let Some(f) = &self.hard {
-            return StreamState::Failed { reason: f.to_string() };
+            return StreamState::Failed {
+                reason: f.to_string(),
+            };
         }
         if self.stopped {
             return StreamState::Stopped;
         }
         match (&self.conn, &self.session) {
             (ConnPhase::Ready, _) => StreamState::Ready,
-            (_, SessionPhase::AwaitingLogin { remedy }) => StreamState::AwaitingLogin { remedy: remedy.clone() },
+            (_, SessionPhase::AwaitingLogin { remedy }) => StreamState::AwaitingLogin {
+                remedy: remedy.clone(),
+            },
             (_, SessionPhase::Establishing) => StreamState::Establishing,
             (_, SessionPhase::Backoff { delay }) | (ConnPhase::Backoff { delay }, _) => {
-                StreamState::Backoff { attempt: self.status.attempt.max(1), delay_ms: delay.as_millis() as u64 }
+                StreamState::Backoff {
+                    attempt: self.status.attempt.max(1),
+                    delay_ms: delay.as_millis() as u64,
+                }
             }
-            (ConnPhase::Connecting | ConnPhase::Waiting, SessionPhase::Established) => StreamState::Connecting,
+            (ConnPhase::Connecting | ConnPhase::Waiting, SessionPhase::Established) => {
+                StreamState::Connecting
+            }
         }
     }
 
@@ -298,7 +328,11 @@ impl Handler<Report> for StreamSupervisor {
     fn handle(&mut self, report: Report, ctx: &mut Context<Self>) {
         match report {
             Report::Session(phase) => self.session = phase,
-            Report::Connection { phase, attempt, epoch } => {
+            Report::Connection {
+                phase,
+                attempt,
+                epoch,
+            } => {
                 self.status.attempt = attempt;
                 self.status.epoch = epoch;
                 self.conn = phase;
@@ -339,7 +373,10 @@ impl Handler<Subscribe> for StreamSupervisor {
         let subs = self.ctx.as_ref().and_then(|c| c.subscriptions());
         Box::pin(async move {
             match subs {
-                Some(s) => s.send(msg).await.map_err(|e| format!("subscriptions actor unavailable: {e}"))?,
+                Some(s) => s
+                    .send(msg)
+                    .await
+                    .map_err(|e| format!("subscriptions actor unavailable: {e}"))?,
                 None => Err("stream is not running (configuration error?)".into()),
             }
         })
@@ -394,7 +431,12 @@ impl Handler<Shutdown> for StreamSupervisor {
     fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
         let subs = self.ctx.as_ref().and_then(|c| c.subscriptions());
         let gateway = self.ctx.as_ref().and_then(|c| c.gateway());
-        let keys: Vec<_> = self.book.borrow().values().map(|b| b.subscription.clone()).collect();
+        let keys: Vec<_> = self
+            .book
+            .borrow()
+            .values()
+            .map(|b| b.subscription.clone())
+            .collect();
         Box::pin(
             async move {
                 if let Some(s) = subs {

@@ -15,7 +15,10 @@ use crate::failure::Failure;
 /// Whether `host` (as in a URL, brackets allowed) names this machine.
 pub fn is_loopback_host(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
-    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -28,25 +31,39 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub fn client_config(tls: &TlsConfig, host: &str) -> Result<Arc<ClientConfig>, Failure> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Failure::Tls { detail: e.to_string() })?;
+        .map_err(|e| Failure::Tls {
+            detail: e.to_string(),
+        })?;
     let mut config = match tls {
         TlsConfig::Verified => {
-            let roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            let roots = RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
             builder.with_root_certificates(roots).with_no_client_auth()
         }
         TlsConfig::CaFile(path) => {
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
                 .and_then(|it| it.collect::<Result<_, _>>())
                 .map_err(|e| Failure::Config {
-                    detail: format!("ca_file {}: cannot read PEM certificates: {e}", path.display()),
+                    detail: format!(
+                        "ca_file {}: cannot read PEM certificates: {e}",
+                        path.display()
+                    ),
                 })?;
-            builder.with_root_certificates(roots_from(certs, &path.display().to_string())?).with_no_client_auth()
+            builder
+                .with_root_certificates(roots_from(certs, &path.display().to_string())?)
+                .with_no_client_auth()
         }
         TlsConfig::CaPem(pem) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .map_err(|e| Failure::Config { detail: format!("CA PEM text: {e}") })?;
-            builder.with_root_certificates(roots_from(certs, "CA PEM text")?).with_no_client_auth()
+            let certs: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| Failure::Config {
+                        detail: format!("CA PEM text: {e}"),
+                    })?;
+            builder
+                .with_root_certificates(roots_from(certs, "CA PEM text")?)
+                .with_no_client_auth()
         }
         TlsConfig::InsecureSkipVerifyLoopbackOnly => {
             if !is_loopback_host(host) {
@@ -56,7 +73,10 @@ pub fn client_config(tls: &TlsConfig, host: &str) -> Result<Arc<ClientConfig>, F
                     ),
                 });
             }
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider()))).with_no_client_auth()
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
+                .with_no_client_auth()
         }
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -65,12 +85,16 @@ pub fn client_config(tls: &TlsConfig, host: &str) -> Result<Arc<ClientConfig>, F
 
 fn roots_from(certs: Vec<CertificateDer<'static>>, origin: &str) -> Result<RootCertStore, Failure> {
     if certs.is_empty() {
-        return Err(Failure::Config { detail: format!("{origin}: no certificate found in PEM") });
+        return Err(Failure::Config {
+            detail: format!("{origin}: no certificate found in PEM"),
+        });
     }
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(certs);
     if added == 0 {
-        return Err(Failure::Config { detail: format!("{origin}: no usable certificate") });
+        return Err(Failure::Config {
+            detail: format!("{origin}: no usable certificate"),
+        });
     }
     Ok(roots)
 }
@@ -97,7 +121,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -106,7 +135,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -120,17 +154,30 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for h in ["127.0.0.1", "127.8.9.1", "localhost", "[::1]", "::1", "LOCALHOST"] {
+        for h in [
+            "127.0.0.1",
+            "127.8.9.1",
+            "localhost",
+            "[::1]",
+            "::1",
+            "LOCALHOST",
+        ] {
             assert!(is_loopback_host(h), "{h}");
         }
-        for h in ["10.0.0.1", "api.ibkr.com", "192.168.1.1", "localhost.evil.com"] {
+        for h in [
+            "10.0.0.1",
+            "api.ibkr.com",
+            "192.168.1.1",
+            "localhost.evil.com",
+        ] {
             assert!(!is_loopback_host(h), "{h}");
         }
     }
 
     #[test]
     fn skipping_verification_is_refused_for_remote_hosts() {
-        let err = client_config(&TlsConfig::InsecureSkipVerifyLoopbackOnly, "api.ibkr.com").unwrap_err();
+        let err =
+            client_config(&TlsConfig::InsecureSkipVerifyLoopbackOnly, "api.ibkr.com").unwrap_err();
         assert!(err.to_string().contains("only for loopback"), "{err}");
         assert!(client_config(&TlsConfig::InsecureSkipVerifyLoopbackOnly, "127.0.0.1").is_ok());
     }
@@ -143,7 +190,11 @@ mod tests {
 
     #[test]
     fn a_missing_ca_file_names_the_file() {
-        let err = client_config(&TlsConfig::CaFile("/nonexistent/gw.pem".into()), "127.0.0.1").unwrap_err();
+        let err = client_config(
+            &TlsConfig::CaFile("/nonexistent/gw.pem".into()),
+            "127.0.0.1",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/gw.pem"), "{err}");
     }
 }

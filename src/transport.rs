@@ -48,19 +48,26 @@ pub struct ClientFactory {
 impl ClientFactory {
     /// Validates the stream's URL and TLS settings once.
     pub fn new(config: &StreamConfig) -> Result<Self, Failure> {
-        let host = url_host(&config.url)
-            .ok_or_else(|| Failure::Config { detail: format!("url {:?} has no host", config.url) })?;
+        let host = url_host(&config.url).ok_or_else(|| Failure::Config {
+            detail: format!("url {:?} has no host", config.url),
+        })?;
         if !(config.url.starts_with("http://")
             || config.url.starts_with("https://")
             || config.url.starts_with("ws://")
             || config.url.starts_with("wss://"))
         {
             return Err(Failure::Config {
-                detail: format!("url {:?} must start with https:// (or http:// for a loopback test gateway)", config.url),
+                detail: format!(
+                    "url {:?} must start with https:// (or http:// for a loopback test gateway)",
+                    config.url
+                ),
             });
         }
         let tls = crate::tls::client_config(&config.tls, host)?;
-        Ok(Self { tls, timeout: config.request_timeout })
+        Ok(Self {
+            tls,
+            timeout: config.request_timeout,
+        })
     }
 
     /// A new awc client (one per actor: awc clients are `!Send`).
@@ -69,24 +76,38 @@ impl ClientFactory {
             .rustls_0_23(self.tls.clone())
             .timeout(self.timeout)
             .handshake_timeout(self.timeout);
-        awc::Client::builder().connector(connector).timeout(self.timeout).finish()
+        awc::Client::builder()
+            .connector(connector)
+            .timeout(self.timeout)
+            .finish()
     }
 }
 
 /// Maps an awc request error to a failure.
 pub fn send_failure(endpoint: Endpoint, e: &SendRequestError) -> Failure {
     match e {
-        SendRequestError::Connect(ConnectError::Io(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Failure::Unreachable { detail: format!("connection refused ({})", endpoint.as_str()) }
+        SendRequestError::Connect(ConnectError::Io(io))
+            if io.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            Failure::Unreachable {
+                detail: format!("connection refused ({})", endpoint.as_str()),
+            }
         }
-        SendRequestError::Connect(ConnectError::Timeout) | SendRequestError::Timeout => Failure::Timeout { endpoint },
-        SendRequestError::Connect(ConnectError::Io(io)) if is_tls_error(io) => Failure::Tls { detail: io.to_string() },
-        other => Failure::Transport { detail: format!("{}: {other}", endpoint.as_str()) },
+        SendRequestError::Connect(ConnectError::Timeout) | SendRequestError::Timeout => {
+            Failure::Timeout { endpoint }
+        }
+        SendRequestError::Connect(ConnectError::Io(io)) if is_tls_error(io) => Failure::Tls {
+            detail: io.to_string(),
+        },
+        other => Failure::Transport {
+            detail: format!("{}: {other}", endpoint.as_str()),
+        },
     }
 }
 
 fn is_tls_error(io: &std::io::Error) -> bool {
-    io.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+    io.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
         || io.kind() == std::io::ErrorKind::InvalidData
 }
 
@@ -95,11 +116,16 @@ fn is_tls_error(io: &std::io::Error) -> bool {
 pub fn ws_failure(e: &WsClientError, after_refresh: bool) -> Failure {
     match e {
         WsClientError::InvalidResponseStatus(s) => match s.as_u16() {
-            st @ (401 | 403) => Failure::Rejected { status: st, after_refresh },
+            st @ (401 | 403) => Failure::Rejected {
+                status: st,
+                after_refresh,
+            },
             st => http_failure(Endpoint::Upgrade, st, None),
         },
         WsClientError::SendRequest(e) => send_failure(Endpoint::Upgrade, e),
-        other => Failure::Transport { detail: format!("websocket upgrade: {other}") },
+        other => Failure::Transport {
+            detail: format!("websocket upgrade: {other}"),
+        },
     }
 }
 
@@ -147,7 +173,8 @@ pub async fn call_json(
     let sent = if method == awc::http::Method::GET {
         req.send().await
     } else {
-        req.send_json(&body.unwrap_or_else(|| serde_json::json!({}))).await
+        req.send_json(&body.unwrap_or_else(|| serde_json::json!({})))
+            .await
     };
     let mut resp = sent.map_err(|e| send_failure(endpoint, &e))?;
     let status = resp.status().as_u16();
@@ -156,9 +183,15 @@ pub async fn call_json(
         .body()
         .limit(1 << 20)
         .await
-        .map_err(|e| Failure::Transport { detail: format!("{}: reading body: {e}", endpoint.as_str()) })?;
+        .map_err(|e| Failure::Transport {
+            detail: format!("{}: reading body: {e}", endpoint.as_str()),
+        })?;
     let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    Ok(JsonReply { status, retry_after, body })
+    Ok(JsonReply {
+        status,
+        retry_after,
+        body,
+    })
 }
 
 /// The kind of a reassembled message.
@@ -181,11 +214,18 @@ pub struct Assembler {
 impl Assembler {
     /// An assembler that refuses messages larger than `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        Self { buf: BytesMut::new(), kind: None, limit }
+        Self {
+            buf: BytesMut::new(),
+            kind: None,
+            limit,
+        }
     }
 
     /// Feeds one continuation item; returns a whole message when the last fragment arrives.
-    pub fn push(&mut self, item: actix_http::ws::Item) -> Result<Option<(MessageKind, Bytes)>, Failure> {
+    pub fn push(
+        &mut self,
+        item: actix_http::ws::Item,
+    ) -> Result<Option<(MessageKind, Bytes)>, Failure> {
         use actix_http::ws::Item;
         let (chunk, start, last) = match item {
             Item::FirstText(b) => (b, Some(MessageKind::Text), false),
@@ -223,7 +263,10 @@ mod tests {
     fn hosts_are_extracted() {
         assert_eq!(url_host("https://127.0.0.1:5000/v1/api"), Some("127.0.0.1"));
         assert_eq!(url_host("ws://[::1]:80/ws?x=1"), Some("[::1]"));
-        assert_eq!(url_host("https://user:pw@api.ibkr.com"), Some("api.ibkr.com"));
+        assert_eq!(
+            url_host("https://user:pw@api.ibkr.com"),
+            Some("api.ibkr.com")
+        );
         assert_eq!(url_host("nonsense"), None);
     }
 
@@ -239,9 +282,19 @@ mod tests {
     #[test]
     fn fragments_are_reassembled() {
         let mut a = Assembler::new(100);
-        assert_eq!(a.push(Item::FirstText(Bytes::from_static(b"{\"a\""))).unwrap(), None);
-        assert_eq!(a.push(Item::Continue(Bytes::from_static(b":"))).unwrap(), None);
-        let (kind, msg) = a.push(Item::Last(Bytes::from_static(b"1}"))).unwrap().unwrap();
+        assert_eq!(
+            a.push(Item::FirstText(Bytes::from_static(b"{\"a\"")))
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            a.push(Item::Continue(Bytes::from_static(b":"))).unwrap(),
+            None
+        );
+        let (kind, msg) = a
+            .push(Item::Last(Bytes::from_static(b"1}")))
+            .unwrap()
+            .unwrap();
         assert_eq!(kind, MessageKind::Text);
         assert_eq!(&msg[..], b"{\"a\":1}");
     }
@@ -249,8 +302,12 @@ mod tests {
     #[test]
     fn reassembly_is_capped() {
         let mut a = Assembler::new(4);
-        a.push(Item::FirstBinary(Bytes::from_static(b"abc"))).unwrap();
-        assert_eq!(a.push(Item::Last(Bytes::from_static(b"de"))), Err(Failure::Oversized { limit: 4 }));
+        a.push(Item::FirstBinary(Bytes::from_static(b"abc")))
+            .unwrap();
+        assert_eq!(
+            a.push(Item::Last(Bytes::from_static(b"de"))),
+            Err(Failure::Oversized { limit: 4 })
+        );
         // and it recovers for the next message
         a.push(Item::FirstText(Bytes::from_static(b"ok"))).unwrap();
         assert!(a.push(Item::Last(Bytes::new())).unwrap().is_some());

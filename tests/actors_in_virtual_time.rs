@@ -14,9 +14,12 @@ use futures_util::FutureExt;
 use keepwire::actors::{Peers, StreamCtx, Subscriptions, TokenManager};
 use keepwire::config::IbkrConfig;
 use keepwire::dialect::ibkr::Ibkr;
-use keepwire::dialect::{Dialect, DialPlan, Issued, KeepaliveOutcome, SocketDecoder, SubscriptionWire};
+use keepwire::dialect::{
+    DialPlan, Dialect, Issued, KeepaliveOutcome, SocketDecoder, SubscriptionWire,
+};
 use keepwire::messages::{
-    CredentialsRejected, Deliver, GetCredentials, Report, SendFrame, StreamDown, StreamUp, Subscribe,
+    CredentialsRejected, Deliver, GetCredentials, Report, SendFrame, StreamDown, StreamUp,
+    Subscribe,
 };
 use keepwire::{CompetingPolicy, Failure, StreamConfig, Subscription};
 use secrecy::{ExposeSecret, SecretString};
@@ -59,23 +62,36 @@ impl Dialect for CountingDialect {
     fn establish(&self, _: awc::Client) -> LocalBoxFuture<'static, Result<(), Failure>> {
         async { Ok(()) }.boxed_local()
     }
-    fn keepalive(&self, _: awc::Client) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>> {
+    fn keepalive(
+        &self,
+        _: awc::Client,
+    ) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>> {
         async { Ok(KeepaliveOutcome::default()) }.boxed_local()
     }
     fn keepalive_interval(&self) -> Option<Duration> {
         None
     }
-    fn fetch_credentials(&self, _: awc::Client) -> LocalBoxFuture<'static, Result<Issued, Failure>> {
+    fn fetch_credentials(
+        &self,
+        _: awc::Client,
+    ) -> LocalBoxFuture<'static, Result<Issued, Failure>> {
         let n = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
         let ttl = self.ttl;
         async move {
             // a fetch takes a little while, so concurrent requests overlap it
             tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok(Issued { secret: SecretString::from(format!("token-{n}")), expires_in: ttl })
+            Ok(Issued {
+                secret: SecretString::from(format!("token-{n}")),
+                expires_in: ttl,
+            })
         }
         .boxed_local()
     }
-    fn prepare_dial(&self, h: awc::Client, s: &SecretString) -> LocalBoxFuture<'static, Result<DialPlan, Failure>> {
+    fn prepare_dial(
+        &self,
+        h: awc::Client,
+        s: &SecretString,
+    ) -> LocalBoxFuture<'static, Result<DialPlan, Failure>> {
         self.inner.prepare_dial(h, s)
     }
     fn logout(&self, _: awc::Client) -> Option<LocalBoxFuture<'static, Result<(), Failure>>> {
@@ -99,8 +115,13 @@ fn ctx_with(dialect: Arc<dyn keepwire::dialect::DialectSend>, tape: &Tape) -> St
     let config = StreamConfig::ibkr("t", "http://127.0.0.1:9");
     let collector = Collector(tape.clone()).start();
     let registry = prometheus::Registry::new();
-    let metrics = keepwire::metrics::Metrics::register(&registry).unwrap().stream("t");
-    let peers = Peers { frames: Some(collector.clone().recipient()), ..Default::default() };
+    let metrics = keepwire::metrics::Metrics::register(&registry)
+        .unwrap()
+        .stream("t");
+    let peers = Peers {
+        frames: Some(collector.clone().recipient()),
+        ..Default::default()
+    };
     StreamCtx {
         name: "t".into(),
         clients: keepwire::transport::ClientFactory::new(&config).unwrap(),
@@ -116,7 +137,11 @@ fn ctx_with(dialect: Arc<dyn keepwire::dialect::DialectSend>, tape: &Tape) -> St
 
 fn counting(ttl: Option<Duration>) -> (Arc<CountingDialect>, Arc<AtomicU64>) {
     let fetches = Arc::new(AtomicU64::new(0));
-    let d = CountingDialect { inner: Ibkr::new("http://127.0.0.1:9", IbkrConfig::default()), fetches: fetches.clone(), ttl };
+    let d = CountingDialect {
+        inner: Ibkr::new("http://127.0.0.1:9", IbkrConfig::default()),
+        fetches: fetches.clone(),
+        ttl,
+    };
     (Arc::new(d), fetches)
 }
 
@@ -131,14 +156,31 @@ async fn a_thousand_rejections_of_one_generation_cause_exactly_one_refresh() {
     assert_eq!(fetches.load(Ordering::SeqCst), 1);
 
     for _ in 0..1000 {
-        tm.do_send(CredentialsRejected { generation: first.generation });
+        tm.do_send(CredentialsRejected {
+            generation: first.generation,
+        });
     }
     // and 1000 dials asking at the same moment share the one fetch
     let waits: Vec<_> = (0..1000).map(|_| tm.send(GetCredentials)).collect();
     let got = futures_util::future::join_all(waits).await;
-    assert!(got.iter().all(|r| matches!(r, Ok(Ok(c)) if c.generation == 2 && c.replaced_rejected)));
-    assert_eq!(fetches.load(Ordering::SeqCst), 2, "one initial fetch + exactly one refresh");
-    assert_eq!(got[0].as_ref().unwrap().as_ref().unwrap().secret.expose_secret(), "token-2");
+    assert!(got
+        .iter()
+        .all(|r| matches!(r, Ok(Ok(c)) if c.generation == 2 && c.replaced_rejected)));
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        2,
+        "one initial fetch + exactly one refresh"
+    );
+    assert_eq!(
+        got[0]
+            .as_ref()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .secret
+            .expose_secret(),
+        "token-2"
+    );
 
     // a late rejection of the old generation changes nothing
     tm.do_send(CredentialsRejected { generation: 1 });
@@ -159,7 +201,11 @@ async fn credentials_are_refreshed_before_they_expire_not_after_a_failure() {
     tokio::time::sleep(Duration::from_secs(560)).await;
     assert_eq!(fetches.load(Ordering::SeqCst), 1, "not refreshed too early");
     tokio::time::sleep(Duration::from_secs(35)).await;
-    assert_eq!(fetches.load(Ordering::SeqCst), 2, "refreshed within the 30 s skew before expiry");
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        2,
+        "refreshed within the 30 s skew before expiry"
+    );
     let c = tm.send(GetCredentials).await.unwrap().unwrap();
     assert_eq!(c.generation, 2);
     assert!(c.expires_at.unwrap() > tokio::time::Instant::now() + Duration::from_secs(500));
@@ -181,7 +227,11 @@ async fn an_expired_credential_is_never_handed_out() {
 
 fn subscriptions(tape: &Tape) -> Addr<Subscriptions> {
     let dialect = Arc::new(Ibkr::new("http://127.0.0.1:9", IbkrConfig::default()));
-    Subscriptions::new(ctx_with(dialect, tape), Rc::new(RefCell::new(BTreeMap::new()))).start()
+    Subscriptions::new(
+        ctx_with(dialect, tape),
+        Rc::new(RefCell::new(BTreeMap::new())),
+    )
+    .start()
 }
 
 fn frames(tape: &Tape) -> Vec<String> {
@@ -201,9 +251,21 @@ async fn an_active_smd_subscription_is_resent_every_nine_minutes_before_ibkr_end
     let tape = Tape::default();
     let subs = subscriptions(&tape);
     let (tx, _rx) = keepwire::channel::bounded(16);
-    subs.send(Subscribe { subscription: Subscription::market_data(8314, ["31"]), sender: tx }).await.unwrap().unwrap();
+    subs.send(Subscribe {
+        subscription: Subscription::market_data(8314, ["31"]),
+        sender: tx,
+    })
+    .await
+    .unwrap()
+    .unwrap();
     subs.send(StreamUp { epoch: 1 }).await.unwrap();
-    subs.send(Deliver { epoch: 1, topic: "smd+8314".into(), data: serde_json::json!({"31":"1"}) }).await.unwrap();
+    subs.send(Deliver {
+        epoch: 1,
+        topic: "smd+8314".into(),
+        data: serde_json::json!({"31":"1"}),
+    })
+    .await
+    .unwrap();
     assert_eq!(frames(&tape), vec![r#"smd+8314+{"fields":["31"]}"#]);
 
     tokio::time::sleep(Duration::from_secs(8 * 60 + 50)).await;
@@ -223,7 +285,13 @@ async fn an_unconfirmed_subscription_is_retried_a_bounded_number_of_times_then_f
     let tape = Tape::default();
     let subs = subscriptions(&tape);
     let (tx, mut rx) = keepwire::channel::bounded(16);
-    subs.send(Subscribe { subscription: Subscription::market_data(1, ["31"]), sender: tx }).await.unwrap().unwrap();
+    subs.send(Subscribe {
+        subscription: Subscription::market_data(1, ["31"]),
+        sender: tx,
+    })
+    .await
+    .unwrap()
+    .unwrap();
     subs.send(StreamUp { epoch: 7 }).await.unwrap();
     tokio::time::sleep(Duration::from_secs(120)).await;
     settle().await;
@@ -232,7 +300,15 @@ async fn an_unconfirmed_subscription_is_retried_a_bounded_number_of_times_then_f
     while let Some(e) = rx.try_recv() {
         last = Some(e);
     }
-    assert!(matches!(last, Some(keepwire::Event::State(keepwire::SubscriptionState::Failed { .. }))), "{last:?}");
+    assert!(
+        matches!(
+            last,
+            Some(keepwire::Event::State(
+                keepwire::SubscriptionState::Failed { .. }
+            ))
+        ),
+        "{last:?}"
+    );
 }
 
 #[actix_rt::test]
@@ -243,20 +319,49 @@ async fn every_subscription_is_replayed_on_each_new_socket_and_stale_events_are_
     for conid in [1, 2, 3] {
         let (tx, rx) = keepwire::channel::bounded(16);
         std::mem::forget(rx);
-        subs.send(Subscribe { subscription: Subscription::market_data(conid, ["31"]), sender: tx }).await.unwrap().unwrap();
+        subs.send(Subscribe {
+            subscription: Subscription::market_data(conid, ["31"]),
+            sender: tx,
+        })
+        .await
+        .unwrap()
+        .unwrap();
     }
     subs.send(StreamUp { epoch: 1 }).await.unwrap();
     assert_eq!(frames(&tape).len(), 3);
     subs.send(StreamDown { epoch: 1 }).await.unwrap();
     // a late message from the dead socket must not mark anything active
-    subs.send(Deliver { epoch: 1, topic: "smd+1".into(), data: serde_json::json!({}) }).await.unwrap();
+    subs.send(Deliver {
+        epoch: 1,
+        topic: "smd+1".into(),
+        data: serde_json::json!({}),
+    })
+    .await
+    .unwrap();
     subs.send(StreamUp { epoch: 2 }).await.unwrap();
-    assert_eq!(frames(&tape).len(), 6, "all three replayed on the new socket");
+    assert_eq!(
+        frames(&tape).len(),
+        6,
+        "all three replayed on the new socket"
+    );
     // a StreamDown about the old socket arriving late does not take the new one down
     subs.send(StreamDown { epoch: 1 }).await.unwrap();
-    subs.send(Deliver { epoch: 2, topic: "smd+2".into(), data: serde_json::json!({}) }).await.unwrap();
+    subs.send(Deliver {
+        epoch: 2,
+        topic: "smd+2".into(),
+        data: serde_json::json!({}),
+    })
+    .await
+    .unwrap();
     settle().await;
     let reports = tape.reports.lock().unwrap().clone();
-    let last = reports.iter().rev().find(|r| r.starts_with("Subscriptions")).unwrap();
-    assert!(last.contains("active: 1") && last.contains("pending: 2"), "{last}");
+    let last = reports
+        .iter()
+        .rev()
+        .find(|r| r.starts_with("Subscriptions"))
+        .unwrap();
+    assert!(
+        last.contains("active: 1") && last.contains("pending: 2"),
+        "{last}"
+    );
 }

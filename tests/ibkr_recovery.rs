@@ -22,15 +22,35 @@ async fn sts_false_reestablishes_refreshes_rebuilds_and_replays_every_subscripti
 
     rig.emu.inject(Fault::SessionLost);
 
-    let after = rig.wait(10, "recovery after sts false", |s| s.recoveries == 1 && s.is_fully_ready()).await;
+    let after = rig
+        .wait(10, "recovery after sts false", |s| {
+            s.recoveries == 1 && s.is_fully_ready()
+        })
+        .await;
     let c1 = rig.emu.counters();
-    assert!(c1.ssodh_init > c0.ssodh_init, "the session was re-established with ssodh/init");
-    assert!(after.credential_generation > before.credential_generation, "credentials were refreshed");
+    assert!(
+        c1.ssodh_init > c0.ssodh_init,
+        "the session was re-established with ssodh/init"
+    );
+    assert!(
+        after.credential_generation > before.credential_generation,
+        "credentials were refreshed"
+    );
     assert!(after.epoch > before.epoch, "a new socket was built");
-    assert!(c1.smd_subscribe >= c0.smd_subscribe + CONIDS.len() as u64, "every subscription was replayed");
+    assert!(
+        c1.smd_subscribe >= c0.smd_subscribe + CONIDS.len() as u64,
+        "every subscription was replayed"
+    );
     assert_eq!(after.subscriptions.active, CONIDS.len());
-    assert_eq!(after.last_failure.as_ref().map(|f| f.reason), Some("session_lost"));
-    assert_eq!(restarts(&after, ActorKind::Subscriptions), 0, "Subscriptions replays, it does not restart");
+    assert_eq!(
+        after.last_failure.as_ref().map(|f| f.reason),
+        Some("session_lost")
+    );
+    assert_eq!(
+        restarts(&after, ActorKind::Subscriptions),
+        0,
+        "Subscriptions replays, it does not restart"
+    );
     assert_eq!(restarts(&after, ActorKind::TokenManager), 0);
     rig.stop().await;
 }
@@ -38,28 +58,59 @@ async fn sts_false_reestablishes_refreshes_rebuilds_and_replays_every_subscripti
 /// Seed 000: no Ready while the gateway says the socket is not authenticated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sts_false_on_a_new_socket_never_becomes_ready() {
-    let rig = Rig::with(EmulatorConfig { login_approved: false, ..common::fast_emulator() }, |_| {});
-    let s = rig.wait(10, "awaiting login", |s| matches!(s.state, StreamState::AwaitingLogin { .. })).await;
+    let rig = Rig::with(
+        EmulatorConfig {
+            login_approved: false,
+            ..common::fast_emulator()
+        },
+        |_| {},
+    );
+    let s = rig
+        .wait(10, "awaiting login", |s| {
+            matches!(s.state, StreamState::AwaitingLogin { .. })
+        })
+        .await;
     assert_ne!(s.state, StreamState::Ready);
-    assert_eq!(rig.emu.counters().ws_upgrades_accepted, 0, "no socket is opened before the session is authenticated");
+    assert_eq!(
+        rig.emu.counters().ws_upgrades_accepted,
+        0,
+        "no socket is opened before the session is authenticated"
+    );
     rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_401_on_the_handshake_refreshes_credentials_once_and_restarts_only_the_stream_connection() {
+async fn a_401_on_the_handshake_refreshes_credentials_once_and_restarts_only_the_stream_connection()
+{
     let rig = Rig::start();
     let _rx = rig.subscribe_all(&CONIDS).await;
     let before = rig.fully_ready().await;
     let tickles = rig.emu.counters().tickle;
 
-    rig.emu.inject(Fault::RejectUpgrade { status: 401, count: 1 });
+    rig.emu.inject(Fault::RejectUpgrade {
+        status: 401,
+        count: 1,
+    });
     rig.emu.inject(Fault::DropSockets);
 
-    let after = rig.wait(10, "recovery", |s| s.recoveries == 1 && s.is_fully_ready()).await;
+    let after = rig
+        .wait(10, "recovery", |s| s.recoveries == 1 && s.is_fully_ready())
+        .await;
     // one tickle to fetch the replacement session id after the 401
-    assert_eq!(rig.emu.counters().tickle, tickles + 1, "exactly one credential refresh");
-    assert_eq!(after.credential_generation, before.credential_generation + 1);
-    assert_eq!(restarts(&after, ActorKind::StreamConnection), 2, "drop + 401: two socket restarts");
+    assert_eq!(
+        rig.emu.counters().tickle,
+        tickles + 1,
+        "exactly one credential refresh"
+    );
+    assert_eq!(
+        after.credential_generation,
+        before.credential_generation + 1
+    );
+    assert_eq!(
+        restarts(&after, ActorKind::StreamConnection),
+        2,
+        "drop + 401: two socket restarts"
+    );
     assert_eq!(restarts(&after, ActorKind::TokenManager), 0);
     assert_eq!(restarts(&after, ActorKind::GatewaySession), 0);
     assert_eq!(restarts(&after, ActorKind::Subscriptions), 0);
@@ -70,49 +121,92 @@ async fn a_401_on_the_handshake_refreshes_credentials_once_and_restarts_only_the
 async fn a_second_rejection_of_just_refreshed_credentials_is_hard_and_stops_dialing() {
     let rig = Rig::start();
     rig.fully_ready().await;
-    rig.emu.inject(Fault::RejectUpgrade { status: 403, count: 1000 });
+    rig.emu.inject(Fault::RejectUpgrade {
+        status: 403,
+        count: 1000,
+    });
     rig.emu.inject(Fault::DropSockets);
-    let s = rig.wait(10, "hard failure", |s| matches!(s.state, StreamState::Failed { .. })).await;
+    let s = rig
+        .wait(10, "hard failure", |s| {
+            matches!(s.state, StreamState::Failed { .. })
+        })
+        .await;
     assert_eq!(s.hard_failures, 1);
-    let StreamState::Failed { reason } = &s.state else { unreachable!() };
+    let StreamState::Failed { reason } = &s.state else {
+        unreachable!()
+    };
     assert!(reason.contains("right after a refresh"), "{reason}");
     let rejected = rig.emu.counters().ws_upgrades_rejected;
-    assert_eq!(rejected, 2, "one rejection, one refresh, one more rejection, then nothing");
+    assert_eq!(
+        rejected, 2,
+        "one rejection, one refresh, one more rejection, then nothing"
+    );
     rig.stop().await;
 }
 
 /// Seed 001: auth/status is read with GET; a not-authenticated gateway gets ssodh/init.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unauthenticated_gateway_is_brought_up_with_ssodh_init_using_get_for_status() {
-    let rig = Rig::with(EmulatorConfig { auth_status_post_rejected: true, ..common::fast_emulator() }, |_| {});
+    let rig = Rig::with(
+        EmulatorConfig {
+            auth_status_post_rejected: true,
+            ..common::fast_emulator()
+        },
+        |_| {},
+    );
     rig.emu.inject(Fault::SessionLost);
     let _rx = rig.subscribe_all(&CONIDS[..1]).await;
     rig.fully_ready().await;
     let c = rig.emu.counters();
     assert!(c.ssodh_init >= 1, "ssodh/init completed the handshake");
-    assert_eq!(c.auth_status_post, 0, "auth/status is never POSTed (the gateway answers 400)");
-    assert!(c.auth_status_get >= 2, "status read before and after ssodh/init");
+    assert_eq!(
+        c.auth_status_post, 0,
+        "auth/status is never POSTed (the gateway answers 400)"
+    );
+    assert!(
+        c.auth_status_get >= 2,
+        "status read before and after ssodh/init"
+    );
     rig.stop().await;
 }
 
 /// Seed 001: 2FA not approved yet — wait with a remedy, poll slowly, continue by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pending_2fa_waits_in_awaiting_login_with_a_remedy_polls_slowly_and_continues_when_approved() {
-    let rig = Rig::with(EmulatorConfig { login_approved: false, ..common::fast_emulator() }, |c| {
-        c.login_poll_interval = Duration::from_millis(300);
-    });
+async fn pending_2fa_waits_in_awaiting_login_with_a_remedy_polls_slowly_and_continues_when_approved(
+) {
+    let rig = Rig::with(
+        EmulatorConfig {
+            login_approved: false,
+            ..common::fast_emulator()
+        },
+        |c| {
+            c.login_poll_interval = Duration::from_millis(300);
+        },
+    );
     let _rx = rig.subscribe_all(&CONIDS[..1]).await;
-    let s = rig.wait(10, "awaiting login", |s| matches!(s.state, StreamState::AwaitingLogin { .. })).await;
-    let StreamState::AwaitingLogin { remedy } = &s.state else { unreachable!() };
+    let s = rig
+        .wait(10, "awaiting login", |s| {
+            matches!(s.state, StreamState::AwaitingLogin { .. })
+        })
+        .await;
+    let StreamState::AwaitingLogin { remedy } = &s.state else {
+        unreachable!()
+    };
     assert!(remedy.contains("2FA"), "remedy names what to do: {remedy}");
     assert_eq!(s.hard_failures, 0, "needs-login is not a hard failure");
 
     let start = rig.emu.counters();
     let t0 = tokio::time::Instant::now();
     // let a few poll intervals pass: the number of status calls is bounded by the interval
-    wait_counters(&rig.emu, 10, "three more polls", |c| c.ssodh_init >= start.ssodh_init + 3).await;
+    wait_counters(&rig.emu, 10, "three more polls", |c| {
+        c.ssodh_init >= start.ssodh_init + 3
+    })
+    .await;
     let elapsed = t0.elapsed();
-    assert!(elapsed >= Duration::from_millis(550), "polls are spaced by the poll interval, not a hot loop: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(550),
+        "polls are spaced by the poll interval, not a hot loop: {elapsed:?}"
+    );
 
     rig.emu.inject(Fault::ApproveLogin);
     rig.fully_ready().await;
@@ -121,17 +215,28 @@ async fn pending_2fa_waits_in_awaiting_login_with_a_remedy_polls_slowly_and_cont
 
 /// Seed 001 / 002: the gateway is not running — soft, with a named reason; recovers when it starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_that_is_down_is_a_soft_failure_with_a_named_reason_and_recovers_when_it_starts() {
+async fn a_gateway_that_is_down_is_a_soft_failure_with_a_named_reason_and_recovers_when_it_starts()
+{
     let rig = Rig::start();
     let _rx = rig.subscribe_all(&CONIDS).await;
     rig.fully_ready().await;
     rig.emu.inject(Fault::GatewayDown { millis: 1500 });
     let down = rig
-        .wait(10, "unreachable reported", |s| s.last_failure.as_ref().is_some_and(|f| f.reason == "unreachable"))
+        .wait(10, "unreachable reported", |s| {
+            s.last_failure
+                .as_ref()
+                .is_some_and(|f| f.reason == "unreachable")
+        })
         .await;
     assert_eq!(down.hard_failures, 0);
-    assert!(down.last_failure.unwrap().message.contains("start the gateway"));
-    let s = rig.wait(15, "recovered", |s| s.recoveries >= 1 && s.is_fully_ready()).await;
+    assert!(down
+        .last_failure
+        .unwrap()
+        .message
+        .contains("start the gateway"));
+    let s = rig
+        .wait(15, "recovered", |s| s.recoveries >= 1 && s.is_fully_ready())
+        .await;
     assert_eq!(s.subscriptions.active, CONIDS.len());
     rig.stop().await;
 }
@@ -145,13 +250,19 @@ async fn heartbeat_silence_rebuilds_the_socket_within_the_configured_timeout() {
     rig.emu.inject(Fault::HeartbeatSilence);
     let s = rig
         .wait(10, "heartbeat silence noticed", |s| {
-            s.last_failure.as_ref().is_some_and(|f| f.reason == "heartbeat_silence")
+            s.last_failure
+                .as_ref()
+                .is_some_and(|f| f.reason == "heartbeat_silence")
         })
         .await;
     let noticed = t0.elapsed();
-    assert!(noticed < Duration::from_millis(800 + 400), "noticed within the timeout plus one check: {noticed:?}");
+    assert!(
+        noticed < Duration::from_millis(800 + 400),
+        "noticed within the timeout plus one check: {noticed:?}"
+    );
     assert_eq!(s.hard_failures, 0);
-    rig.wait(10, "recovered", |s| s.recoveries == 1 && s.is_fully_ready()).await;
+    rig.wait(10, "recovered", |s| s.recoveries == 1 && s.is_fully_ready())
+        .await;
     rig.stop().await;
 }
 
@@ -164,10 +275,15 @@ async fn a_text_frame_with_non_utf8_bytes_is_decoded_lossily_without_a_disconnec
     rig.emu.inject(Fault::NonUtf8Frame);
     rig.emu.inject(Fault::FragmentedMessage);
     rig.emu.inject(Fault::MalformedFrame);
-    let after = rig.wait(10, "more messages", |s| s.messages_received > received + 20).await;
+    let after = rig
+        .wait(10, "more messages", |s| s.messages_received > received + 20)
+        .await;
     assert_eq!(after.epoch, before.epoch, "same socket");
     assert_eq!(restarts(&after, ActorKind::StreamConnection), 0);
-    assert!(matches!(rx[0].recv().await, Some(Event::State(_) | Event::Data { .. })));
+    assert!(matches!(
+        rx[0].recv().await,
+        Some(Event::State(_) | Event::Data { .. })
+    ));
     rig.stop().await;
 }
 
@@ -177,7 +293,9 @@ async fn an_oversized_frame_rebuilds_the_socket() {
     let _rx = rig.subscribe_all(&CONIDS[..1]).await;
     rig.fully_ready().await;
     rig.emu.inject(Fault::OversizedFrame { bytes: 256 * 1024 });
-    let s = rig.wait(10, "recovered", |s| s.recoveries == 1 && s.is_fully_ready()).await;
+    let s = rig
+        .wait(10, "recovered", |s| s.recoveries == 1 && s.is_fully_ready())
+        .await;
     assert_eq!(s.last_failure.unwrap().reason, "oversized");
     rig.stop().await;
 }
@@ -188,8 +306,15 @@ async fn server_close_codes_1000_1001_1006_1011_are_soft_and_reconnect() {
     let _rx = rig.subscribe_all(&CONIDS[..1]).await;
     rig.fully_ready().await;
     for (i, code) in [1000u16, 1001, 1011, 1012].into_iter().enumerate() {
-        rig.emu.inject(Fault::CloseSockets { code, reason: "bye".into() });
-        let s = rig.wait(10, "recovered", |s| s.recoveries == i as u64 + 1 && s.is_fully_ready()).await;
+        rig.emu.inject(Fault::CloseSockets {
+            code,
+            reason: "bye".into(),
+        });
+        let s = rig
+            .wait(10, "recovered", |s| {
+                s.recoveries == i as u64 + 1 && s.is_fully_ready()
+            })
+            .await;
         assert_eq!(s.hard_failures, 0, "close {code} is soft");
     }
     rig.stop().await;
@@ -200,17 +325,32 @@ async fn server_close_codes_1000_1001_1006_1011_are_soft_and_reconnect() {
 async fn a_hard_failure_stops_every_further_connection_attempt() {
     let rig = Rig::start();
     rig.fully_ready().await;
-    rig.emu.inject(Fault::CloseSockets { code: 1008, reason: "ORIGIN_BLOCKED".into() });
-    let s = rig.wait(10, "failed", |s| matches!(s.state, StreamState::Failed { .. })).await;
+    rig.emu.inject(Fault::CloseSockets {
+        code: 1008,
+        reason: "ORIGIN_BLOCKED".into(),
+    });
+    let s = rig
+        .wait(10, "failed", |s| {
+            matches!(s.state, StreamState::Failed { .. })
+        })
+        .await;
     assert_eq!(s.last_failure.as_ref().map(|f| f.reason), Some("closed"));
     let upgrades = rig.emu.counters().ws_upgrades_accepted;
     // Absence can only be shown over time: give a reconnect loop ten backoff periods to show up.
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    assert_eq!(rig.emu.counters().ws_upgrades_accepted, upgrades, "no further connection attempts");
-    assert!(matches!(rig.kw.status().borrow().stream(STREAM).unwrap().state, StreamState::Failed { .. }));
+    assert_eq!(
+        rig.emu.counters().ws_upgrades_accepted,
+        upgrades,
+        "no further connection attempts"
+    );
+    assert!(matches!(
+        rig.kw.status().borrow().stream(STREAM).unwrap().state,
+        StreamState::Failed { .. }
+    ));
 
     rig.kw.resume(STREAM).await.unwrap();
-    rig.wait(10, "ready after resume", |s| s.state == StreamState::Ready).await;
+    rig.wait(10, "ready after resume", |s| s.state == StreamState::Ready)
+        .await;
     rig.stop().await;
 }
 
@@ -221,7 +361,8 @@ async fn a_competing_session_is_taken_over_under_the_compete_policy() {
     rig.fully_ready().await;
     let inits = rig.emu.counters().ssodh_init;
     rig.emu.inject(Fault::CompetingSession);
-    rig.wait(10, "recovered", |s| s.recoveries == 1 && s.is_fully_ready()).await;
+    rig.wait(10, "recovered", |s| s.recoveries == 1 && s.is_fully_ready())
+        .await;
     assert!(rig.emu.counters().ssodh_init > inits);
     rig.stop().await;
 }
@@ -231,8 +372,14 @@ async fn a_competing_session_is_hard_under_the_yield_policy_and_names_the_remedy
     let rig = Rig::start_yield();
     rig.fully_ready().await;
     rig.emu.inject(Fault::CompetingSession);
-    let s = rig.wait(10, "failed", |s| matches!(s.state, StreamState::Failed { .. })).await;
-    let StreamState::Failed { reason } = s.state else { unreachable!() };
+    let s = rig
+        .wait(10, "failed", |s| {
+            matches!(s.state, StreamState::Failed { .. })
+        })
+        .await;
+    let StreamState::Failed { reason } = s.state else {
+        unreachable!()
+    };
     assert!(reason.contains("close the other session"), "{reason}");
     rig.stop().await;
 }
@@ -242,7 +389,10 @@ async fn server_errors_and_no_bridge_are_retried() {
     let rig = Rig::start();
     rig.emu.inject(Fault::SessionLost);
     rig.emu.inject(Fault::NoBridge { count: 2 });
-    rig.emu.inject(Fault::ServerError { status: 503, count: 2 });
+    rig.emu.inject(Fault::ServerError {
+        status: 503,
+        count: 2,
+    });
     let _rx = rig.subscribe_all(&CONIDS[..1]).await;
     let s = rig.fully_ready().await;
     assert_eq!(s.hard_failures, 0);
@@ -257,11 +407,20 @@ async fn a_rate_limit_is_honoured_with_retry_after() {
     rig.emu.inject(Fault::RateLimit { millis: 1000 });
     rig.emu.inject(Fault::DropSockets);
     let t0 = tokio::time::Instant::now();
-    let s = rig.wait(15, "recovered", |s| s.recoveries == 1 && s.is_fully_ready()).await;
-    assert!(t0.elapsed() >= Duration::from_millis(900), "waited out the penalty: {:?}", t0.elapsed());
+    let s = rig
+        .wait(15, "recovered", |s| s.recoveries == 1 && s.is_fully_ready())
+        .await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "waited out the penalty: {:?}",
+        t0.elapsed()
+    );
     assert_eq!(s.hard_failures, 0);
     let limited = rig.emu.counters().rate_limited;
-    assert!(limited <= 3, "no hammering inside the penalty window: {limited} requests refused");
+    assert!(
+        limited <= 3,
+        "no hammering inside the penalty window: {limited} requests refused"
+    );
     rig.stop().await;
 }
 
@@ -273,7 +432,9 @@ async fn a_tickle_that_finds_no_session_reestablishes_it() {
     let _rx = rig.subscribe_all(&CONIDS[..1]).await;
     rig.fully_ready().await;
     rig.emu.inject(Fault::TickleNoSession { count: 1 });
-    let s = rig.wait(10, "recovered", |s| s.recoveries == 1 && s.is_fully_ready()).await;
+    let s = rig
+        .wait(10, "recovered", |s| s.recoveries == 1 && s.is_fully_ready())
+        .await;
     assert_eq!(restarts(&s, ActorKind::GatewaySession), 1);
     rig.stop().await;
 }
@@ -286,7 +447,11 @@ async fn a_rotated_session_id_rebuilds_the_socket_with_the_new_id() {
     let _rx = rig.subscribe_all(&CONIDS[..1]).await;
     let before = rig.fully_ready().await;
     rig.emu.inject(Fault::RotateSession);
-    let s = rig.wait(10, "new socket", |s| s.epoch > before.epoch && s.is_fully_ready()).await;
+    let s = rig
+        .wait(10, "new socket", |s| {
+            s.epoch > before.epoch && s.is_fully_ready()
+        })
+        .await;
     assert!(s.credential_generation > before.credential_generation);
     rig.stop().await;
 }
@@ -294,7 +459,13 @@ async fn a_rotated_session_id_rebuilds_the_socket_with_the_new_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_three_sts_shapes_all_authenticate() {
     for style in [StsStyle::Whole, StsStyle::Split, StsStyle::Legacy] {
-        let rig = Rig::with(EmulatorConfig { sts_style: style, ..common::fast_emulator() }, |_| {});
+        let rig = Rig::with(
+            EmulatorConfig {
+                sts_style: style,
+                ..common::fast_emulator()
+            },
+            |_| {},
+        );
         let _rx = rig.subscribe_all(&CONIDS[..1]).await;
         rig.fully_ready().await;
         rig.stop().await;
@@ -306,11 +477,22 @@ async fn unsubscribe_sends_umd_and_ends_the_consumer_stream() {
     let rig = Rig::start();
     let mut rx = rig.subscribe_all(&CONIDS[..2]).await;
     rig.fully_ready().await;
-    assert!(rig.kw.unsubscribe(STREAM, Subscription::market_data(CONIDS[0], ["31", "84", "86"])).await.unwrap());
+    assert!(rig
+        .kw
+        .unsubscribe(
+            STREAM,
+            Subscription::market_data(CONIDS[0], ["31", "84", "86"])
+        )
+        .await
+        .unwrap());
     wait_counters(&rig.emu, 5, "umd", |c| c.umd == 1).await;
     // the receiver drains what was queued and then ends
     while let Some(_e) = rx[0].recv().await {}
-    let s = rig.wait(5, "one desired", |s| s.subscriptions.desired == 1 && s.is_fully_ready()).await;
+    let s = rig
+        .wait(5, "one desired", |s| {
+            s.subscriptions.desired == 1 && s.is_fully_ready()
+        })
+        .await;
     assert_eq!(s.subscriptions.active, 1);
     rig.stop().await;
 }
@@ -318,12 +500,20 @@ async fn unsubscribe_sends_umd_and_ends_the_consumer_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_loses_the_oldest_events_and_never_stalls_the_socket() {
     let rig = Rig::start();
-    let rx = rig.kw.subscribe_with_capacity(STREAM, Subscription::market_data(1, ["31"]), 4).await.unwrap();
+    let rx = rig
+        .kw
+        .subscribe_with_capacity(STREAM, Subscription::market_data(1, ["31"]), 4)
+        .await
+        .unwrap();
     let _fast = rig.subscribe_all(&CONIDS[..1]).await;
     rig.fully_ready().await;
     // nobody reads `rx`: the queue overflows while heartbeats and the other subscription go on
     let s = rig.wait(10, "drops", |s| s.events_dropped >= 20).await;
-    assert_eq!(restarts(&s, ActorKind::StreamConnection), 0, "the socket was never stalled into a timeout");
+    assert_eq!(
+        restarts(&s, ActorKind::StreamConnection),
+        0,
+        "the socket was never stalled into a timeout"
+    );
     assert!(rx.dropped() >= 20);
     rig.stop().await;
 }
@@ -331,8 +521,19 @@ async fn a_slow_consumer_loses_the_oldest_events_and_never_stalls_the_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_refused_by_the_gateway_is_failed_with_its_reason() {
     let rig = Rig::start();
-    let mut rx = rig.kw.subscribe(STREAM, Subscription::Ledger { account: "DU1".into() }).await.unwrap();
-    let s = rig.wait(10, "failed subscription", |s| s.subscriptions.failed == 1).await;
+    let mut rx = rig
+        .kw
+        .subscribe(
+            STREAM,
+            Subscription::Ledger {
+                account: "DU1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let s = rig
+        .wait(10, "failed subscription", |s| s.subscriptions.failed == 1)
+        .await;
     assert_eq!(s.state, StreamState::Ready);
     loop {
         match rx.recv().await {
@@ -350,7 +551,10 @@ async fn a_subscription_refused_by_the_gateway_is_failed_with_its_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_the_gateways_self_signed_certificate_as_ca_works() {
     use keepwire::emulator::TlsMode;
-    let emu_cfg = EmulatorConfig { tls: TlsMode::SelfSigned, ..common::fast_emulator() };
+    let emu_cfg = EmulatorConfig {
+        tls: TlsMode::SelfSigned,
+        ..common::fast_emulator()
+    };
     let emu = keepwire::emulator::Emulator::start(emu_cfg).unwrap();
     assert!(emu.base_url().starts_with("https://"));
     let mut cfg = common::fast_stream(&emu);
@@ -365,12 +569,19 @@ async fn tls_with_the_gateways_self_signed_certificate_as_ca_works() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_certificate_is_a_hard_tls_failure() {
     use keepwire::emulator::TlsMode;
-    let emu_cfg = EmulatorConfig { tls: TlsMode::SelfSigned, ..common::fast_emulator() };
+    let emu_cfg = EmulatorConfig {
+        tls: TlsMode::SelfSigned,
+        ..common::fast_emulator()
+    };
     let emu = keepwire::emulator::Emulator::start(emu_cfg).unwrap();
     let cfg = common::fast_stream(&emu); // verified against public roots: must fail
     let kw = keepwire::Handle::builder().stream(cfg).start().unwrap();
     let rig = Rig { emu, kw };
-    let s = rig.wait(10, "failed", |s| matches!(s.state, StreamState::Failed { .. })).await;
+    let s = rig
+        .wait(10, "failed", |s| {
+            matches!(s.state, StreamState::Failed { .. })
+        })
+        .await;
     assert_eq!(s.last_failure.unwrap().reason, "tls");
     rig.stop().await;
 }
@@ -380,9 +591,17 @@ async fn skipping_tls_verification_for_a_remote_host_is_refused_with_the_fix() {
     let mut cfg = keepwire::StreamConfig::ibkr(STREAM, "https://gateway.example.com:5000");
     cfg.tls = keepwire::TlsConfig::InsecureSkipVerifyLoopbackOnly;
     let kw = keepwire::Handle::builder().stream(cfg).start().unwrap();
-    let s = common::wait_status(&kw, 5, "failed", |s| matches!(s.state, StreamState::Failed { .. })).await;
-    let StreamState::Failed { reason } = s.state else { unreachable!() };
-    assert!(reason.contains("only for loopback") && reason.contains("ca_file"), "{reason}");
+    let s = common::wait_status(&kw, 5, "failed", |s| {
+        matches!(s.state, StreamState::Failed { .. })
+    })
+    .await;
+    let StreamState::Failed { reason } = s.state else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("only for loopback") && reason.contains("ca_file"),
+        "{reason}"
+    );
     kw.shutdown().await;
 }
 
@@ -392,13 +611,27 @@ async fn a_panic_in_a_handler_rebuilds_only_that_actor() {
     let mut rx = rig.subscribe_all(&CONIDS[..1]).await;
     rig.fully_ready().await;
 
-    rig.kw.inject_panic(STREAM, ActorKind::Subscriptions).await.unwrap();
-    let s = rig.wait(10, "subscriptions rebuilt", |s| restarts(s, ActorKind::Subscriptions) == 1).await;
-    for other in [ActorKind::TokenManager, ActorKind::GatewaySession, ActorKind::StreamConnection] {
+    rig.kw
+        .inject_panic(STREAM, ActorKind::Subscriptions)
+        .await
+        .unwrap();
+    let s = rig
+        .wait(10, "subscriptions rebuilt", |s| {
+            restarts(s, ActorKind::Subscriptions) == 1
+        })
+        .await;
+    for other in [
+        ActorKind::TokenManager,
+        ActorKind::GatewaySession,
+        ActorKind::StreamConnection,
+    ] {
         assert_eq!(restarts(&s, other), 0, "{other:?} untouched");
     }
     // the desired set survived and data still reaches the consumer
-    rig.wait(10, "ready again", |s| s.is_fully_ready() && s.subscriptions.desired == 1).await;
+    rig.wait(10, "ready again", |s| {
+        s.is_fully_ready() && s.subscriptions.desired == 1
+    })
+    .await;
     let got_data = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(e) = rx[0].recv().await {
             if matches!(e, Event::Data { .. }) {
@@ -410,9 +643,14 @@ async fn a_panic_in_a_handler_rebuilds_only_that_actor() {
     .await;
     assert_eq!(got_data, Ok(true));
 
-    rig.kw.inject_panic(STREAM, ActorKind::StreamConnection).await.unwrap();
+    rig.kw
+        .inject_panic(STREAM, ActorKind::StreamConnection)
+        .await
+        .unwrap();
     let s = rig
-        .wait(10, "socket rebuilt", |s| restarts(s, ActorKind::StreamConnection) == 1 && s.is_fully_ready())
+        .wait(10, "socket rebuilt", |s| {
+            restarts(s, ActorKind::StreamConnection) == 1 && s.is_fully_ready()
+        })
         .await;
     assert_eq!(restarts(&s, ActorKind::GatewaySession), 0);
     assert_eq!(restarts(&s, ActorKind::TokenManager), 0);
@@ -421,6 +659,8 @@ async fn a_panic_in_a_handler_rebuilds_only_that_actor() {
 
 impl Rig {
     fn start_yield() -> Self {
-        Rig::with(common::fast_emulator(), |c| c.ibkr_config_mut().unwrap().competing = CompetingPolicy::Yield)
+        Rig::with(common::fast_emulator(), |c| {
+            c.ibkr_config_mut().unwrap().competing = CompetingPolicy::Yield
+        })
     }
 }

@@ -15,8 +15,8 @@ use crate::backoff::Backoff;
 use crate::dialect::{DialPlan, KeepaliveOutcome};
 use crate::failure::{Class, Failure};
 use crate::messages::{
-    AwaitSession, CredentialsObserved, Halt, InjectPanic, Logout, PrepareDial, Report, Resume, SessionDown, SessionLost,
-    SessionPhase,
+    AwaitSession, CredentialsObserved, Halt, InjectPanic, Logout, PrepareDial, Report, Resume,
+    SessionDown, SessionLost, SessionPhase,
 };
 use crate::status::ActorKind;
 
@@ -50,11 +50,21 @@ impl GatewaySession {
     /// A GatewaySession for the stream.
     pub fn new(ctx: StreamCtx) -> Self {
         let backoff = Backoff::new(ctx.config.backoff.clone());
-        Self { ctx, http: None, phase: Phase::Idle, backoff, waiters: Vec::new(), halted: None, stopped: false }
+        Self {
+            ctx,
+            http: None,
+            phase: Phase::Idle,
+            backoff,
+            waiters: Vec::new(),
+            halted: None,
+            stopped: false,
+        }
     }
 
     fn http(&mut self) -> awc::Client {
-        self.http.get_or_insert_with(|| self.ctx.clients.client()).clone()
+        self.http
+            .get_or_insert_with(|| self.ctx.clients.client())
+            .clone()
     }
 
     fn establish(&mut self, ctx: &mut Context<Self>) {
@@ -65,7 +75,10 @@ impl GatewaySession {
         self.ctx.report(Report::Session(SessionPhase::Establishing));
         let http = self.http();
         let fut = self.ctx.dialect.establish(http);
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| act.established(res, ctx)));
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(|res, act, ctx| act.established(res, ctx)),
+        );
     }
 
     fn established(&mut self, res: Result<(), Failure>, ctx: &mut Context<Self>) {
@@ -90,7 +103,10 @@ impl GatewaySession {
     }
 
     fn not_established(&mut self, failure: Failure, ctx: &mut Context<Self>) {
-        self.ctx.report(Report::Failure { actor: ActorKind::GatewaySession, failure: failure.clone() });
+        self.ctx.report(Report::Failure {
+            actor: ActorKind::GatewaySession,
+            failure: failure.clone(),
+        });
         match self.ctx.class(&failure) {
             Class::Hard => {
                 tracing::error!(stream = %self.ctx.name, %failure, "gateway session failed for good");
@@ -105,8 +121,12 @@ impl GatewaySession {
                     tracing::warn!(stream = %self.ctx.name, %failure, poll_ms = poll.as_millis() as u64, "waiting for login");
                 }
                 self.phase = Phase::AwaitingLogin;
-                let remedy = failure.remedy().unwrap_or("log in at the gateway").to_string();
-                self.ctx.report(Report::Session(SessionPhase::AwaitingLogin { remedy }));
+                let remedy = failure
+                    .remedy()
+                    .unwrap_or("log in at the gateway")
+                    .to_string();
+                self.ctx
+                    .report(Report::Session(SessionPhase::AwaitingLogin { remedy }));
                 ctx.run_later(poll, |act, ctx| {
                     act.phase = Phase::Backoff;
                     act.establish(ctx)
@@ -120,7 +140,8 @@ impl GatewaySession {
                 };
                 tracing::info!(stream = %self.ctx.name, %failure, delay_ms = delay.as_millis() as u64, "gateway session not established; retrying");
                 self.phase = Phase::Backoff;
-                self.ctx.report(Report::Session(SessionPhase::Backoff { delay }));
+                self.ctx
+                    .report(Report::Session(SessionPhase::Backoff { delay }));
                 ctx.run_later(delay, |act, ctx| act.establish(ctx));
             }
         }
@@ -154,7 +175,10 @@ impl GatewaySession {
             return;
         }
         tracing::warn!(stream = %self.ctx.name, %failure, "gateway session lost; re-establishing");
-        self.ctx.report(Report::Failure { actor: ActorKind::GatewaySession, failure: failure.clone() });
+        self.ctx.report(Report::Failure {
+            actor: ActorKind::GatewaySession,
+            failure: failure.clone(),
+        });
         if self.ctx.class(&failure) == Class::Hard {
             return;
         }
@@ -177,7 +201,8 @@ impl Supervised for GatewaySession {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.phase = Phase::Idle;
         if !self.stopped {
-            self.ctx.report(Report::Restarted(ActorKind::GatewaySession));
+            self.ctx
+                .report(Report::Restarted(ActorKind::GatewaySession));
         }
     }
 }
@@ -195,7 +220,11 @@ impl Handler<AwaitSession> for GatewaySession {
         let (tx, rx) = oneshot::channel();
         self.waiters.push(tx);
         Box::pin(async move {
-            rx.await.unwrap_or_else(|_| Err(Failure::Transport { detail: "gateway session restarted".into() }))
+            rx.await.unwrap_or_else(|_| {
+                Err(Failure::Transport {
+                    detail: "gateway session restarted".into(),
+                })
+            })
         })
     }
 }
@@ -244,10 +273,13 @@ impl Handler<Halt> for GatewaySession {
 
     fn handle(&mut self, _: Halt, ctx: &mut Context<Self>) {
         self.stopped = true;
-        self.halted =
-            Some(Failure::Config { detail: "stream halted (hard failure or shutdown); call resume to retry".into() });
+        self.halted = Some(Failure::Config {
+            detail: "stream halted (hard failure or shutdown); call resume to retry".into(),
+        });
         for w in self.waiters.drain(..) {
-            let _ = w.send(Err(Failure::Config { detail: "stream halted".into() }));
+            let _ = w.send(Err(Failure::Config {
+                detail: "stream halted".into(),
+            }));
         }
         // Cancels the keepalive and any retry timers.
         ctx.stop();

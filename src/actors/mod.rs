@@ -105,5 +105,7 @@ impl StreamCtx {
 
 /// Maps a mailbox error (the peer is restarting or gone) to a soft failure.
 pub(crate) fn mailbox(peer: &str, e: actix::MailboxError) -> Failure {
-    Failure::Transport { detail: format!("{peer} unavailable ({e}); it is being restarted") }
+    Failure::Transport {
+        detail: format!("{peer} unavailable ({e}); it is being restarted"),
+    }
 }

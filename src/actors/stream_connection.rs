@@ -25,8 +25,9 @@ use crate::backoff::Backoff;
 use crate::dialect::{Inbound, SocketDecoder};
 use crate::failure::{close_failure, Class, Failure};
 use crate::messages::{
-    AwaitSession, ConnPhase, CredentialsChanged, CredentialsRejected, Deliver, GetCredentials, Halt, InjectPanic,
-    PrepareDial, Report, Resume, Resync, SendFrame, SessionDown, SessionLost, StreamDown, StreamUp, TopicRefused,
+    AwaitSession, ConnPhase, CredentialsChanged, CredentialsRejected, Deliver, GetCredentials,
+    Halt, InjectPanic, PrepareDial, Report, Resume, Resync, SendFrame, SessionDown, SessionLost,
+    StreamDown, StreamUp, TopicRefused,
 };
 use crate::status::ActorKind;
 use crate::transport::{redact_url, ws_failure, Assembler, MessageKind};
@@ -74,11 +75,23 @@ impl StreamConnection {
     /// A StreamConnection for the stream.
     pub fn new(ctx: StreamCtx) -> Self {
         let backoff = Backoff::new(ctx.config.backoff.clone());
-        Self { ctx, http: None, socket: Socket::Idle, backoff, next_delay: None, accepted_generation: None, halted: false }
+        Self {
+            ctx,
+            http: None,
+            socket: Socket::Idle,
+            backoff,
+            next_delay: None,
+            accepted_generation: None,
+            halted: false,
+        }
     }
 
     fn report_phase(&self, phase: ConnPhase) {
-        self.ctx.report(Report::Connection { phase, attempt: self.backoff.attempt(), epoch: self.ctx.epoch.get() });
+        self.ctx.report(Report::Connection {
+            phase,
+            attempt: self.backoff.attempt(),
+            epoch: self.ctx.epoch.get(),
+        });
     }
 
     fn dial(&mut self, ctx: &mut Context<Self>) {
@@ -87,9 +100,17 @@ impl StreamConnection {
         }
         self.socket = Socket::Dialing;
         let (Some(gateway), Some(token)) = (self.ctx.gateway(), self.ctx.token()) else {
-            return self.fail(Failure::Transport { detail: "peers not started".into() }, ctx);
+            return self.fail(
+                Failure::Transport {
+                    detail: "peers not started".into(),
+                },
+                ctx,
+            );
         };
-        let http = self.http.get_or_insert_with(|| self.ctx.clients.client()).clone();
+        let http = self
+            .http
+            .get_or_insert_with(|| self.ctx.clients.client())
+            .clone();
         let max_frame = self.ctx.config.max_frame_size;
         let accepted = self.accepted_generation;
         let report = self.ctx.report.clone();
@@ -97,11 +118,23 @@ impl StreamConnection {
         let attempt = self.backoff.attempt();
         let fut = async move {
             let creds = async {
-                gateway.send(AwaitSession).await.map_err(|e| mailbox("gateway session", e))??;
-                report.do_send(Report::Connection { phase: ConnPhase::Connecting, attempt, epoch });
-                let creds = token.send(GetCredentials).await.map_err(|e| mailbox("token manager", e))??;
+                gateway
+                    .send(AwaitSession)
+                    .await
+                    .map_err(|e| mailbox("gateway session", e))??;
+                report.do_send(Report::Connection {
+                    phase: ConnPhase::Connecting,
+                    attempt,
+                    epoch,
+                });
+                let creds = token
+                    .send(GetCredentials)
+                    .await
+                    .map_err(|e| mailbox("token manager", e))??;
                 let plan = gateway
-                    .send(PrepareDial { credentials: creds.clone() })
+                    .send(PrepareDial {
+                        credentials: creds.clone(),
+                    })
                     .await
                     .map_err(|e| mailbox("gateway session", e))??;
                 Ok::<_, Failure>((creds, plan))
@@ -124,7 +157,12 @@ impl StreamConnection {
         }));
     }
 
-    fn opened(&mut self, generation: u64, framed: Framed<BoxedSocket, Codec>, ctx: &mut Context<Self>) {
+    fn opened(
+        &mut self,
+        generation: u64,
+        framed: Framed<BoxedSocket, Codec>,
+        ctx: &mut Context<Self>,
+    ) {
         let epoch = self.ctx.epoch.get() + 1;
         self.ctx.epoch.set(epoch);
         let (sink, stream) = framed.split();
@@ -148,7 +186,9 @@ impl StreamConnection {
             }
         });
         let hb = cfg.heartbeat_timeout;
-        ctx.run_interval((hb / 4).max(Duration::from_millis(10)), move |act, ctx| act.watchdog(hb, ctx));
+        ctx.run_interval((hb / 4).max(Duration::from_millis(10)), move |act, ctx| {
+            act.watchdog(hb, ctx)
+        });
         if let Some((every, frame)) = self.ctx.dialect.socket_keepalive() {
             ctx.run_interval(every, move |act, _| act.write(frame.clone()));
         }
@@ -156,7 +196,9 @@ impl StreamConnection {
 
     fn watchdog(&mut self, timeout: Duration, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        let Socket::Open(open) = &self.socket else { return };
+        let Socket::Open(open) = &self.socket else {
+            return;
+        };
         let silent_for = now.saturating_duration_since(open.last_rx);
         if silent_for > timeout {
             return self.fail(Failure::HeartbeatSilence { silent_for }, ctx);
@@ -173,7 +215,9 @@ impl StreamConnection {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
-        let Socket::Open(open) = &mut self.socket else { return };
+        let Socket::Open(open) = &mut self.socket else {
+            return;
+        };
         match open.decoder.decode(text) {
             Inbound::Authenticated if !open.ready => {
                 open.ready = true;
@@ -186,19 +230,29 @@ impl StreamConnection {
                     s.do_send(StreamUp { epoch });
                 }
             }
-            Inbound::Authenticated | Inbound::Heartbeat | Inbound::Control => open.malformed_in_a_row = 0,
+            Inbound::Authenticated | Inbound::Heartbeat | Inbound::Control => {
+                open.malformed_in_a_row = 0
+            }
             Inbound::Failure(failure) => self.fail(failure, ctx),
             Inbound::Data { topic, data } => {
                 open.malformed_in_a_row = 0;
                 if open.ready {
                     if let Some(s) = self.ctx.subscriptions() {
-                        s.do_send(Deliver { epoch: open.epoch, topic, data });
+                        s.do_send(Deliver {
+                            epoch: open.epoch,
+                            topic,
+                            data,
+                        });
                     }
                 }
             }
             Inbound::TopicError { topic, message } => {
                 if let Some(s) = self.ctx.subscriptions() {
-                    s.do_send(TopicRefused { epoch: open.epoch, topic, message });
+                    s.do_send(TopicRefused {
+                        epoch: open.epoch,
+                        topic,
+                        message,
+                    });
                 }
             }
             Inbound::Malformed => {
@@ -229,7 +283,10 @@ impl StreamConnection {
         let class = self.ctx.class(&failure);
         let was_ready = matches!(&self.socket, Socket::Open(o) if o.ready);
         tracing::warn!(stream = %self.ctx.name, %failure, ?class, was_ready, "socket failed");
-        self.ctx.report(Report::Failure { actor: ActorKind::StreamConnection, failure: failure.clone() });
+        self.ctx.report(Report::Failure {
+            actor: ActorKind::StreamConnection,
+            failure: failure.clone(),
+        });
         let reject = |gen: Option<u64>| {
             if let (Some(generation), Some(token)) = (gen, self.ctx.token()) {
                 token.do_send(CredentialsRejected { generation });
@@ -248,7 +305,9 @@ impl StreamConnection {
             Class::Session | Class::NeedsLogin => {
                 reject(generation);
                 if let Some(g) = self.ctx.gateway() {
-                    g.do_send(SessionLost { failure: failure.clone() });
+                    g.do_send(SessionLost {
+                        failure: failure.clone(),
+                    });
                 }
                 self.backoff.floor()
             }
@@ -300,7 +359,8 @@ impl Supervised for StreamConnection {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.socket = Socket::Idle;
         if !self.halted {
-            self.ctx.report(Report::Restarted(ActorKind::StreamConnection));
+            self.ctx
+                .report(Report::Restarted(ActorKind::StreamConnection));
         }
     }
 }
@@ -313,13 +373,24 @@ impl StreamHandler<Result<Frame, WsProtocolError>> for StreamConnection {
                 let limit = self.ctx.config.max_frame_size;
                 return self.fail(Failure::Oversized { limit }, ctx);
             }
-            Err(e) => return self.fail(Failure::Transport { detail: format!("websocket protocol: {e}") }, ctx),
+            Err(e) => {
+                return self.fail(
+                    Failure::Transport {
+                        detail: format!("websocket protocol: {e}"),
+                    },
+                    ctx,
+                )
+            }
         };
-        let Socket::Open(open) = &mut self.socket else { return };
+        let Socket::Open(open) = &mut self.socket else {
+            return;
+        };
         open.last_rx = Instant::now();
         self.ctx.metrics.messages_received.inc();
         match frame {
-            Frame::Text(bytes) | Frame::Binary(bytes) => self.on_text(&String::from_utf8_lossy(&bytes), ctx),
+            Frame::Text(bytes) | Frame::Binary(bytes) => {
+                self.on_text(&String::from_utf8_lossy(&bytes), ctx)
+            }
             Frame::Continuation(item) => match open.assembler.push(item) {
                 Ok(Some((MessageKind::Text | MessageKind::Binary, bytes))) => {
                     self.on_text(&String::from_utf8_lossy(&bytes), ctx)
@@ -350,7 +421,12 @@ impl StreamHandler<Result<Frame, WsProtocolError>> for StreamConnection {
 
 impl WriteHandler<WsProtocolError> for StreamConnection {
     fn error(&mut self, err: WsProtocolError, ctx: &mut Context<Self>) -> Running {
-        self.fail(Failure::Transport { detail: format!("websocket write: {err}") }, ctx);
+        self.fail(
+            Failure::Transport {
+                detail: format!("websocket write: {err}"),
+            },
+            ctx,
+        );
         Running::Continue
     }
 
@@ -365,7 +441,9 @@ impl Handler<SendFrame> for StreamConnection {
             Socket::Open(open) if open.epoch == msg.epoch && open.ready => {
                 let _ = open.sink.write(Message::Text(msg.text.into()));
             }
-            _ => tracing::trace!(stream = %self.ctx.name, epoch = msg.epoch, "frame for a dead socket dropped"),
+            _ => {
+                tracing::trace!(stream = %self.ctx.name, epoch = msg.epoch, "frame for a dead socket dropped")
+            }
         }
     }
 }

@@ -19,7 +19,8 @@ use super::StreamCtx;
 use crate::channel::{self, Push};
 use crate::dialect::{Confirmation, SubscriptionWire};
 use crate::messages::{
-    Deliver, Halt, InjectPanic, Report, Resume, SendFrame, StreamDown, StreamUp, Subscribe, TopicRefused, Unsubscribe,
+    Deliver, Halt, InjectPanic, Report, Resume, SendFrame, StreamDown, StreamUp, Subscribe,
+    TopicRefused, Unsubscribe,
 };
 use crate::status::{ActorKind, SubscriptionCounts};
 use crate::subscription::{Event, Subscription, SubscriptionState};
@@ -55,7 +56,13 @@ pub struct Subscriptions {
 impl Subscriptions {
     /// A Subscriptions actor working on `book`.
     pub fn new(ctx: StreamCtx, book: Book) -> Self {
-        Self { ctx, book, epoch: None, halted: false, last_counts: None }
+        Self {
+            ctx,
+            book,
+            epoch: None,
+            halted: false,
+            last_counts: None,
+        }
     }
 
     fn send(&self, text: String) {
@@ -66,7 +73,10 @@ impl Subscriptions {
 
     fn counts(&self) -> SubscriptionCounts {
         let book = self.book.borrow();
-        let mut c = SubscriptionCounts { desired: book.len(), ..Default::default() };
+        let mut c = SubscriptionCounts {
+            desired: book.len(),
+            ..Default::default()
+        };
         for b in book.values() {
             match b.state {
                 SubscriptionState::Active => c.active += 1,
@@ -128,18 +138,23 @@ impl Subscriptions {
                             resend.push(key.clone());
                         }
                     }
-                    (SubscriptionState::Active, Some(since)) => {
-                        if b.wire.resend_every.is_some_and(|every| since >= every) {
-                            b.last_sent = Some(now);
-                            resend.push(key.clone());
-                        }
+                    (SubscriptionState::Active, Some(since))
+                        if b.wire.resend_every.is_some_and(|every| since >= every) =>
+                    {
+                        b.last_sent = Some(now);
+                        resend.push(key.clone());
                     }
                     _ => {}
                 }
             }
         }
         for key in resend {
-            let refresh = self.book.borrow().get(&key).map(|b| (b.state == SubscriptionState::Active, b.wire.subscribe.clone()));
+            let refresh = self.book.borrow().get(&key).map(|b| {
+                (
+                    b.state == SubscriptionState::Active,
+                    b.wire.subscribe.clone(),
+                )
+            });
             match refresh {
                 Some((true, frame)) => {
                     tracing::debug!(stream = %self.ctx.name, topic = %key, "re-sending subscription before the gateway expires it");
@@ -219,7 +234,9 @@ impl Handler<Unsubscribe> for Subscriptions {
     type Result = bool;
 
     fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Context<Self>) -> bool {
-        let Ok(wire) = self.ctx.dialect.subscription(&msg.subscription) else { return false };
+        let Ok(wire) = self.ctx.dialect.subscription(&msg.subscription) else {
+            return false;
+        };
         let removed = self.book.borrow_mut().remove(&wire.key);
         if let Some(b) = &removed {
             if let Some(frame) = &b.wire.unsubscribe {
@@ -281,11 +298,16 @@ impl Handler<Deliver> for Subscriptions {
         let mut empty = None;
         {
             let mut book = self.book.borrow_mut();
-            let Some(b) = book.get_mut(&msg.topic) else { return };
+            let Some(b) = book.get_mut(&msg.topic) else {
+                return;
+            };
             if b.state != SubscriptionState::Active {
                 set_state(b, SubscriptionState::Active);
             }
-            let event = Event::Data { topic: msg.topic.clone(), data: msg.data };
+            let event = Event::Data {
+                topic: msg.topic.clone(),
+                data: msg.data,
+            };
             b.consumers.retain(|c| !c.is_closed());
             for c in &b.consumers {
                 if c.push(event.clone()) == Push::DroppedOldest {
@@ -316,9 +338,14 @@ impl Handler<TopicRefused> for Subscriptions {
             return;
         }
         for b in self.book.borrow_mut().values_mut() {
-            if &*b.wire.key == msg.topic || b.wire.subscribe.starts_with(&msg.topic) {
+            if *b.wire.key == msg.topic || b.wire.subscribe.starts_with(&msg.topic) {
                 tracing::warn!(stream = %self.ctx.name, subscription = %b.subscription, message = %msg.message, "gateway refused subscription");
-                set_state(b, SubscriptionState::Failed { reason: format!("gateway refused it: {}", msg.message) });
+                set_state(
+                    b,
+                    SubscriptionState::Failed {
+                        reason: format!("gateway refused it: {}", msg.message),
+                    },
+                );
             }
         }
         self.publish_counts();

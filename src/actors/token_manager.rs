@@ -19,8 +19,8 @@ use super::StreamCtx;
 use crate::dialect::Issued;
 use crate::failure::{Class, Failure};
 use crate::messages::{
-    Credentials, CredentialsChanged, CredentialsObserved, CredentialsRejected, GetCredentials, Halt, InjectPanic,
-    Report, Resume, SessionLost,
+    Credentials, CredentialsChanged, CredentialsObserved, CredentialsRejected, GetCredentials,
+    Halt, InjectPanic, Report, Resume, SessionLost,
 };
 use crate::status::ActorKind;
 
@@ -66,7 +66,9 @@ impl TokenManager {
     }
 
     fn http(&mut self) -> awc::Client {
-        self.http.get_or_insert_with(|| self.ctx.clients.client()).clone()
+        self.http
+            .get_or_insert_with(|| self.ctx.clients.client())
+            .clone()
     }
 
     fn fetch(&mut self, ctx: &mut Context<Self>) {
@@ -76,16 +78,22 @@ impl TokenManager {
         self.fetching = true;
         let http = self.http();
         let fut = self.ctx.dialect.fetch_credentials(http);
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| act.fetched(res, ctx)));
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(|res, act, ctx| act.fetched(res, ctx)),
+        );
     }
 
     fn fetched(&mut self, res: Result<Issued, Failure>, ctx: &mut Context<Self>) {
         self.fetching = false;
         match res {
             Ok(issued) => {
-                let creds = self.install(issued.secret, issued.expires_in.map(|d| Instant::now() + d));
+                let creds =
+                    self.install(issued.secret, issued.expires_in.map(|d| Instant::now() + d));
                 self.ctx.metrics.credential_refresh(true);
-                self.ctx.report(Report::CredentialsRefreshed { generation: Some(creds.generation) });
+                self.ctx.report(Report::CredentialsRefreshed {
+                    generation: Some(creds.generation),
+                });
                 tracing::debug!(stream = %self.ctx.name, generation = creds.generation, "credentials fetched");
                 for w in self.waiters.drain(..) {
                     let _ = w.send(Ok(creds.clone()));
@@ -94,11 +102,17 @@ impl TokenManager {
             }
             Err(failure) => {
                 self.ctx.metrics.credential_refresh(false);
-                self.ctx.report(Report::CredentialsRefreshed { generation: None });
-                self.ctx.report(Report::Failure { actor: ActorKind::TokenManager, failure: failure.clone() });
+                self.ctx
+                    .report(Report::CredentialsRefreshed { generation: None });
+                self.ctx.report(Report::Failure {
+                    actor: ActorKind::TokenManager,
+                    failure: failure.clone(),
+                });
                 if self.ctx.class(&failure) == Class::Session {
                     if let Some(g) = self.ctx.gateway() {
-                        g.do_send(SessionLost { failure: failure.clone() });
+                        g.do_send(SessionLost {
+                            failure: failure.clone(),
+                        });
                     }
                 }
                 for w in self.waiters.drain(..) {
@@ -108,10 +122,19 @@ impl TokenManager {
         }
     }
 
-    fn install(&mut self, secret: secrecy::SecretString, expires_at: Option<Instant>) -> Credentials {
+    fn install(
+        &mut self,
+        secret: secrecy::SecretString,
+        expires_at: Option<Instant>,
+    ) -> Credentials {
         let generation = self.ctx.generation.get() + 1;
         self.ctx.generation.set(generation);
-        let creds = Credentials { generation, secret, expires_at, replaced_rejected: self.replacing_rejected };
+        let creds = Credentials {
+            generation,
+            secret,
+            expires_at,
+            replaced_rejected: self.replacing_rejected,
+        };
         self.replacing_rejected = false;
         self.current = Some(creds.clone());
         creds
@@ -121,10 +144,14 @@ impl TokenManager {
         if let Some(h) = self.refresh_timer.take() {
             ctx.cancel_future(h);
         }
-        let Some(exp) = self.current.as_ref().and_then(|c| c.expires_at) else { return };
+        let Some(exp) = self.current.as_ref().and_then(|c| c.expires_at) else {
+            return;
+        };
         let lifetime = exp.saturating_duration_since(Instant::now());
         let skew = SKEW.min(lifetime / 5);
-        let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..=skew.as_millis().min(5_000) as u64 / 2 + 1));
+        let jitter = Duration::from_millis(
+            rand::thread_rng().gen_range(0..=skew.as_millis().min(5_000) as u64 / 2 + 1),
+        );
         let at = lifetime.saturating_sub(skew + jitter);
         self.refresh_timer = Some(ctx.run_later(at, |act, ctx| {
             act.refresh_timer = None;
@@ -158,7 +185,11 @@ impl Handler<GetCredentials> for TokenManager {
         self.waiters.push(tx);
         self.fetch(ctx);
         Box::pin(async move {
-            rx.await.unwrap_or_else(|_| Err(Failure::Transport { detail: "token manager restarted during a fetch".into() }))
+            rx.await.unwrap_or_else(|_| {
+                Err(Failure::Transport {
+                    detail: "token manager restarted during a fetch".into(),
+                })
+            })
         })
     }
 }
@@ -174,7 +205,9 @@ impl Handler<CredentialsRejected> for TokenManager {
                 self.replacing_rejected = true;
                 self.fetch(ctx);
             }
-            _ => tracing::trace!(stream = %self.ctx.name, generation = msg.generation, "stale rejection ignored"),
+            _ => {
+                tracing::trace!(stream = %self.ctx.name, generation = msg.generation, "stale rejection ignored")
+            }
         }
     }
 }
@@ -183,16 +216,24 @@ impl Handler<CredentialsObserved> for TokenManager {
     type Result = ();
 
     fn handle(&mut self, msg: CredentialsObserved, _ctx: &mut Context<Self>) {
-        let same = self.current.as_ref().is_some_and(|c| c.secret.expose_secret() == msg.secret.expose_secret());
+        let same = self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.secret.expose_secret() == msg.secret.expose_secret());
         if same || self.fetching {
             return;
         }
         let had = self.current.is_some();
         let creds = self.install(msg.secret, None);
+        self.ctx.report(Report::CredentialsRefreshed {
+            generation: Some(creds.generation),
+        });
         if had {
             tracing::info!(stream = %self.ctx.name, generation = creds.generation, "gateway rotated the session; socket will be rebuilt");
             if let Some(s) = self.ctx.stream() {
-                s.do_send(CredentialsChanged { generation: creds.generation });
+                s.do_send(CredentialsChanged {
+                    generation: creds.generation,
+                });
             }
         }
     }

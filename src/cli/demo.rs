@@ -42,13 +42,44 @@ struct Scripted {
 }
 
 fn script() -> Vec<Scripted> {
-    let s = |name, faults| Scripted { name, faults, approve_after: None, disconnects: true };
-    let quiet = |name, faults| Scripted { name, faults, approve_after: None, disconnects: false };
+    let s = |name, faults| Scripted {
+        name,
+        faults,
+        approve_after: None,
+        disconnects: true,
+    };
+    let quiet = |name, faults| Scripted {
+        name,
+        faults,
+        approve_after: None,
+        disconnects: false,
+    };
     vec![
         s("sts authenticated:false", vec![Fault::SessionLost]),
-        s("401 on the socket handshake", vec![Fault::RejectUpgrade { status: 401, count: 1 }, Fault::DropSockets]),
-        s("403 on the socket handshake", vec![Fault::RejectUpgrade { status: 403, count: 1 }, Fault::DropSockets]),
-        s("tickle: no session", vec![Fault::TickleNoSession { count: 1 }]),
+        s(
+            "401 on the socket handshake",
+            vec![
+                Fault::RejectUpgrade {
+                    status: 401,
+                    count: 1,
+                },
+                Fault::DropSockets,
+            ],
+        ),
+        s(
+            "403 on the socket handshake",
+            vec![
+                Fault::RejectUpgrade {
+                    status: 403,
+                    count: 1,
+                },
+                Fault::DropSockets,
+            ],
+        ),
+        s(
+            "tickle: no session",
+            vec![Fault::TickleNoSession { count: 1 }],
+        ),
         s("tickle: 401", vec![Fault::TickleUnauthorized { count: 1 }]),
         Scripted {
             name: "2FA not approved yet",
@@ -56,20 +87,56 @@ fn script() -> Vec<Scripted> {
             approve_after: Some(Duration::from_millis(1500)),
             disconnects: true,
         },
-        s("no bridge after ssodh/init", vec![Fault::NoBridge { count: 2 }, Fault::SessionLost]),
+        s(
+            "no bridge after ssodh/init",
+            vec![Fault::NoBridge { count: 2 }, Fault::SessionLost],
+        ),
         s("competing session", vec![Fault::CompetingSession]),
-        s("gateway down (connection refused)", vec![Fault::GatewayDown { millis: 1500 }]),
-        s("5xx", vec![Fault::ServerError { status: 503, count: 2 }, Fault::DropSockets]),
-        s("429 penalty", vec![Fault::RateLimit { millis: 1000 }, Fault::DropSockets]),
-        s("heartbeat silence (half-open)", vec![Fault::HeartbeatSilence]),
+        s(
+            "gateway down (connection refused)",
+            vec![Fault::GatewayDown { millis: 1500 }],
+        ),
+        s(
+            "5xx",
+            vec![
+                Fault::ServerError {
+                    status: 503,
+                    count: 2,
+                },
+                Fault::DropSockets,
+            ],
+        ),
+        s(
+            "429 penalty",
+            vec![Fault::RateLimit { millis: 1000 }, Fault::DropSockets],
+        ),
+        s(
+            "heartbeat silence (half-open)",
+            vec![Fault::HeartbeatSilence],
+        ),
         quiet("smd stream ends silently", vec![Fault::SmdSilentEnd]),
         s("session id rotation", vec![Fault::RotateSession]),
         quiet("non-UTF-8 text frame", vec![Fault::NonUtf8Frame]),
         quiet("fragmented message", vec![Fault::FragmentedMessage]),
-        s("oversized frame", vec![Fault::OversizedFrame { bytes: 2 << 20 }]),
+        s(
+            "oversized frame",
+            vec![Fault::OversizedFrame { bytes: 2 << 20 }],
+        ),
         quiet("malformed frame", vec![Fault::MalformedFrame]),
-        s("close 1001", vec![Fault::CloseSockets { code: 1001, reason: "going away".into() }]),
-        s("close 1011", vec![Fault::CloseSockets { code: 1011, reason: "server error".into() }]),
+        s(
+            "close 1001",
+            vec![Fault::CloseSockets {
+                code: 1001,
+                reason: "going away".into(),
+            }],
+        ),
+        s(
+            "close 1011",
+            vec![Fault::CloseSockets {
+                code: 1011,
+                reason: "server error".into(),
+            }],
+        ),
         s("socket dropped", vec![Fault::DropSockets]),
     ]
 }
@@ -147,7 +214,10 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     };
     let last: LastData = Arc::default();
     for conid in CONIDS {
-        let mut rx = match kw.subscribe(STREAM, Subscription::market_data(conid, ["31", "84", "86"])).await {
+        let mut rx = match kw
+            .subscribe(STREAM, Subscription::market_data(conid, ["31", "84", "86"]))
+            .await
+        {
             Ok(rx) => rx,
             Err(e) => {
                 eprintln!("keepwire demo: {e}");
@@ -158,7 +228,9 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
                 if matches!(ev, Event::Data { .. }) {
-                    last.lock().unwrap_or_else(|e| e.into_inner()).insert(conid, Instant::now());
+                    last.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(conid, Instant::now());
                 }
             }
         });
@@ -178,14 +250,19 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     let slot = total_time / n as u32;
 
     let ready = |s: &keepwire::Status| s.stream(STREAM).is_some_and(|s| s.is_fully_ready());
-    if tokio::time::timeout(Duration::from_secs(20), status.wait_for(ready)).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(20), status.wait_for(ready))
+        .await
+        .is_err()
+    {
         eprintln!("keepwire demo: the stream never became ready");
     }
     let mut recovery_ms = Vec::new();
     let mut unrecovered = Vec::new();
     let mut faults_injected = 0u64;
     for (i, f) in faults.iter().enumerate() {
-        let due = started + slot * i as u32 + Duration::from_millis(rng.gen_range(0..=slot.as_millis() as u64 / 4));
+        let due = started
+            + slot * i as u32
+            + Duration::from_millis(rng.gen_range(0..=slot.as_millis() as u64 / 4));
         tokio::time::sleep_until(due).await;
         let t0 = Instant::now();
         let recoveries_before = status.borrow().stream(STREAM).map_or(0, |s| s.recoveries);
@@ -222,7 +299,11 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         } else {
             unrecovered.push(f.name);
         }
-        let verdict = if recovered { format!("recovered in {took} ms") } else { "NOT recovered".to_string() };
+        let verdict = if recovered {
+            format!("recovered in {took} ms")
+        } else {
+            "NOT recovered".to_string()
+        };
         if tty {
             eprint!("\r{}\r", " ".repeat(100));
         }

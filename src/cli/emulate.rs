@@ -32,7 +32,11 @@ pub async fn run(args: EmulateArgs) -> ExitCode {
     let config = EmulatorConfig {
         bind: args.listen,
         admin_bind: args.admin,
-        tls: if args.tls { TlsMode::SelfSigned } else { TlsMode::Plain },
+        tls: if args.tls {
+            TlsMode::SelfSigned
+        } else {
+            TlsMode::Plain
+        },
         heartbeat_interval: Duration::from_secs(args.heartbeat_secs.max(1)),
         login_approved: !args.login_pending,
         ..EmulatorConfig::default()

@@ -19,7 +19,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{Confirmation, Dialect, DialPlan, Inbound, Issued, KeepaliveOutcome, SocketDecoder, SubscriptionWire};
+use super::{
+    Confirmation, DialPlan, Dialect, Inbound, Issued, KeepaliveOutcome, SocketDecoder,
+    SubscriptionWire,
+};
 use crate::config::{CompetingPolicy, IbkrConfig};
 use crate::failure::{http_failure, Endpoint, Failure};
 use crate::subscription::Subscription;
@@ -52,7 +55,11 @@ impl Ibkr {
         } else {
             base.to_string()
         };
-        Self { api: format!("{http_base}/v1/api").into(), ws_url: format!("{ws_base}/v1/api/ws").into(), config }
+        Self {
+            api: format!("{http_base}/v1/api").into(),
+            ws_url: format!("{ws_base}/v1/api/ws").into(),
+            config,
+        }
     }
 }
 
@@ -81,20 +88,32 @@ impl AuthStatus {
 
 /// Maps the error replies IBKR uses on any endpoint; `Ok(())` for a usable 2xx reply.
 fn check(endpoint: Endpoint, reply: &JsonReply) -> Result<(), Failure> {
-    let error = reply.str_field("error").unwrap_or_default().to_ascii_lowercase();
+    let error = reply
+        .str_field("error")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     if error.contains("no bridge") {
         return Err(Failure::NoBridge);
     }
     if error.contains("no session") || error.contains("init session first") {
-        return Err(Failure::SessionLost { detail: format!("{}: {error}", endpoint.as_str()) });
+        return Err(Failure::SessionLost {
+            detail: format!("{}: {error}", endpoint.as_str()),
+        });
     }
     match reply.status {
         200..=299 if error.is_empty() => Ok(()),
-        200..=299 => Err(Failure::Transport { detail: format!("{}: {error}", endpoint.as_str()) }),
-        401 | 403 if endpoint == Endpoint::SessionInit => Err(Failure::NeedsLogin {
-            detail: format!("ssodh/init answered {}: login or 2FA not completed at the gateway", reply.status),
+        200..=299 => Err(Failure::Transport {
+            detail: format!("{}: {error}", endpoint.as_str()),
         }),
-        401 | 403 => Err(Failure::SessionLost { detail: format!("{} answered {}", endpoint.as_str(), reply.status) }),
+        401 | 403 if endpoint == Endpoint::SessionInit => Err(Failure::NeedsLogin {
+            detail: format!(
+                "ssodh/init answered {}: login or 2FA not completed at the gateway",
+                reply.status
+            ),
+        }),
+        401 | 403 => Err(Failure::SessionLost {
+            detail: format!("{} answered {}", endpoint.as_str(), reply.status),
+        }),
         status => Err(http_failure(endpoint, status, reply.retry_after)),
     }
 }
@@ -105,13 +124,24 @@ fn parse_status(reply: &JsonReply) -> AuthStatus {
 
 async fn auth_status(http: &awc::Client, api: &str) -> Result<AuthStatus, Failure> {
     // GET: newer gateways answer POST with 400 (seed 001).
-    let reply =
-        call_json(http, Method::GET, &format!("{api}/iserver/auth/status"), Endpoint::AuthStatus, None, &[]).await?;
+    let reply = call_json(
+        http,
+        Method::GET,
+        &format!("{api}/iserver/auth/status"),
+        Endpoint::AuthStatus,
+        None,
+        &[],
+    )
+    .await?;
     check(Endpoint::AuthStatus, &reply)?;
     Ok(parse_status(&reply))
 }
 
-async fn establish(http: awc::Client, api: Arc<str>, policy: CompetingPolicy) -> Result<(), Failure> {
+async fn establish(
+    http: awc::Client,
+    api: Arc<str>,
+    policy: CompetingPolicy,
+) -> Result<(), Failure> {
     let status = auth_status(&http, &api).await?;
     if status.healthy() {
         return preflight(&http, &api).await;
@@ -120,17 +150,30 @@ async fn establish(http: awc::Client, api: Arc<str>, policy: CompetingPolicy) ->
         return Err(Failure::Competing);
     }
     let body = json!({"publish": true, "compete": policy == CompetingPolicy::Compete});
-    let init =
-        call_json(&http, Method::POST, &format!("{api}/iserver/auth/ssodh/init"), Endpoint::SessionInit, Some(body), &[])
-            .await?;
+    let init = call_json(
+        &http,
+        Method::POST,
+        &format!("{api}/iserver/auth/ssodh/init"),
+        Endpoint::SessionInit,
+        Some(body),
+        &[],
+    )
+    .await?;
     check(Endpoint::SessionInit, &init)?;
     let status = auth_status(&http, &api).await?;
     if status.healthy() {
         return preflight(&http, &api).await;
     }
     // Last resort while the SSO session may still be valid.
-    let re = call_json(&http, Method::POST, &format!("{api}/iserver/reauthenticate"), Endpoint::Reauthenticate, None, &[])
-        .await?;
+    let re = call_json(
+        &http,
+        Method::POST,
+        &format!("{api}/iserver/reauthenticate"),
+        Endpoint::Reauthenticate,
+        None,
+        &[],
+    )
+    .await?;
     check(Endpoint::Reauthenticate, &re)?;
     let status = auth_status(&http, &api).await?;
     if status.healthy() {
@@ -139,7 +182,11 @@ async fn establish(http: awc::Client, api: Arc<str>, policy: CompetingPolicy) ->
     if status.competing {
         return Err(Failure::Competing);
     }
-    let said = [status.message.as_str(), status.fail.as_str()].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>();
+    let said = [status.message.as_str(), status.fail.as_str()]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect::<Vec<_>>();
     Err(Failure::NeedsLogin {
         detail: if said.is_empty() {
             "brokerage session still not authenticated after ssodh/init".into()
@@ -150,7 +197,15 @@ async fn establish(http: awc::Client, api: Arc<str>, policy: CompetingPolicy) ->
 }
 
 async fn preflight(http: &awc::Client, api: &str) -> Result<(), Failure> {
-    let reply = call_json(http, Method::GET, &format!("{api}/iserver/accounts"), Endpoint::Preflight, None, &[]).await?;
+    let reply = call_json(
+        http,
+        Method::GET,
+        &format!("{api}/iserver/accounts"),
+        Endpoint::Preflight,
+        None,
+        &[],
+    )
+    .await?;
     check(Endpoint::Preflight, &reply)
 }
 
@@ -165,13 +220,28 @@ pub struct Tickle {
 
 /// Parses a tickle reply (after [`check`]).
 pub fn parse_tickle(body: &Value) -> Tickle {
-    let session = body.get("session").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
-    let auth = body.get("iserver").and_then(|i| i.get("authStatus")).and_then(|a| AuthStatus::deserialize(a).ok());
+    let session = body
+        .get("session")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let auth = body
+        .get("iserver")
+        .and_then(|i| i.get("authStatus"))
+        .and_then(|a| AuthStatus::deserialize(a).ok());
     Tickle { session, auth }
 }
 
 async fn tickle(http: awc::Client, api: Arc<str>) -> Result<Tickle, Failure> {
-    let reply = call_json(&http, Method::POST, &format!("{api}/tickle"), Endpoint::Keepalive, None, &[]).await?;
+    let reply = call_json(
+        &http,
+        Method::POST,
+        &format!("{api}/tickle"),
+        Endpoint::Keepalive,
+        None,
+        &[],
+    )
+    .await?;
     check(Endpoint::Keepalive, &reply)?;
     Ok(parse_tickle(&reply.body))
 }
@@ -185,7 +255,10 @@ impl Dialect for Ibkr {
         establish(http, self.api.clone(), self.config.competing).boxed_local()
     }
 
-    fn keepalive(&self, http: awc::Client) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>> {
+    fn keepalive(
+        &self,
+        http: awc::Client,
+    ) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>> {
         let api = self.api.clone();
         async move {
             let t = tickle(http, api).await?;
@@ -194,10 +267,14 @@ impl Dialect for Ibkr {
                     return Err(Failure::Competing);
                 }
                 if !auth.authenticated {
-                    return Err(Failure::SessionLost { detail: "tickle: iserver authStatus authenticated:false".into() });
+                    return Err(Failure::SessionLost {
+                        detail: "tickle: iserver authStatus authenticated:false".into(),
+                    });
                 }
             }
-            Ok(KeepaliveOutcome { observed: t.session.map(SecretString::from) })
+            Ok(KeepaliveOutcome {
+                observed: t.session.map(SecretString::from),
+            })
         }
         .boxed_local()
     }
@@ -206,21 +283,36 @@ impl Dialect for Ibkr {
         Some(self.config.tickle_interval)
     }
 
-    fn fetch_credentials(&self, http: awc::Client) -> LocalBoxFuture<'static, Result<Issued, Failure>> {
+    fn fetch_credentials(
+        &self,
+        http: awc::Client,
+    ) -> LocalBoxFuture<'static, Result<Issued, Failure>> {
         let api = self.api.clone();
         async move {
             let t = tickle(http, api).await?;
             match t.session {
-                Some(s) => Ok(Issued { secret: SecretString::from(s), expires_in: None }),
-                None => Err(Failure::SessionLost { detail: "tickle returned no session id".into() }),
+                Some(s) => Ok(Issued {
+                    secret: SecretString::from(s),
+                    expires_in: None,
+                }),
+                None => Err(Failure::SessionLost {
+                    detail: "tickle returned no session id".into(),
+                }),
             }
         }
         .boxed_local()
     }
 
-    fn prepare_dial(&self, _http: awc::Client, secret: &SecretString) -> LocalBoxFuture<'static, Result<DialPlan, Failure>> {
+    fn prepare_dial(
+        &self,
+        _http: awc::Client,
+        secret: &SecretString,
+    ) -> LocalBoxFuture<'static, Result<DialPlan, Failure>> {
         let cookie = format!("api={}", json!({"session": secret.expose_secret()}));
-        let plan = DialPlan { url: self.ws_url.to_string(), headers: vec![("cookie", SecretString::from(cookie))] };
+        let plan = DialPlan {
+            url: self.ws_url.to_string(),
+            headers: vec![("cookie", SecretString::from(cookie))],
+        };
         async move { Ok(plan) }.boxed_local()
     }
 
@@ -231,7 +323,15 @@ impl Dialect for Ibkr {
         let api = self.api.clone();
         Some(
             async move {
-                let reply = call_json(&http, Method::POST, &format!("{api}/logout"), Endpoint::Keepalive, None, &[]).await?;
+                let reply = call_json(
+                    &http,
+                    Method::POST,
+                    &format!("{api}/logout"),
+                    Endpoint::Keepalive,
+                    None,
+                    &[],
+                )
+                .await?;
                 check(Endpoint::Keepalive, &reply)
             }
             .boxed_local(),
@@ -307,7 +407,10 @@ impl SocketDecoder for IbkrDecoder {
         };
         let topic = obj.get("topic").and_then(Value::as_str).unwrap_or_default();
         if let Some(err) = obj.get("error").and_then(Value::as_str) {
-            return Inbound::TopicError { topic: topic.to_string(), message: err.chars().take(200).collect() };
+            return Inbound::TopicError {
+                topic: topic.to_string(),
+                message: err.chars().take(200).collect(),
+            };
         }
         match topic {
             "sts" => self.sts(obj.get("args").and_then(Value::as_object).unwrap_or(obj)),
@@ -330,7 +433,9 @@ impl IbkrDecoder {
                 if competing == Some(true) {
                     Inbound::Failure(Failure::Competing)
                 } else {
-                    Inbound::Failure(Failure::SessionLost { detail: "socket sts authenticated:false".into() })
+                    Inbound::Failure(Failure::SessionLost {
+                        detail: "socket sts authenticated:false".into(),
+                    })
                 }
             }
             Some(true) if competing == Some(true) => Inbound::Failure(Failure::Competing),
@@ -362,24 +467,38 @@ mod tests {
     #[test]
     fn sts_false_is_a_lost_session_not_a_success() {
         // seed 000: both the documented and the flat shape
-        for m in [r#"{"topic":"sts","args":{"authenticated":false}}"#, r#"{"topic":"sts","authenticated":false}"#] {
-            assert!(matches!(decode_all(&[m])[0], Inbound::Failure(Failure::SessionLost { .. })), "{m}");
+        for m in [
+            r#"{"topic":"sts","args":{"authenticated":false}}"#,
+            r#"{"topic":"sts","authenticated":false}"#,
+        ] {
+            assert!(
+                matches!(
+                    decode_all(&[m])[0],
+                    Inbound::Failure(Failure::SessionLost { .. })
+                ),
+                "{m}"
+            );
         }
     }
 
     #[test]
     fn sts_true_whole_split_and_legacy_authenticate() {
-        let whole = r#"{"topic":"sts","args":{"authenticated":true,"competing":false,"message":""}}"#;
+        let whole =
+            r#"{"topic":"sts","args":{"authenticated":true,"competing":false,"message":""}}"#;
         assert_eq!(decode_all(&[whole]), vec![Inbound::Authenticated]);
         let split = decode_all(&[
             r#"{"topic":"sts","args":{"authenticated":true}}"#,
             r#"{"topic":"sts","args":{"competing":false}}"#,
             r#"{"topic":"sts","args":{"message":""}}"#,
         ]);
-        assert_eq!(split, vec![Inbound::Authenticated, Inbound::Control, Inbound::Control]);
-        assert_eq!(decode_all(&[r#"{"topic":"sts","args":{"competing":false,"message":""}}"#]), vec![
-            Inbound::Authenticated
-        ]);
+        assert_eq!(
+            split,
+            vec![Inbound::Authenticated, Inbound::Control, Inbound::Control]
+        );
+        assert_eq!(
+            decode_all(&[r#"{"topic":"sts","args":{"competing":false,"message":""}}"#]),
+            vec![Inbound::Authenticated]
+        );
     }
 
     #[test]
@@ -388,12 +507,16 @@ mod tests {
             r#"{"topic":"sts","args":{"authenticated":true}}"#,
             r#"{"topic":"sts","args":{"authenticated":false}}"#,
         ]);
-        assert!(matches!(got[1], Inbound::Failure(Failure::SessionLost { .. })));
+        assert!(matches!(
+            got[1],
+            Inbound::Failure(Failure::SessionLost { .. })
+        ));
     }
 
     #[test]
     fn competing_on_the_socket_is_reported() {
-        let got = decode_all(&[r#"{"topic":"sts","args":{"authenticated":true,"competing":true}}"#]);
+        let got =
+            decode_all(&[r#"{"topic":"sts","args":{"authenticated":true,"competing":true}}"#]);
         assert_eq!(got, vec![Inbound::Failure(Failure::Competing)]);
     }
 
@@ -420,15 +543,27 @@ mod tests {
         let d = Ibkr::new("https://127.0.0.1:5000/", IbkrConfig::default());
         assert_eq!(&*d.api, "https://127.0.0.1:5000/v1/api");
         assert_eq!(&*d.ws_url, "wss://127.0.0.1:5000/v1/api/ws");
-        let plan = d.prepare_dial(awc::Client::default(), &SecretString::from("abc123")).now_or_never().unwrap().unwrap();
-        assert_eq!(plan.headers[0].1.expose_secret(), r#"api={"session":"abc123"}"#);
-        assert!(!format!("{plan:?}").contains("abc123"), "Debug never shows the session id");
+        let plan = d
+            .prepare_dial(awc::Client::default(), &SecretString::from("abc123"))
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            plan.headers[0].1.expose_secret(),
+            r#"api={"session":"abc123"}"#
+        );
+        assert!(
+            !format!("{plan:?}").contains("abc123"),
+            "Debug never shows the session id"
+        );
     }
 
     #[test]
     fn market_data_wire() {
         let d = Ibkr::new("http://127.0.0.1:1", IbkrConfig::default());
-        let w = d.subscription(&Subscription::market_data(265598, ["31", "84"])).unwrap();
+        let w = d
+            .subscription(&Subscription::market_data(265598, ["31", "84"]))
+            .unwrap();
         assert_eq!(&*w.key, "smd+265598");
         assert_eq!(w.subscribe, r#"smd+265598+{"fields":["31","84"]}"#);
         assert_eq!(w.unsubscribe.as_deref(), Some("umd+265598+{}"));
@@ -437,18 +572,42 @@ mod tests {
 
     #[test]
     fn tickle_fields() {
-        let t = parse_tickle(&json!({"session":"s1","iserver":{"authStatus":{"authenticated":true,"connected":true}}}));
+        let t = parse_tickle(
+            &json!({"session":"s1","iserver":{"authStatus":{"authenticated":true,"connected":true}}}),
+        );
         assert_eq!(t.session.as_deref(), Some("s1"));
         assert!(t.auth.unwrap().healthy());
     }
 
     #[test]
     fn error_bodies_map_to_the_table() {
-        let r = |status, body: Value| JsonReply { status, retry_after: None, body };
-        assert!(matches!(check(Endpoint::Keepalive, &r(200, json!({"error":"no session"}))), Err(Failure::SessionLost { .. })));
-        assert_eq!(check(Endpoint::SessionInit, &r(400, json!({"error":"no bridge","statusCode":400}))), Err(Failure::NoBridge));
-        assert!(matches!(check(Endpoint::SessionInit, &r(401, Value::Null)), Err(Failure::NeedsLogin { .. })));
-        assert!(matches!(check(Endpoint::Keepalive, &r(401, Value::Null)), Err(Failure::SessionLost { .. })));
-        assert!(matches!(check(Endpoint::AuthStatus, &r(503, Value::Null)), Err(Failure::Http { status: 503, .. })));
+        let r = |status, body: Value| JsonReply {
+            status,
+            retry_after: None,
+            body,
+        };
+        assert!(matches!(
+            check(Endpoint::Keepalive, &r(200, json!({"error":"no session"}))),
+            Err(Failure::SessionLost { .. })
+        ));
+        assert_eq!(
+            check(
+                Endpoint::SessionInit,
+                &r(400, json!({"error":"no bridge","statusCode":400}))
+            ),
+            Err(Failure::NoBridge)
+        );
+        assert!(matches!(
+            check(Endpoint::SessionInit, &r(401, Value::Null)),
+            Err(Failure::NeedsLogin { .. })
+        ));
+        assert!(matches!(
+            check(Endpoint::Keepalive, &r(401, Value::Null)),
+            Err(Failure::SessionLost { .. })
+        ));
+        assert!(matches!(
+            check(Endpoint::AuthStatus, &r(503, Value::Null)),
+            Err(Failure::Http { status: 503, .. })
+        ));
     }
 }

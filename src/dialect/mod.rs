@@ -26,7 +26,10 @@ pub struct Issued {
 
 impl fmt::Debug for Issued {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Issued").field("secret", &"[redacted]").field("expires_in", &self.expires_in).finish()
+        f.debug_struct("Issued")
+            .field("secret", &"[redacted]")
+            .field("expires_in", &self.expires_in)
+            .finish()
     }
 }
 
@@ -42,7 +45,10 @@ impl fmt::Debug for DialPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DialPlan")
             .field("url", &crate::transport::redact_url(&self.url))
-            .field("headers", &self.headers.iter().map(|(k, _)| *k).collect::<Vec<_>>())
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -124,14 +130,23 @@ pub trait Dialect {
     /// Makes sure the gateway session is established (IBKR: auth/status → ssodh/init → status).
     fn establish(&self, http: awc::Client) -> LocalBoxFuture<'static, Result<(), Failure>>;
     /// Keeps the session alive; called every [`Dialect::keepalive_interval`].
-    fn keepalive(&self, http: awc::Client) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>>;
+    fn keepalive(
+        &self,
+        http: awc::Client,
+    ) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>>;
     /// How often to call [`Dialect::keepalive`] (`None`: never).
     fn keepalive_interval(&self) -> Option<Duration>;
     /// Fetches a credential from the source, at the moment it is needed.
-    fn fetch_credentials(&self, http: awc::Client) -> LocalBoxFuture<'static, Result<Issued, Failure>>;
+    fn fetch_credentials(
+        &self,
+        http: awc::Client,
+    ) -> LocalBoxFuture<'static, Result<Issued, Failure>>;
     /// Builds the dial plan for one attempt from the current credential.
-    fn prepare_dial(&self, http: awc::Client, secret: &SecretString)
-        -> LocalBoxFuture<'static, Result<DialPlan, Failure>>;
+    fn prepare_dial(
+        &self,
+        http: awc::Client,
+        secret: &SecretString,
+    ) -> LocalBoxFuture<'static, Result<DialPlan, Failure>>;
     /// Ends the gateway session (on shutdown, when configured).
     fn logout(&self, http: awc::Client) -> Option<LocalBoxFuture<'static, Result<(), Failure>>>;
 

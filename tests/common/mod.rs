@@ -55,21 +55,37 @@ impl Rig {
         let emu = Emulator::start(emu_cfg).expect("emulator starts");
         let mut cfg = fast_stream(&emu);
         tweak(&mut cfg);
-        let kw = Handle::builder().stream(cfg).start().expect("keepwire starts");
+        let kw = Handle::builder()
+            .stream(cfg)
+            .start()
+            .expect("keepwire starts");
         Self { emu, kw }
     }
 
     /// Subscribes to market data for each conid and returns the receivers.
-    pub async fn subscribe_all(&self, conids: &[u64]) -> Vec<keepwire::channel::Receiver<keepwire::Event>> {
+    pub async fn subscribe_all(
+        &self,
+        conids: &[u64],
+    ) -> Vec<keepwire::channel::Receiver<keepwire::Event>> {
         let mut out = Vec::new();
         for &conid in conids {
-            out.push(self.kw.subscribe(STREAM, Subscription::market_data(conid, ["31", "84", "86"])).await.unwrap());
+            out.push(
+                self.kw
+                    .subscribe(STREAM, Subscription::market_data(conid, ["31", "84", "86"]))
+                    .await
+                    .unwrap(),
+            );
         }
         out
     }
 
     /// Waits until the stream status satisfies `pred` (or panics after `secs`, printing the status).
-    pub async fn wait(&self, secs: u64, what: &str, pred: impl Fn(&StreamStatus) -> bool) -> StreamStatus {
+    pub async fn wait(
+        &self,
+        secs: u64,
+        what: &str,
+        pred: impl Fn(&StreamStatus) -> bool,
+    ) -> StreamStatus {
         wait_status(&self.kw, secs, what, pred).await
     }
 
@@ -86,15 +102,25 @@ impl Rig {
 }
 
 /// Waits on the status watch until `pred` holds for the test stream.
-pub async fn wait_status(kw: &Handle, secs: u64, what: &str, pred: impl Fn(&StreamStatus) -> bool) -> StreamStatus {
+pub async fn wait_status(
+    kw: &Handle,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&StreamStatus) -> bool,
+) -> StreamStatus {
     let mut rx = kw.status();
     let res = tokio::time::timeout(Duration::from_secs(secs), async {
-        rx.wait_for(|s: &Status| s.stream(STREAM).is_some_and(&pred)).await.map(|s| s.stream(STREAM).cloned())
+        rx.wait_for(|s: &Status| s.stream(STREAM).is_some_and(&pred))
+            .await
+            .map(|s| s.stream(STREAM).cloned())
     })
     .await;
     match res {
         Ok(Ok(Some(s))) => s,
-        _ => panic!("timed out after {secs}s waiting for {what}; status: {:#?}", kw.status().borrow().stream(STREAM)),
+        _ => panic!(
+            "timed out after {secs}s waiting for {what}; status: {:#?}",
+            kw.status().borrow().stream(STREAM)
+        ),
     }
 }
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# keepwire's test command: installs what the tests need on a fresh machine, then runs every check.
+# Used by the README and by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() {
+  if ! command -v "$1" >/dev/null 2>&1; then
+    echo "missing: $1 — install it with: $2" >&2
+    exit 1
+  fi
+}
+need cargo "curl https://sh.rustup.rs -sSf | sh"
+if ! cargo fmt --version >/dev/null 2>&1; then
+  rustup component add rustfmt || { echo "missing: rustfmt — install it with: rustup component add rustfmt" >&2; exit 1; }
+fi
+if ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add clippy || { echo "missing: clippy — install it with: rustup component add clippy" >&2; exit 1; }
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy (all targets, warnings are errors)"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo clippy (library without the emulator, as embedders build it)"
+cargo clippy --lib --no-default-features --locked -- -D warnings
+echo "== the quickstart example, against the emulator"
+cargo run --locked --quiet --example quickstart >/dev/null
+echo "== cargo test"
+cargo test --locked --all-targets
+cargo test --locked --doc

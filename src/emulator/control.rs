@@ -1,0 +1,231 @@
+//! The emulator thread: starts the gateway and admin servers, then serves control commands
+//! (gateway down/up, schedules, stop).
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
+use rustls::ServerConfig;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::{sleep_until, Instant};
+
+use super::faults::Fault;
+use super::state::{deadline_after, ControlCmd, Shared, SocketCmd};
+use super::{admin, ibkr_rest};
+
+/// How long to keep retrying to re-bind the gateway port after a `GatewayDown`.
+const REBIND_ATTEMPTS: u32 = 100;
+/// Pause between re-bind attempts.
+const REBIND_PAUSE: Duration = Duration::from_millis(20);
+
+/// What the emulator thread needs to start.
+pub(crate) struct Startup {
+    /// Shared state.
+    pub(crate) shared: Arc<Shared>,
+    /// Bound gateway listener.
+    pub(crate) gateway: TcpListener,
+    /// Bound admin listener.
+    pub(crate) admin: TcpListener,
+    /// TLS config of the gateway, if any.
+    pub(crate) tls: Option<ServerConfig>,
+    /// Control commands.
+    pub(crate) commands: UnboundedReceiver<ControlCmd>,
+}
+
+/// Body of the emulator thread: runs an actix System until told to stop. Reports on `ready`
+/// once both servers listen (or why they could not start).
+pub(crate) fn thread_main(startup: Startup, ready: std_mpsc::Sender<io::Result<()>>) {
+    let system = actix_web::rt::System::new();
+    system.block_on(async move {
+        match Controller::start(startup) {
+            Ok(controller) => {
+                let _ = ready.send(Ok(()));
+                controller.run().await;
+            }
+            Err(err) => {
+                let _ = ready.send(Err(err));
+            }
+        }
+    });
+}
+
+/// Starts the gateway server on a bound listener.
+fn start_gateway(
+    shared: &Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<&ServerConfig>,
+) -> io::Result<ServerHandle> {
+    let data = web::Data::from(Arc::clone(shared));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .service(web::scope("/v1/api").configure(ibkr_rest::routes))
+            .service(web::scope("/v1/portal").configure(ibkr_rest::routes))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(0);
+    let server = match tls {
+        Some(config) => server.listen_rustls_0_23(listener, config.clone())?,
+        None => server.listen(listener)?,
+    }
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok(handle)
+}
+
+/// Starts the admin server on a bound listener.
+fn start_admin(shared: &Arc<Shared>, listener: TcpListener) -> io::Result<ServerHandle> {
+    let data = web::Data::from(Arc::clone(shared));
+    let server =
+        HttpServer::new(move || App::new().app_data(data.clone()).configure(admin::routes))
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(0)
+            .listen(listener)?
+            .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok(handle)
+}
+
+/// Binds the gateway port again, retrying while the old socket lingers.
+async fn rebind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let mut attempt = 0;
+    loop {
+        match TcpListener::bind(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(err) if attempt + 1 >= REBIND_ATTEMPTS => return Err(err),
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(REBIND_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// Applies timed faults from now on.
+async fn run_schedule(shared: Arc<Shared>, entries: Vec<(Duration, Fault)>) {
+    let start = std::time::Instant::now();
+    for (at, fault) in entries {
+        let at = start.checked_add(at).unwrap_or_else(|| deadline_after(at));
+        sleep_until(Instant::from_std(at)).await;
+        shared.inject(fault);
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether the gateway listener is up, and when it comes back if not.
+enum Gateway {
+    /// Listening.
+    Up(ServerHandle),
+    /// Down until this instant.
+    Down(Instant),
+}
+
+/// Owns the servers on the emulator thread.
+struct Controller {
+    /// Shared state.
+    shared: Arc<Shared>,
+    /// Gateway address (re-bound after a `GatewayDown`).
+    gateway_addr: SocketAddr,
+    /// Gateway TLS config.
+    tls: Option<ServerConfig>,
+    /// Gateway server state.
+    gateway: Gateway,
+    /// Admin server.
+    admin: ServerHandle,
+    /// Control commands.
+    commands: UnboundedReceiver<ControlCmd>,
+}
+
+impl Controller {
+    /// Starts both servers.
+    fn start(startup: Startup) -> io::Result<Self> {
+        let gateway_addr = startup.gateway.local_addr()?;
+        let gateway = start_gateway(&startup.shared, startup.gateway, startup.tls.as_ref())?;
+        let admin = start_admin(&startup.shared, startup.admin)?;
+        Ok(Self {
+            shared: startup.shared,
+            gateway_addr,
+            tls: startup.tls,
+            gateway: Gateway::Up(gateway),
+            admin,
+            commands: startup.commands,
+        })
+    }
+
+    /// Serves commands until `Stop` (or every sender is gone).
+    async fn run(mut self) {
+        loop {
+            let down_until = match &self.gateway {
+                Gateway::Down(until) => Some(*until),
+                Gateway::Up(_) => None,
+            };
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    None | Some(ControlCmd::Stop) => break,
+                    Some(ControlCmd::GatewayDown(downtime)) => self.take_down(downtime).await,
+                    Some(ControlCmd::RunSchedule(entries)) => {
+                        actix_web::rt::spawn(run_schedule(Arc::clone(&self.shared), entries));
+                    }
+                },
+                () = sleep_until_opt(down_until) => self.bring_up().await,
+            }
+        }
+        if let Gateway::Up(handle) = &self.gateway {
+            handle.stop(false).await;
+        }
+        self.admin.stop(false).await;
+        tracing::info!("emulator stopped");
+    }
+
+    /// Stops the gateway listener (dropping every socket) for `downtime`.
+    async fn take_down(&mut self, downtime: Duration) {
+        let Gateway::Up(handle) = &self.gateway else {
+            return;
+        };
+        let handle = handle.clone();
+        tracing::info!(?downtime, "emulator: gateway down");
+        self.gateway = Gateway::Down(Instant::from_std(deadline_after(downtime)));
+        // Completes once the listener is closed (connections are refused from then on); the
+        // worker drops every connection, the broadcast only makes sure no socket task lingers.
+        handle.stop(false).await;
+        let mut st = self.shared.lock();
+        st.gateway_up = false;
+        st.broadcast(&SocketCmd::Drop);
+    }
+
+    /// Listens again on the same port with a fresh, authenticated session.
+    async fn bring_up(&mut self) {
+        let started = match rebind(self.gateway_addr).await {
+            Ok(listener) => {
+                self.shared.lock().restart_session();
+                start_gateway(&self.shared, listener, self.tls.as_ref())
+            }
+            Err(err) => Err(err),
+        };
+        match started {
+            Ok(handle) => {
+                self.shared.lock().gateway_up = true;
+                self.gateway = Gateway::Up(handle);
+                tracing::info!("emulator: gateway up");
+            }
+            Err(err) => {
+                tracing::error!(%err, "emulator: cannot listen again; retrying");
+                self.gateway = Gateway::Down(Instant::now() + Duration::from_millis(500));
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The faults the emulator can inject, as one serde-tagged enum (`{"fault":"session_lost"}`).
+
+use serde::{Deserialize, Serialize};
+
+/// One fault to apply now (from code, the admin API or a schedule).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "fault", rename_all = "snake_case")]
+pub enum Fault {
+    /// Abort every open socket without a close frame (TCP drop).
+    DropSockets,
+    /// Close every open socket with this code and reason.
+    CloseSockets {
+        /// Close code sent in the close frame.
+        code: u16,
+        /// Close reason (truncated to fit a control frame).
+        reason: String,
+    },
+    /// Brokerage session lost: every socket gets `sts authenticated:false` (per `StsStyle`) and goes
+    /// quiet (no data; hb continues); auth/status and tickle say `authenticated:false` until a
+    /// successful ssodh/init. Sockets that saw false never say true again.
+    SessionLost,
+    /// The next `count` WebSocket upgrades are answered with `status` (e.g. 401, 403, 500).
+    RejectUpgrade {
+        /// HTTP status of the rejection.
+        status: u16,
+        /// How many upgrades to reject.
+        count: u32,
+    },
+    /// The next `count` tickles answer 200 `{"error":"no session"}`, and the brokerage session is
+    /// lost as in [`Fault::SessionLost`] (at injection time).
+    TickleNoSession {
+        /// How many tickles answer `no session`.
+        count: u32,
+    },
+    /// The next `count` tickles answer 401 `{"error":"not authenticated","statusCode":401}`.
+    TickleUnauthorized {
+        /// How many tickles answer 401.
+        count: u32,
+    },
+    /// 2FA not yet approved: session lost, and ssodh/init answers 401 `not authenticated` until
+    /// [`Fault::ApproveLogin`].
+    RequireLogin,
+    /// A person approved 2FA: ssodh/init (and reauthenticate) work again.
+    ApproveLogin,
+    /// The next `count` ssodh/init calls answer 400 `{"error":"no bridge","statusCode":400}`.
+    NoBridge {
+        /// How many ssodh/init calls fail.
+        count: u32,
+    },
+    /// Another platform logged in: auth/status/tickle/sts show `competing:true` (and
+    /// `authenticated:false` on sockets) until ssodh/init with `{"compete":true}`.
+    CompetingSession,
+    /// The gateway stops listening (connection refused; open sockets dropped) for `millis`, then
+    /// listens again on the same port with a fresh, authenticated session.
+    GatewayDown {
+        /// Downtime in milliseconds.
+        millis: u64,
+    },
+    /// The next `count` REST requests (any `/v1/api` endpoint) answer `status`, and the next
+    /// `count` upgrades too.
+    ServerError {
+        /// HTTP status to answer (500 or 503 are typical).
+        status: u16,
+        /// How many requests (and, separately, upgrades) fail.
+        count: u32,
+    },
+    /// Every REST request and upgrade answers 429 with `Retry-After` for `millis` (the penalty box).
+    RateLimit {
+        /// Length of the penalty box in milliseconds.
+        millis: u64,
+    },
+    /// Open sockets go silent (no hb, no data, no replies, no close: half-open). New sockets are
+    /// normal.
+    HeartbeatSilence,
+    /// Every active smd stream on open sockets ends silently (no more data until re-subscribed).
+    SmdSilentEnd,
+    /// The gateway session id rotates: tickle returns the new id; upgrades with the old id in the
+    /// cookie get 401; existing sockets keep working.
+    RotateSession,
+    /// The next message on each open socket is a text frame containing the non-UTF-8 byte 0x99
+    /// inside a JSON string.
+    NonUtf8Frame,
+    /// The next smd data message on each open socket is sent as 3 fragments (text, continuation,
+    /// final continuation).
+    FragmentedMessage,
+    /// Send one text frame of exactly `bytes` bytes on each open socket.
+    OversizedFrame {
+        /// Payload size of the frame.
+        bytes: usize,
+    },
+    /// Send one text frame that is not JSON on each open socket.
+    MalformedFrame,
+    /// Every REST response is delayed by `millis` for the next `count` requests.
+    SlowResponses {
+        /// Delay per response in milliseconds.
+        millis: u64,
+        /// How many responses are delayed.
+        count: u32,
+    },
+}

@@ -1,0 +1,247 @@
+//! The IBKR REST endpoints under `/v1/api` and the request gate (penalty box, server errors,
+//! slow responses) they share.
+
+use std::time::Duration;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::ibkr_socket;
+use super::state::{epoch_ms, Brokerage, Shared, State, ACCOUNT_ID, SERVER_NAME, SERVER_VERSION};
+
+/// Registers the REST endpoints and the socket (mounted under `/v1/api` and `/v1/portal`).
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/iserver/auth/status", web::get().to(auth_status_get))
+        .route("/iserver/auth/status", web::post().to(auth_status_post))
+        .route("/iserver/auth/ssodh/init", web::post().to(ssodh_init))
+        .route("/iserver/reauthenticate", web::post().to(reauthenticate))
+        .route("/tickle", web::get().to(tickle))
+        .route("/tickle", web::post().to(tickle))
+        .route("/sso/validate", web::get().to(sso_validate))
+        .route("/sso/validate", web::post().to(sso_validate))
+        .route("/logout", web::post().to(logout))
+        .route("/iserver/accounts", web::get().to(accounts))
+        .route("/ws", web::get().to(ibkr_socket::upgrade));
+}
+
+/// A JSON error body `{"error":…,"statusCode":…}` with that status.
+pub(crate) fn error_json(status: u16, error: &str) -> HttpResponse {
+    let code = StatusCode::from_u16(status)
+        .ok()
+        .filter(|code| code.as_u16() >= 200)
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(code).json(json!({ "error": error, "statusCode": code.as_u16() }))
+}
+
+/// The 429 answer of the penalty box, with `Retry-After` in whole seconds (rounded up).
+pub(crate) fn too_many_requests(left: Duration) -> HttpResponse {
+    let secs = left.as_millis().div_ceil(1000).max(1);
+    HttpResponse::TooManyRequests()
+        .insert_header((header::RETRY_AFTER, secs.to_string()))
+        .json(json!({ "error": "Too Many Requests", "statusCode": 429 }))
+}
+
+/// Applies the request-wide faults: the 429 penalty box, slow responses and server errors.
+/// Returns the response to send instead of the endpoint's, if any.
+async fn gate(shared: &Shared) -> Option<HttpResponse> {
+    let (delay, error) = {
+        let mut st = shared.lock();
+        if let Some(left) = st.penalty_left() {
+            st.counters.rate_limited += 1;
+            return Some(too_many_requests(left));
+        }
+        (st.budgets.slow.take(), st.budgets.rest_error.take())
+    };
+    if let Some(delay) = delay {
+        actix_web::rt::time::sleep(delay).await;
+    }
+    error.map(|status| {
+        let reason = StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Server Error");
+        error_json(status, reason)
+    })
+}
+
+/// The `authStatus` object of auth/status, ssodh/init and tickle.
+fn auth_status_body(st: &State) -> Value {
+    let message = match st.brokerage {
+        Brokerage::Authenticated => "",
+        Brokerage::Unauthenticated => "not authenticated",
+        Brokerage::Competing => "competing session",
+    };
+    json!({
+        "authenticated": st.brokerage.authenticated(),
+        "established": st.brokerage.authenticated(),
+        "competing": st.brokerage.competing(),
+        "connected": true,
+        "message": message,
+        "MAC": "98:F2:B3:23:BF:A0",
+        "serverInfo": { "serverName": SERVER_NAME, "serverVersion": SERVER_VERSION },
+        "hardware_info": "a1b2c3d4|98:F2:B3:23:BF:A0",
+        "fail": "",
+    })
+}
+
+/// `GET /iserver/auth/status`.
+async fn auth_status_get(shared: web::Data<Shared>) -> HttpResponse {
+    shared.lock().counters.auth_status_get += 1;
+    if let Some(res) = gate(&shared).await {
+        return res;
+    }
+    HttpResponse::Ok().json(auth_status_body(&shared.lock()))
+}
+
+/// `POST /iserver/auth/status` (400 "Bad Request" when so configured).
+async fn auth_status_post(shared: web::Data<Shared>) -> HttpResponse {
+    shared.lock().counters.auth_status_post += 1;
+    if let Some(res) = gate(&shared).await {
+        return res;
+    }
+    if shared.auth_status_post_rejected {
+        return HttpResponse::BadRequest().body("Bad Request");
+    }
+    HttpResponse::Ok().json(auth_status_body(&shared.lock()))
+}
+
+/// Body of `ssodh/init`; every field is optional.
+#[derive(Debug, Default, Deserialize)]
+struct InitBody {
+    /// Knock out competing sessions.
+    #[serde(default)]
+    compete: bool,
+}
+
+/// `POST /iserver/auth/ssodh/init`.
+async fn ssodh_init(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+    shared.lock().counters.ssodh_init += 1;
+    if let Some(res) = gate(&shared).await {
+        return res;
+    }
+    let init = if body.iter().all(u8::is_ascii_whitespace) {
+        InitBody::default()
+    } else {
+        match serde_json::from_slice::<InitBody>(&body) {
+            Ok(init) => init,
+            Err(err) => return error_json(400, &format!("Bad Request: {err}")),
+        }
+    };
+    let mut st = shared.lock();
+    if st.budgets.no_bridge.take().is_some() {
+        return error_json(400, "no bridge");
+    }
+    if !st.login_approved {
+        return error_json(401, "not authenticated");
+    }
+    if st.brokerage.competing() && !init.compete {
+        return HttpResponse::Ok().json(auth_status_body(&st));
+    }
+    st.brokerage = Brokerage::Authenticated;
+    let mut body = auth_status_body(&st);
+    body["passed"] = Value::Bool(true);
+    HttpResponse::Ok().json(body)
+}
+
+/// `POST /iserver/reauthenticate`: restores the session only if 2FA is approved and no other
+/// session competes.
+async fn reauthenticate(shared: web::Data<Shared>) -> HttpResponse {
+    shared.lock().counters.reauthenticate += 1;
+    if let Some(res) = gate(&shared).await {
+        return res;
+    }
+    let mut st = shared.lock();
+    if st.login_approved && !st.brokerage.competing() {
+        st.brokerage = Brokerage::Authenticated;
+    }
+    HttpResponse::Ok().json(json!({ "message": "triggered" }))
+}
+
+/// `GET|POST /tickle`.
+async fn tickle(shared: web::Data<Shared>) -> HttpResponse {
+    shared.lock().counters.tickle += 1;
+    if let Some(res) = gate(&shared).await {
+        return res;
+    }
+    let mut st = shared.lock();
+    if st.budgets.tickle_unauthorized.take().is_some() {
+        return error_json(401, "not authenticated");
+    }
+    if st.budgets.tickle_no_session.take().is_some() {
+        return HttpResponse::Ok().json(json!({ "error": "no session" }));
+    }
+    HttpResponse::Ok().json(json!({
+        "session": st.session_id,
+        "ssoExpires": 460_000,
+        "collission": st.brokerage.competing(),
+        "userId": 12_345_678,
+        "hmds": { "error": "no bridge" },
+        "iserver": { "authStatus": auth_status_body(&st) },
+    }))
+}
+
+/// `GET /sso/validate`.
+async fn sso_validate(shared: web::Data<Shared>) -> HttpResponse {
+    shared.lock().counters.sso_validate += 1;
+    if let Some(res) = gate(&shared).await {
+        return res;
+    }
+    HttpResponse::Ok().json(json!({
+        "USER_ID": 12_345_678,
+        "USER_NAME": shared.username,
+        "RESULT": true,
+        "AUTH_TIME": epoch_ms(),
+        "SF_ENABLED": false,
+        "IS_FREE_TRIAL": false,
+        "CREDENTIAL": shared.username,
+        "IP": "127.0.0.1",
+        "EXPIRES": 415_000,
+        "LANDING_APP": "UNIVERSAL",
+        "IS_MASTER": false,
+        "lastAccessed": epoch_ms(),
+        "LOGIN_TYPE": 2,
+        "PAPER_USER_NAME": shared.username,
+        "region": "NJ",
+    }))
+}
+
+/// `POST /logout`: ends the brokerage session (2FA approval is kept).
+async fn logout(shared: web::Data<Shared>) -> HttpResponse {
+    shared.lock().counters.logout += 1;
+    if let Some(res) = gate(&shared).await {
+        return res;
+    }
+    shared.lock().lose_session(Brokerage::Unauthenticated);
+    HttpResponse::Ok().json(json!({ "status": true }))
+}
+
+/// `GET /iserver/accounts` (empty while competing, 401 while unauthenticated).
+async fn accounts(shared: web::Data<Shared>) -> HttpResponse {
+    shared.lock().counters.accounts += 1;
+    if let Some(res) = gate(&shared).await {
+        return res;
+    }
+    let st = shared.lock();
+    let accounts: Vec<&str> = match st.brokerage {
+        Brokerage::Authenticated => vec![ACCOUNT_ID],
+        Brokerage::Competing => Vec::new(),
+        Brokerage::Unauthenticated => return error_json(401, "not authenticated"),
+    };
+    HttpResponse::Ok().json(json!({
+        "accounts": accounts,
+        "acctProps": { ACCOUNT_ID: { "hasChildAccounts": false, "supportsCashQty": true,
+            "supportsFractions": false, "allowCustomerTime": false } },
+        "aliases": { ACCOUNT_ID: ACCOUNT_ID },
+        "allowFeatures": { "showGFIS": true, "allowCrypto": false },
+        "chartPeriods": {},
+        "groups": [],
+        "profiles": [],
+        "selectedAccount": if accounts.is_empty() { "" } else { ACCOUNT_ID },
+        "serverInfo": { "serverName": SERVER_NAME, "serverVersion": SERVER_VERSION },
+        "sessionId": st.session_id,
+        "isFT": false,
+        "isPaper": true,
+    }))
+}

@@ -664,3 +664,73 @@ impl Rig {
         })
     }
 }
+
+/// Seed 002: the gateway session is kept alive — tickle on an interval, `tic` on the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_is_kept_alive_with_tickle_and_the_socket_with_tic() {
+    let rig = Rig::with(common::fast_emulator(), |c| {
+        let ibkr = c.ibkr_config_mut().unwrap();
+        ibkr.tickle_interval = Duration::from_millis(100);
+        ibkr.tic_interval = Duration::from_millis(100);
+    });
+    rig.fully_ready().await;
+    let c0 = rig.emu.counters();
+    let c1 = wait_counters(&rig.emu, 10, "keepalives", |c| {
+        c.tickle >= c0.tickle + 3 && c.tic >= c0.tic + 3
+    })
+    .await;
+    assert!(c1.tickle >= c0.tickle + 3);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_unsubscribes_everything_and_logs_out_when_configured() {
+    let rig = Rig::with(common::fast_emulator(), |c| {
+        c.ibkr_config_mut().unwrap().logout_on_shutdown = true
+    });
+    let _rx = rig.subscribe_all(&CONIDS).await;
+    rig.fully_ready().await;
+    rig.kw.shutdown().await;
+    let c = wait_counters(&rig.emu, 5, "umd and logout", |c| {
+        c.umd == CONIDS.len() as u64 && c.logout == 1
+    })
+    .await;
+    assert_eq!(c.logout, 1);
+    let s = rig.kw.status().borrow().stream(STREAM).cloned().unwrap();
+    assert_eq!(s.state, StreamState::Stopped);
+    rig.emu.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_more_often_than_the_restart_intensity_escalates_to_a_hard_failure() {
+    let rig = Rig::with(common::fast_emulator(), |c| {
+        c.restart_intensity = keepwire::RestartIntensity {
+            max_restarts: 2,
+            window: Duration::from_secs(60),
+        };
+    });
+    rig.fully_ready().await;
+    for i in 1..=3u64 {
+        rig.emu.inject(Fault::DropSockets);
+        if i < 3 {
+            rig.wait(10, "ready again", |s| {
+                s.recoveries == i && s.state == StreamState::Ready
+            })
+            .await;
+        }
+    }
+    let s = rig
+        .wait(10, "escalated", |s| {
+            matches!(s.state, StreamState::Failed { .. })
+        })
+        .await;
+    let StreamState::Failed { reason } = &s.state else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("stream_connection restarted 3 times"),
+        "{reason}"
+    );
+    assert_eq!(s.last_failure.as_ref().unwrap().reason, "restart_intensity");
+    rig.stop().await;
+}

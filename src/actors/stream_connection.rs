@@ -488,9 +488,11 @@ impl Handler<Halt> for StreamConnection {
     type Result = ();
 
     fn handle(&mut self, _: Halt, ctx: &mut Context<Self>) {
+        // Close gracefully: frames already queued (unsubscribes on shutdown) are flushed first.
+        // Timers keep ticking but find no open socket, and every failure path checks `halted`.
         self.teardown(ctx);
         self.halted = true;
-        ctx.stop(); // cancels timers and the socket; started() stays idle while halted
+        self.report_phase(ConnPhase::Waiting);
     }
 }
 

@@ -257,7 +257,7 @@ impl Failure {
     pub fn remedy(&self) -> Option<&'static str> {
         match self {
             Failure::Unreachable { .. } => {
-                Some("start the gateway (IBKR: bin/run.sh root/conf.yaml) or fix the url; keepwire keeps retrying")
+                Some("start the gateway (IBKR: bin/run.sh root/conf.yaml) or fix the url")
             }
             Failure::Tls { .. } => Some(
                 "trust the gateway certificate with ca_file, or for a loopback gateway only set insecure_skip_verify",

@@ -24,6 +24,7 @@ pub mod actors;
 pub mod backoff;
 pub mod channel;
 pub mod config;
+pub mod config_file;
 pub mod dialect;
 pub mod failure;
 pub mod handle;

@@ -123,6 +123,11 @@ impl Metrics {
 
     /// The metrics of one stream, with the `stream` label bound.
     pub fn stream(&self, name: &str) -> StreamMetrics {
+        // Export zero-valued series from the start so dashboards and `rate()` see them at once.
+        self.recovery_seconds.with_label_values(&[name]);
+        for result in ["ok", "error"] {
+            self.credential_refreshes.with_label_values(&[name, result]);
+        }
         StreamMetrics {
             name: name.to_string(),
             all: self.clone(),

@@ -1,4 +1,7 @@
 //! Subcommands of the binary.
 
 pub mod demo;
+pub mod doctor;
 pub mod emulate;
+pub mod http;
+pub mod run;

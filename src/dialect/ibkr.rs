@@ -37,6 +37,16 @@ pub struct Ibkr {
 }
 
 impl Ibkr {
+    /// The REST base (`…/v1/api`).
+    pub fn api(&self) -> Arc<str> {
+        self.api.clone()
+    }
+
+    /// The socket URL.
+    pub fn ws_url(&self) -> &str {
+        &self.ws_url
+    }
+
     /// A dialect for the gateway at `base_url` (e.g. `https://127.0.0.1:5000`).
     pub fn new(base_url: &str, config: IbkrConfig) -> Self {
         let base = base_url.trim_end_matches('/');
@@ -122,7 +132,8 @@ fn parse_status(reply: &JsonReply) -> AuthStatus {
     AuthStatus::deserialize(&reply.body).unwrap_or_default()
 }
 
-async fn auth_status(http: &awc::Client, api: &str) -> Result<AuthStatus, Failure> {
+/// `GET iserver/auth/status` (never POST: newer gateways answer 400).
+pub async fn auth_status(http: &awc::Client, api: &str) -> Result<AuthStatus, Failure> {
     // GET: newer gateways answer POST with 400 (seed 001).
     let reply = call_json(
         http,
@@ -137,7 +148,8 @@ async fn auth_status(http: &awc::Client, api: &str) -> Result<AuthStatus, Failur
     Ok(parse_status(&reply))
 }
 
-async fn establish(
+/// The whole handshake: status → `ssodh/init` → status → `reauthenticate` → status → preflight.
+pub async fn establish(
     http: awc::Client,
     api: Arc<str>,
     policy: CompetingPolicy,
@@ -232,7 +244,8 @@ pub fn parse_tickle(body: &Value) -> Tickle {
     Tickle { session, auth }
 }
 
-async fn tickle(http: awc::Client, api: Arc<str>) -> Result<Tickle, Failure> {
+/// `POST tickle`.
+pub async fn tickle(http: awc::Client, api: Arc<str>) -> Result<Tickle, Failure> {
     let reply = call_json(
         &http,
         Method::POST,

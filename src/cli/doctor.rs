@@ -1,0 +1,391 @@
+//! `keepwire doctor --config keepwire.toml`: seed 001's troubleshooting checklist, run for you.
+//!
+//! For each stream: gateway reachable? TLS ok? auth/status authenticated / competing /
+//! connected? ssodh/init completes the handshake? the socket says `authenticated`? one
+//! subscription confirmed? Each line ✓ or ✗ with the remedy in plain words.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use awc::ws::{Frame, Message};
+use clap::Args;
+use futures_util::{SinkExt, StreamExt};
+use keepwire::config::DialectKind;
+use keepwire::config_file;
+use keepwire::dialect::ibkr::{self, Ibkr};
+use keepwire::dialect::{Dialect, Inbound};
+use keepwire::failure::Failure;
+use keepwire::transport::ClientFactory;
+use keepwire::{StreamConfig, Subscription};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+/// Options of `keepwire doctor`.
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// The configuration file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One line of the checklist.
+#[derive(Debug, Serialize)]
+struct Check {
+    stream: String,
+    check: &'static str,
+    ok: bool,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remedy: Option<String>,
+}
+
+struct Checklist {
+    stream: String,
+    lines: Vec<Check>,
+}
+
+impl Checklist {
+    fn pass(&mut self, check: &'static str, detail: impl Into<String>) {
+        self.lines.push(Check {
+            stream: self.stream.clone(),
+            check,
+            ok: true,
+            detail: detail.into(),
+            remedy: None,
+        });
+    }
+
+    fn fail(&mut self, check: &'static str, detail: impl Into<String>, remedy: impl Into<String>) {
+        self.lines.push(Check {
+            stream: self.stream.clone(),
+            check,
+            ok: false,
+            detail: detail.into(),
+            remedy: Some(remedy.into()),
+        });
+    }
+
+    fn fail_with(&mut self, check: &'static str, failure: &Failure, fallback: &str) {
+        let remedy = failure.remedy().unwrap_or(fallback).to_string();
+        let detail = failure.to_string();
+        let detail = detail.split(" — ").next().unwrap_or(&detail).to_string();
+        self.fail(check, detail, remedy);
+    }
+}
+
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn check_stream(cfg: &StreamConfig, subs: &[Subscription]) -> Vec<Check> {
+    let mut list = Checklist {
+        stream: cfg.name.clone(),
+        lines: Vec::new(),
+    };
+    let DialectKind::Ibkr(ibkr_cfg) = &cfg.dialect;
+    let dialect = Ibkr::new(&cfg.url, ibkr_cfg.clone());
+    let clients = match ClientFactory::new(cfg) {
+        Ok(c) => c,
+        Err(f) => {
+            list.fail_with("configuration", &f, "fix the configuration");
+            return list.lines;
+        }
+    };
+    let http = clients.client();
+    let api = dialect.api();
+
+    // 1 + 2: reachable, TLS
+    let status = ibkr::auth_status(&http, &api).await;
+    match &status {
+        Err(f @ (Failure::Unreachable { .. } | Failure::Timeout { .. })) => {
+            list.fail_with("gateway reachable", f, "start the gateway");
+            return list.lines;
+        }
+        Err(f @ Failure::Tls { .. }) => {
+            list.pass("gateway reachable", format!("{} answers", cfg.url));
+            list.fail_with("TLS", f, "trust the gateway certificate with ca_file");
+            return list.lines;
+        }
+        _ => {
+            list.pass("gateway reachable", format!("{} answers", cfg.url));
+            if cfg.url.starts_with("https://") || cfg.url.starts_with("wss://") {
+                list.pass("TLS", "certificate verified");
+            } else {
+                list.pass(
+                    "TLS",
+                    "plain HTTP (allowed for a loopback test gateway only)",
+                );
+            }
+        }
+    }
+
+    // 3: auth/status
+    let healthy = match &status {
+        Ok(s) => {
+            let detail = format!(
+                "authenticated={} competing={} connected={}",
+                s.authenticated, s.competing, s.connected
+            );
+            if s.healthy() {
+                list.pass("auth/status (GET)", detail);
+            } else if s.competing {
+                list.fail(
+                    "auth/status (GET)",
+                    detail,
+                    "another session (TWS, mobile app, another browser) holds the brokerage session: close it, or set competing = \"compete\"",
+                );
+            } else {
+                list.fail(
+                    "auth/status (GET)",
+                    detail,
+                    "the brokerage session is not authenticated yet: the next check tries ssodh/init",
+                );
+            }
+            s.healthy()
+        }
+        Err(f) => {
+            list.fail_with("auth/status (GET)", f, "check the gateway logs");
+            false
+        }
+    };
+
+    // 4: ssodh/init
+    if healthy {
+        list.pass("ssodh/init handshake", "not needed: already authenticated");
+    } else {
+        match tokio::time::timeout(
+            STEP_TIMEOUT,
+            ibkr::establish(http.clone(), api.clone(), ibkr_cfg.competing),
+        )
+        .await
+        {
+            Ok(Ok(())) => list.pass(
+                "ssodh/init handshake",
+                "completed: the brokerage session is authenticated",
+            ),
+            Ok(Err(f @ Failure::NeedsLogin { .. })) => {
+                let remedy = format!(
+                    "open {} in a browser, log in and approve the 2FA notification on your phone, then run doctor again",
+                    cfg.url
+                );
+                list.fail_with("ssodh/init handshake", &f, &remedy);
+                if let Some(last) = list.lines.last_mut() {
+                    last.remedy = Some(remedy);
+                }
+                return list.lines;
+            }
+            Ok(Err(f)) => {
+                list.fail_with("ssodh/init handshake", &f, "check the gateway logs");
+                return list.lines;
+            }
+            Err(_) => {
+                list.fail(
+                    "ssodh/init handshake",
+                    "no answer within 10 s",
+                    "check the gateway logs and its load",
+                );
+                return list.lines;
+            }
+        }
+    }
+
+    // 5 + 6: the socket, and one subscription
+    let session = match ibkr::tickle(http.clone(), api.clone())
+        .await
+        .map(|t| t.session)
+    {
+        Ok(Some(s)) => SecretString::from(s),
+        Ok(None) => {
+            list.fail(
+                "socket authenticated",
+                "tickle returned no session id",
+                "log in at the gateway again",
+            );
+            return list.lines;
+        }
+        Err(f) => {
+            list.fail_with("socket authenticated", &f, "log in at the gateway again");
+            return list.lines;
+        }
+    };
+    let sub = subs
+        .iter()
+        .find(|s| matches!(s, Subscription::MarketData { .. }))
+        .cloned()
+        .unwrap_or_else(|| Subscription::market_data(265598, ["31"]));
+    match tokio::time::timeout(
+        STEP_TIMEOUT * 2,
+        socket_checks(&dialect, &http, &session, &sub, &mut list),
+    )
+    .await
+    {
+        Ok(()) => {}
+        Err(_) => list.fail(
+            "socket authenticated",
+            "the socket did not answer within 20 s",
+            "check the gateway logs; the socket may be half-open",
+        ),
+    }
+    list.lines
+}
+
+async fn socket_checks(
+    dialect: &Ibkr,
+    http: &awc::Client,
+    session: &SecretString,
+    sub: &Subscription,
+    list: &mut Checklist,
+) {
+    let plan = match dialect.prepare_dial(http.clone(), session).await {
+        Ok(p) => p,
+        Err(f) => return list.fail_with("socket authenticated", &f, "check the configuration"),
+    };
+    let mut req = http.ws(plan.url.as_str());
+    for (k, v) in &plan.headers {
+        req = req.header(*k, v.expose_secret());
+    }
+    let mut socket = match req.connect().await {
+        Ok((_, framed)) => framed,
+        Err(e) => {
+            let f = keepwire::transport::ws_failure(&e, false);
+            return list.fail_with("socket authenticated", &f, "log in at the gateway again");
+        }
+    };
+    let mut decoder = dialect.decoder();
+    let wire = match dialect.subscription(sub) {
+        Ok(w) => w,
+        Err(e) => {
+            return list.fail(
+                "subscription confirmed",
+                e,
+                "fix the subscription in the configuration",
+            )
+        }
+    };
+    let mut authenticated = false;
+    while let Some(frame) = socket.next().await {
+        let text = match frame {
+            Ok(Frame::Text(b) | Frame::Binary(b)) => String::from_utf8_lossy(&b).into_owned(),
+            Ok(Frame::Ping(p)) => {
+                let _ = socket.send(Message::Pong(p)).await;
+                continue;
+            }
+            Ok(Frame::Close(reason)) => {
+                let f = keepwire::failure::close_failure(
+                    reason.as_ref().map(|r| u16::from(r.code)),
+                    "",
+                );
+                let check = if authenticated {
+                    "subscription confirmed"
+                } else {
+                    "socket authenticated"
+                };
+                return list.fail_with(check, &f, "check the gateway logs");
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                return list.fail(
+                    "socket authenticated",
+                    format!("websocket error: {e}"),
+                    "try again",
+                )
+            }
+        };
+        match decoder.decode(&text) {
+            Inbound::Authenticated if !authenticated => {
+                authenticated = true;
+                list.pass("socket authenticated", "sts says authenticated");
+                if socket
+                    .send(Message::Text(wire.subscribe.clone().into()))
+                    .await
+                    .is_err()
+                {
+                    return list.fail(
+                        "subscription confirmed",
+                        "could not send the subscription",
+                        "try again",
+                    );
+                }
+            }
+            Inbound::Failure(f) => {
+                return list.fail_with(
+                    "socket authenticated",
+                    &f,
+                    "log in at the gateway and approve 2FA",
+                );
+            }
+            Inbound::Data { topic, .. } if authenticated && *topic == *wire.key => {
+                list.pass(
+                    "subscription confirmed",
+                    format!("{sub} ({}) delivered data", wire.key),
+                );
+                if let Some(unsub) = &wire.unsubscribe {
+                    let _ = socket.send(Message::Text(unsub.clone().into())).await;
+                }
+                let _ = socket.close().await;
+                return;
+            }
+            Inbound::TopicError { message, .. } if authenticated => {
+                return list.fail(
+                    "subscription confirmed",
+                    format!("the gateway refused {sub}: {message}"),
+                    "check the contract id and your market-data permissions",
+                );
+            }
+            _ => {}
+        }
+    }
+    let check = if authenticated {
+        "subscription confirmed"
+    } else {
+        "socket authenticated"
+    };
+    list.fail(check, "the socket ended", "check the gateway logs");
+}
+
+/// Runs the checklist; exit status 0 only when every check passes.
+pub async fn run(args: DoctorArgs) -> ExitCode {
+    let config = match config_file::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("keepwire doctor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut all = Vec::new();
+    for (stream, subs) in &config.streams {
+        all.extend(check_stream(stream, subs).await);
+    }
+    let ok = all.iter().all(|c| c.ok);
+    if args.json {
+        println!("{}", serde_json::json!({"ok": ok, "checks": all}));
+    } else {
+        for c in &all {
+            println!(
+                "{} [{}] {}: {}",
+                if c.ok { "✓" } else { "✗" },
+                c.stream,
+                c.check,
+                c.detail
+            );
+            if let Some(r) = &c.remedy {
+                println!("    → {r}");
+            }
+        }
+        println!(
+            "{}",
+            if ok {
+                "all checks passed"
+            } else {
+                "some checks failed: see the remedies above"
+            }
+        );
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use keepwire::emulator::{Emulator, EmulatorConfig, TlsMode};
+use keepwire::emulator::{Emulator, EmulatorConfig, Fault, FaultSchedule, TlsMode};
 
 /// Options of `keepwire emulate`.
 #[derive(Args, Debug)]
@@ -16,9 +16,21 @@ pub struct EmulateArgs {
     /// Admin API address.
     #[arg(long, default_value = "127.0.0.1:5001")]
     pub admin: SocketAddr,
-    /// Serve TLS with a generated self-signed certificate (written next to the URLs).
+    /// Serve TLS with a generated self-signed certificate (its path is printed).
     #[arg(long)]
     pub tls: bool,
+    /// Serve TLS with this PEM certificate (with --key) instead of a generated one.
+    #[arg(long, requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// Inject every IBKR fault at seeded random times (see --chaos-secs).
+    #[arg(long)]
+    pub chaos_seed: Option<u64>,
+    /// The window over which --chaos-seed spreads its faults.
+    #[arg(long, default_value_t = 60)]
+    pub chaos_secs: u64,
     /// Seconds between socket heartbeats.
     #[arg(long, default_value_t = 10)]
     pub heartbeat_secs: u64,
@@ -58,7 +70,36 @@ pub async fn run(args: EmulateArgs) -> ExitCode {
             Err(e) => eprintln!("cannot write the certificate to {}: {e}", path.display()),
         }
     }
+    if let Some(seed) = args.chaos_seed {
+        let schedule = FaultSchedule::seeded(seed, Duration::from_secs(args.chaos_secs.max(1)), chaos_faults());
+        for (at, fault) in &schedule {
+            println!("chaos    +{:>6} ms  {}", at.as_millis(), serde_json::to_string(fault).unwrap_or_default());
+        }
+        emu.run_schedule(schedule);
+    }
     // Runs until the process is interrupted.
     std::future::pending::<()>().await;
     ExitCode::SUCCESS
+}
+
+/// One of every recoverable IBKR fault, for `--chaos-seed`.
+fn chaos_faults() -> Vec<Fault> {
+    vec![
+        Fault::SessionLost,
+        Fault::RejectUpgrade { status: 401, count: 1 },
+        Fault::DropSockets,
+        Fault::TickleNoSession { count: 1 },
+        Fault::NoBridge { count: 1 },
+        Fault::CompetingSession,
+        Fault::GatewayDown { millis: 2000 },
+        Fault::ServerError { status: 503, count: 2 },
+        Fault::RateLimit { millis: 1500 },
+        Fault::HeartbeatSilence,
+        Fault::SmdSilentEnd,
+        Fault::RotateSession,
+        Fault::NonUtf8Frame,
+        Fault::FragmentedMessage,
+        Fault::MalformedFrame,
+        Fault::CloseSockets { code: 1011, reason: "chaos".into() },
+    ]
 }

@@ -124,6 +124,26 @@ pub enum Failure {
     Competing,
     /// IBKR `no bridge` right after `ssodh/init`: the session is being built, retry shortly.
     NoBridge,
+    /// The server refused this client for a reason retrying cannot fix (e.g. a ticket endpoint's
+    /// `MISSING_SESSION`).
+    Refused {
+        /// Which call.
+        endpoint: Endpoint,
+        /// The server's code or message.
+        detail: String,
+    },
+    /// The upgrade was refused for a one-time ticket (used or expired): buy a new one and retry.
+    TicketRejected {
+        /// The HTTP status of the upgrade.
+        status: u16,
+    },
+    /// The server ended the connection with a protocol-level close (SignalR `Close`).
+    ServerClose {
+        /// The server allows reconnecting.
+        allow_reconnect: bool,
+        /// Its error text, if any.
+        error: String,
+    },
     /// The server closed the socket.
     Closed {
         /// The close code, if any.
@@ -194,7 +214,18 @@ impl Failure {
                 Some(408 | 429) => Class::Soft,
                 _ => Class::Hard,
             },
-            Failure::RestartIntensity { .. } | Failure::Config { .. } => Class::Hard,
+            Failure::RestartIntensity { .. } | Failure::Config { .. } | Failure::Refused { .. } => {
+                Class::Hard
+            }
+            Failure::ServerClose {
+                allow_reconnect: false,
+                ..
+            } => Class::Hard,
+            Failure::ServerClose {
+                allow_reconnect: true,
+                ..
+            }
+            | Failure::TicketRejected { .. } => Class::Soft,
             Failure::Tls { .. } => Class::Hard,
             Failure::Unreachable { .. }
             | Failure::Timeout { .. }
@@ -242,6 +273,9 @@ impl Failure {
             Failure::NeedsLogin { .. } => "needs_login",
             Failure::Competing => "competing_session",
             Failure::NoBridge => "no_bridge",
+            Failure::Refused { .. } => "refused",
+            Failure::TicketRejected { .. } => "ticket_rejected",
+            Failure::ServerClose { .. } => "server_close",
             Failure::Closed { .. } => "closed",
             Failure::Dropped => "dropped",
             Failure::HeartbeatSilence { .. } => "heartbeat_silence",
@@ -275,6 +309,12 @@ impl Failure {
                 Some("the server refused this client by policy (origin, permissions): fix the configuration, then resume")
             }
             Failure::Closed { code: Some(1009), .. } => Some("a message was too large for the server"),
+            Failure::Refused { .. } => Some(
+                "the server refuses these credentials for good (e.g. the token lacks its session): sign in again to get new credentials, then resume",
+            ),
+            Failure::ServerClose { allow_reconnect: false, .. } => {
+                Some("the server closed the connection and does not allow reconnecting: see its error, fix the cause, then resume")
+            }
             Failure::RestartIntensity { .. } => {
                 Some("an actor kept failing immediately after restart: see the last failure and the logs, then resume")
             }
@@ -326,6 +366,29 @@ impl fmt::Display for Failure {
             }
             Failure::Competing => write!(f, "another session competes for the brokerage session"),
             Failure::NoBridge => write!(f, "gateway has no bridge yet (session being built)"),
+            Failure::Refused { endpoint, detail } => {
+                write!(f, "{} refused: {detail}", endpoint.as_str())
+            }
+            Failure::TicketRejected { status } => {
+                write!(f, "socket upgrade refused the one-time ticket (HTTP {status}); a new ticket is bought")
+            }
+            Failure::ServerClose {
+                allow_reconnect,
+                error,
+            } => write!(
+                f,
+                "server closed the connection ({}){}",
+                if *allow_reconnect {
+                    "reconnect allowed"
+                } else {
+                    "reconnect not allowed"
+                },
+                if error.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {error}")
+                }
+            ),
             Failure::Closed { code, reason } => match code {
                 Some(c) => write!(f, "socket closed by server with code {c} ({reason})"),
                 None => write!(f, "socket closed by server without a code"),

@@ -154,6 +154,18 @@ pub struct Deliver {
     pub data: serde_json::Value,
 }
 
+/// The gateway acknowledged (or refused) a subscription by id on the socket of `epoch`.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Acknowledged {
+    /// The socket.
+    pub epoch: u64,
+    /// The acknowledgement id.
+    pub id: String,
+    /// `Some(reason)` when the gateway refused it.
+    pub refused: Option<String>,
+}
+
 /// The gateway refused a topic on the socket of `epoch`.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]

@@ -8,7 +8,7 @@ use awc::error::{ConnectError, SendRequestError, WsClientError};
 use bytes::{Bytes, BytesMut};
 
 use crate::config::StreamConfig;
-use crate::failure::{http_failure, Endpoint, Failure};
+use crate::failure::{Endpoint, Failure};
 
 /// Host part of a URL (`https://127.0.0.1:5000/x` → `127.0.0.1`, `[::1]` → `[::1]`).
 pub fn url_host(url: &str) -> Option<&str> {
@@ -112,16 +112,10 @@ fn is_tls_error(io: &std::io::Error) -> bool {
 }
 
 /// Maps a WebSocket connect error. A non-101 status loses headers and body in awc, so only the
-/// status is known; `rejected` decides which statuses mean "credentials refused".
-pub fn ws_failure(e: &WsClientError, after_refresh: bool) -> Failure {
+/// status is known; the dialect says what it means ([`crate::dialect::Dialect::upgrade_refused`]).
+pub fn ws_failure(e: &WsClientError, upgrade_refused: impl Fn(u16) -> Failure) -> Failure {
     match e {
-        WsClientError::InvalidResponseStatus(s) => match s.as_u16() {
-            st @ (401 | 403) => Failure::Rejected {
-                status: st,
-                after_refresh,
-            },
-            st => http_failure(Endpoint::Upgrade, st, None),
-        },
+        WsClientError::InvalidResponseStatus(s) => upgrade_refused(s.as_u16()),
         WsClientError::SendRequest(e) => send_failure(Endpoint::Upgrade, e),
         other => Failure::Transport {
             detail: format!("websocket upgrade: {other}"),

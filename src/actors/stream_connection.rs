@@ -24,13 +24,26 @@ use super::{mailbox, StreamCtx};
 use crate::backoff::Backoff;
 use crate::dialect::{Inbound, SocketDecoder};
 use crate::failure::{close_failure, Class, Failure};
+use crate::messages::Credentials;
 use crate::messages::{
-    AwaitSession, ConnPhase, CredentialsChanged, CredentialsRejected, Deliver, GetCredentials,
-    Halt, InjectPanic, PrepareDial, Report, Resume, Resync, SendFrame, SessionDown, SessionLost,
-    StreamDown, StreamUp, TopicRefused,
+    Acknowledged, AwaitSession, ConnPhase, CredentialsChanged, CredentialsRejected, Deliver,
+    GetCredentials, Halt, InjectPanic, PrepareDial, Report, Resume, Resync, SendFrame, SessionDown,
+    SessionLost, StreamDown, StreamUp, TopicRefused,
 };
 use crate::status::ActorKind;
 use crate::transport::{redact_url, ws_failure, Assembler, MessageKind};
+
+/// A rejection of credentials that replaced rejected ones, before the gateway ever accepted
+/// them, is the "second 401 with a fresh token" of the failure table: hard.
+fn mark_after_refresh(failure: Failure, creds: &Credentials, accepted: Option<u64>) -> Failure {
+    match failure {
+        Failure::Rejected { status, .. } => Failure::Rejected {
+            status,
+            after_refresh: creds.replaced_rejected && accepted != Some(creds.generation),
+        },
+        other => other,
+    }
+}
 
 type WsSink = SinkWrite<Message, SplitSink<Framed<BoxedSocket, Codec>, Message>>;
 
@@ -69,6 +82,8 @@ pub struct StreamConnection {
     /// The last generation the gateway accepted on a socket.
     accepted_generation: Option<u64>,
     halted: bool,
+    /// Reused buffer for decoded messages.
+    scratch: Vec<Inbound>,
 }
 
 impl StreamConnection {
@@ -83,6 +98,7 @@ impl StreamConnection {
             next_delay: None,
             accepted_generation: None,
             halted: false,
+            scratch: Vec::new(),
         }
     }
 
@@ -116,39 +132,47 @@ impl StreamConnection {
         let report = self.ctx.report.clone();
         let epoch = self.ctx.epoch.get();
         let attempt = self.backoff.attempt();
+        let dialect = self.ctx.dialect.clone();
         let fut = async move {
-            let creds = async {
-                gateway
-                    .send(AwaitSession)
-                    .await
-                    .map_err(|e| mailbox("gateway session", e))??;
-                report.do_send(Report::Connection {
-                    phase: ConnPhase::Connecting,
-                    attempt,
-                    epoch,
-                });
-                let creds = token
-                    .send(GetCredentials)
-                    .await
-                    .map_err(|e| mailbox("token manager", e))??;
-                let plan = gateway
-                    .send(PrepareDial {
-                        credentials: creds.clone(),
-                    })
-                    .await
-                    .map_err(|e| mailbox("gateway session", e))??;
-                Ok::<_, Failure>((creds, plan))
+            let no_gen = |f: Failure| (None, f);
+            gateway
+                .send(AwaitSession)
+                .await
+                .map_err(|e| no_gen(mailbox("gateway session", e)))?
+                .map_err(no_gen)?;
+            report.do_send(Report::Connection {
+                phase: ConnPhase::Connecting,
+                attempt,
+                epoch,
+            });
+            let creds = token
+                .send(GetCredentials)
+                .await
+                .map_err(|e| no_gen(mailbox("token manager", e)))?
+                .map_err(no_gen)?;
+            let with_gen = |f: Failure| {
+                (
+                    Some(creds.generation),
+                    mark_after_refresh(f, &creds, accepted),
+                )
             };
-            let (creds, plan) = creds.await.map_err(|f| (None, f))?;
+            let plan = gateway
+                .send(PrepareDial {
+                    credentials: creds.clone(),
+                })
+                .await
+                .map_err(|e| with_gen(mailbox("gateway session", e)))?
+                .map_err(with_gen)?;
             tracing::debug!(url = %redact_url(&plan.url), generation = creds.generation, "dialing");
             let mut req = http.ws(plan.url.as_str()).max_frame_size(max_frame);
             for (name, value) in &plan.headers {
                 req = req.header(*name, value.expose_secret());
             }
-            let after_refresh = creds.replaced_rejected && accepted != Some(creds.generation);
             match req.connect().await {
                 Ok((_resp, framed)) => Ok((creds.generation, framed)),
-                Err(e) => Err((Some(creds.generation), ws_failure(&e, after_refresh))),
+                Err(e) => Err(with_gen(ws_failure(&e, |status| {
+                    dialect.upgrade_refused(status)
+                }))),
             }
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
@@ -163,12 +187,13 @@ impl StreamConnection {
         framed: Framed<BoxedSocket, Codec>,
         ctx: &mut Context<Self>,
     ) {
+        let opening = self.ctx.dialect.opening_frames();
         let epoch = self.ctx.epoch.get() + 1;
         self.ctx.epoch.set(epoch);
         let (sink, stream) = framed.split();
         let sink = SinkWrite::new(sink, ctx);
         ctx.add_stream(stream);
-        let cfg = &self.ctx.config;
+        let cfg = self.ctx.config.clone();
         self.socket = Socket::Open(Box::new(Open {
             epoch,
             generation,
@@ -179,6 +204,9 @@ impl StreamConnection {
             last_rx: Instant::now(),
             malformed_in_a_row: 0,
         }));
+        for frame in opening {
+            self.write(frame);
+        }
         tracing::debug!(stream = %self.ctx.name, epoch, "socket open; waiting for the gateway to confirm authentication");
         ctx.run_later(cfg.auth_timeout, move |act, ctx| {
             if matches!(&act.socket, Socket::Open(o) if o.epoch == epoch && !o.ready) {
@@ -215,10 +243,26 @@ impl StreamConnection {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let mut inbound = std::mem::take(&mut self.scratch);
+        if let Socket::Open(open) = &mut self.socket {
+            open.decoder.decode_frame(text, &mut inbound);
+        }
+        let epoch = self.ctx.epoch.get();
+        for message in inbound.drain(..) {
+            // A failure restarts this actor: nothing after it on that socket matters.
+            if !matches!(&self.socket, Socket::Open(o) if o.epoch == epoch) {
+                break;
+            }
+            self.on_inbound(message, text.len(), ctx);
+        }
+        self.scratch = inbound;
+    }
+
+    fn on_inbound(&mut self, message: Inbound, bytes: usize, ctx: &mut Context<Self>) {
         let Socket::Open(open) = &mut self.socket else {
             return;
         };
-        match open.decoder.decode(text) {
+        match message {
             Inbound::Authenticated if !open.ready => {
                 open.ready = true;
                 let (epoch, generation) = (open.epoch, open.generation);
@@ -246,6 +290,24 @@ impl StreamConnection {
                     }
                 }
             }
+            Inbound::Ack { id } => {
+                if let Some(s) = self.ctx.subscriptions() {
+                    s.do_send(Acknowledged {
+                        epoch: open.epoch,
+                        id,
+                        refused: None,
+                    });
+                }
+            }
+            Inbound::Nack { id, message } => {
+                if let Some(s) = self.ctx.subscriptions() {
+                    s.do_send(Acknowledged {
+                        epoch: open.epoch,
+                        id,
+                        refused: Some(message),
+                    });
+                }
+            }
             Inbound::TopicError { topic, message } => {
                 if let Some(s) = self.ctx.subscriptions() {
                     s.do_send(TopicRefused {
@@ -259,7 +321,7 @@ impl StreamConnection {
                 self.ctx.metrics.decode_errors.inc();
                 open.malformed_in_a_row += 1;
                 let count = open.malformed_in_a_row;
-                tracing::debug!(stream = %self.ctx.name, bytes = text.len(), "skipped a malformed frame");
+                tracing::debug!(stream = %self.ctx.name, bytes, "skipped a malformed frame");
                 if count > self.ctx.config.malformed_burst {
                     self.fail(Failure::MalformedBurst { count }, ctx);
                 }

@@ -19,8 +19,8 @@ use super::StreamCtx;
 use crate::channel::{self, Push};
 use crate::dialect::{Confirmation, SubscriptionWire};
 use crate::messages::{
-    Deliver, Halt, InjectPanic, Report, Resume, SendFrame, StreamDown, StreamUp, Subscribe,
-    TopicRefused, Unsubscribe,
+    Acknowledged, Deliver, Halt, InjectPanic, Report, Resume, SendFrame, StreamDown, StreamUp,
+    Subscribe, TopicRefused, Unsubscribe,
 };
 use crate::status::{ActorKind, SubscriptionCounts};
 use crate::subscription::{Event, Subscription, SubscriptionState};
@@ -108,7 +108,9 @@ impl Subscriptions {
             b.last_sent = Some(now);
             let next = match b.wire.confirmation {
                 Confirmation::Immediate => SubscriptionState::Active,
-                Confirmation::FirstMessage => SubscriptionState::Sent { attempt },
+                Confirmation::FirstMessage | Confirmation::Ack(_) => {
+                    SubscriptionState::Sent { attempt }
+                }
             };
             set_state(b, next);
             b.wire.subscribe.clone()
@@ -325,6 +327,34 @@ impl Handler<Deliver> for Subscriptions {
         if let Some(subscription) = empty {
             // Every consumer is gone: really unsubscribe.
             let _ = self.handle(Unsubscribe { subscription }, _ctx);
+        }
+        self.publish_counts();
+    }
+}
+
+impl Handler<Acknowledged> for Subscriptions {
+    type Result = ();
+
+    fn handle(&mut self, msg: Acknowledged, _ctx: &mut Context<Self>) {
+        if self.epoch != Some(msg.epoch) {
+            return;
+        }
+        for b in self.book.borrow_mut().values_mut() {
+            if b.wire.confirmation != Confirmation::Ack(msg.id.clone()) {
+                continue;
+            }
+            match &msg.refused {
+                None => set_state(b, SubscriptionState::Active),
+                Some(reason) => {
+                    tracing::warn!(stream = %self.ctx.name, subscription = %b.subscription, %reason, "gateway refused subscription");
+                    set_state(
+                        b,
+                        SubscriptionState::Failed {
+                            reason: format!("gateway refused it: {reason}"),
+                        },
+                    );
+                }
+            }
         }
         self.publish_counts();
     }

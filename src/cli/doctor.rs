@@ -249,7 +249,7 @@ async fn socket_checks(
     let mut socket = match req.connect().await {
         Ok((_, framed)) => framed,
         Err(e) => {
-            let f = keepwire::transport::ws_failure(&e, false);
+            let f = keepwire::transport::ws_failure(&e, |s| dialect.upgrade_refused(s));
             return list.fail_with("socket authenticated", &f, "log in at the gateway again");
         }
     };

@@ -71,9 +71,17 @@ pub async fn run(args: EmulateArgs) -> ExitCode {
         }
     }
     if let Some(seed) = args.chaos_seed {
-        let schedule = FaultSchedule::seeded(seed, Duration::from_secs(args.chaos_secs.max(1)), chaos_faults());
+        let schedule = FaultSchedule::seeded(
+            seed,
+            Duration::from_secs(args.chaos_secs.max(1)),
+            chaos_faults(),
+        );
         for (at, fault) in &schedule {
-            println!("chaos    +{:>6} ms  {}", at.as_millis(), serde_json::to_string(fault).unwrap_or_default());
+            println!(
+                "chaos    +{:>6} ms  {}",
+                at.as_millis(),
+                serde_json::to_string(fault).unwrap_or_default()
+            );
         }
         emu.run_schedule(schedule);
     }
@@ -86,13 +94,19 @@ pub async fn run(args: EmulateArgs) -> ExitCode {
 fn chaos_faults() -> Vec<Fault> {
     vec![
         Fault::SessionLost,
-        Fault::RejectUpgrade { status: 401, count: 1 },
+        Fault::RejectUpgrade {
+            status: 401,
+            count: 1,
+        },
         Fault::DropSockets,
         Fault::TickleNoSession { count: 1 },
         Fault::NoBridge { count: 1 },
         Fault::CompetingSession,
         Fault::GatewayDown { millis: 2000 },
-        Fault::ServerError { status: 503, count: 2 },
+        Fault::ServerError {
+            status: 503,
+            count: 2,
+        },
         Fault::RateLimit { millis: 1500 },
         Fault::HeartbeatSilence,
         Fault::SmdSilentEnd,
@@ -100,6 +114,9 @@ fn chaos_faults() -> Vec<Fault> {
         Fault::NonUtf8Frame,
         Fault::FragmentedMessage,
         Fault::MalformedFrame,
-        Fault::CloseSockets { code: 1011, reason: "chaos".into() },
+        Fault::CloseSockets {
+            code: 1011,
+            reason: "chaos".into(),
+        },
     ]
 }

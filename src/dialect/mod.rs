@@ -77,6 +77,18 @@ pub enum Inbound {
         /// The parsed message.
         data: serde_json::Value,
     },
+    /// The gateway acknowledged a subscription (see [`Confirmation::Ack`]).
+    Ack {
+        /// The acknowledgement id.
+        id: String,
+    },
+    /// The gateway refused a subscription by acknowledgement id.
+    Nack {
+        /// The acknowledgement id.
+        id: String,
+        /// What it said.
+        message: String,
+    },
     /// The server refused a topic (IBKR `Topic unknown`).
     TopicError {
         /// The topic (or command prefix) it names.
@@ -91,12 +103,14 @@ pub enum Inbound {
 }
 
 /// How a subscription is confirmed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Confirmation {
     /// By the first data message on its topic.
     FirstMessage,
     /// Never acknowledged by the gateway: active once sent.
     Immediate,
+    /// By an acknowledgement carrying this id ([`Inbound::Ack`]).
+    Ack(String),
 }
 
 /// The wire form of a subscription.
@@ -118,6 +132,12 @@ pub struct SubscriptionWire {
 pub trait SocketDecoder {
     /// Decodes one text message (already reassembled, decoded lossily).
     fn decode(&mut self, text: &str) -> Inbound;
+
+    /// Decodes one WebSocket message that may carry several protocol messages (SignalR's
+    /// record-separated framing), appending them to `out`. Defaults to one message per frame.
+    fn decode_frame(&mut self, text: &str, out: &mut Vec<Inbound>) {
+        out.push(self.decode(text));
+    }
 }
 
 /// A wire dialect. One instance per stream, shared by its actors.
@@ -156,6 +176,23 @@ pub trait Dialect {
     fn decoder(&self) -> Box<dyn SocketDecoder>;
     /// A frame to write periodically, and how often (IBKR `tic`).
     fn socket_keepalive(&self) -> Option<(Duration, String)>;
+
+    /// Frames written right after the upgrade (SignalR's handshake request).
+    fn opening_frames(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// What a refused WebSocket upgrade means. Defaults to: 401/403 reject the credentials,
+    /// anything else is an HTTP failure of the upgrade.
+    fn upgrade_refused(&self, status: u16) -> Failure {
+        match status {
+            401 | 403 => Failure::Rejected {
+                status,
+                after_refresh: false,
+            },
+            _ => crate::failure::http_failure(crate::failure::Endpoint::Upgrade, status, None),
+        }
+    }
 
     // --- subscriptions (Subscriptions) ---
 

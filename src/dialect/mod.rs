@@ -4,6 +4,7 @@
 //! StreamConnection, subscriptions → Subscriptions).
 
 pub mod ibkr;
+pub mod signalr;
 
 use std::fmt;
 use std::sync::Arc;

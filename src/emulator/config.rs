@@ -59,6 +59,10 @@ pub struct EmulatorConfig {
     pub sts_style: StsStyle,
     /// User name reported by the socket and REST.
     pub username: String,
+    /// The SignalR hub.
+    pub hub: crate::emulator::signalr::HubConfig,
+    /// The ticket API.
+    pub ticket: crate::emulator::ticket::TicketConfig,
 }
 
 impl Default for EmulatorConfig {
@@ -75,6 +79,8 @@ impl Default for EmulatorConfig {
             auth_status_post_rejected: false,
             sts_style: StsStyle::Whole,
             username: "kwuser1".to_owned(),
+            hub: Default::default(),
+            ticket: Default::default(),
         }
     }
 }

@@ -64,10 +64,18 @@ fn start_gateway(
             .app_data(data.clone())
             .service(web::scope("/v1/api").configure(ibkr_rest::routes))
             .service(web::scope("/v1/portal").configure(ibkr_rest::routes))
+            .configure(crate::emulator::signalr::routes)
+            .configure(crate::emulator::ticket::routes)
     })
     .workers(1)
     .disable_signals()
-    .shutdown_timeout(0);
+    .shutdown_timeout(0)
+    // When a socket task ends (the client's close answered, a close or drop fault), the
+    // connection must end at once, as the real gateway's does. By default actix-http lingers
+    // on a connection whose request payload (the socket's input) was not read to the end,
+    // for up to this timeout, so the FIN came 0.6–1 s late: clients that rely on it to stop
+    // their reader (ibind's websocket-client after its own close) hung, and drops were seen late.
+    .client_disconnect_timeout(Duration::ZERO);
     let server = match tls {
         Some(config) => server.listen_rustls_0_23(listener, config.clone())?,
         None => server.listen(listener)?,

@@ -39,4 +39,10 @@ pub struct Counters {
     pub faults_injected: u64,
     /// Requests and upgrades answered 429.
     pub rate_limited: u64,
+    /// The SignalR hub's counters.
+    #[serde(default)]
+    pub hub: crate::emulator::signalr::HubCounters,
+    /// The ticket API's counters.
+    #[serde(default)]
+    pub ticket: crate::emulator::ticket::TicketCounters,
 }

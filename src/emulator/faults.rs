@@ -97,4 +97,8 @@ pub enum Fault {
         /// How many responses are delayed.
         count: u32,
     },
+    /// A fault of the SignalR hub.
+    Hub(crate::emulator::signalr::HubFault),
+    /// A fault of the ticket API.
+    Ticket(crate::emulator::ticket::TicketFault),
 }

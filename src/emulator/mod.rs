@@ -17,7 +17,9 @@ mod ibkr_rest;
 mod ibkr_socket;
 mod market;
 mod schedule;
+pub mod signalr;
 mod state;
+pub mod ticket;
 mod tls;
 mod wsframe;
 

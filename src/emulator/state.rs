@@ -236,6 +236,10 @@ pub(crate) struct Shared {
     pub(crate) sts_style: StsStyle,
     /// User name.
     pub(crate) username: String,
+    /// The SignalR hub.
+    pub(crate) hub: crate::emulator::signalr::Hub,
+    /// The ticket API.
+    pub(crate) ticket: crate::emulator::ticket::TicketApi,
     /// Controller channel.
     control: UnboundedSender<ControlCmd>,
     /// Mutable state.
@@ -257,6 +261,8 @@ impl Shared {
             auth_status_post_rejected: config.auth_status_post_rejected,
             sts_style: config.sts_style,
             username: config.username.clone(),
+            hub: crate::emulator::signalr::Hub::new(&config.hub),
+            ticket: crate::emulator::ticket::TicketApi::new(&config.ticket),
             control,
             state: Mutex::new(State {
                 session_id: new_session_id(),
@@ -311,7 +317,10 @@ impl Shared {
         let mut st = self.lock();
         st.sockets.retain(|_, tx| !tx.is_closed());
         st.counters.ws_open_now = st.sockets.len() as u64;
-        st.counters.clone()
+        let mut counters = st.counters.clone();
+        counters.hub = self.hub.counters();
+        counters.ticket = self.ticket.counters();
+        counters
     }
 
     /// A snapshot of the state.
@@ -333,6 +342,14 @@ impl Shared {
         let mut st = self.lock();
         st.counters.faults_injected += 1;
         match fault {
+            Fault::Hub(f) => {
+                drop(st);
+                self.hub.inject(f);
+            }
+            Fault::Ticket(f) => {
+                drop(st);
+                self.ticket.inject(f);
+            }
             Fault::DropSockets => st.broadcast(&SocketCmd::Drop),
             Fault::CloseSockets { code, reason } => {
                 st.broadcast(&SocketCmd::Close { code, reason });

@@ -8,10 +8,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Which wire dialect a stream speaks.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum DialectKind {
     /// IBKR Client Portal Gateway (REST session + `/v1/api/ws`).
     Ibkr(IbkrConfig),
+    /// A WebSocket opened with a one-time ticket bought with a JWT (seed 004).
+    Ticket(Box<crate::dialect::ticket::TicketConfig>),
 }
 
 /// What to do when the gateway reports a competing brokerage session.
@@ -172,10 +174,31 @@ impl StreamConfig {
         }
     }
 
+    /// A stream to a ticket-authenticated WebSocket API at `url` with default settings.
+    pub fn ticket(
+        name: impl Into<String>,
+        url: impl Into<String>,
+        ticket: crate::dialect::ticket::TicketConfig,
+    ) -> Self {
+        Self {
+            dialect: DialectKind::Ticket(Box::new(ticket)),
+            ..Self::ibkr(name, url)
+        }
+    }
+
     /// The IBKR settings, when this is an IBKR stream.
     pub fn ibkr_config_mut(&mut self) -> Option<&mut IbkrConfig> {
         match &mut self.dialect {
             DialectKind::Ibkr(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The ticket settings, when this is a ticket stream.
+    pub fn ticket_config_mut(&mut self) -> Option<&mut crate::dialect::ticket::TicketConfig> {
+        match &mut self.dialect {
+            DialectKind::Ticket(c) => Some(c),
+            _ => None,
         }
     }
 }

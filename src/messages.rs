@@ -25,6 +25,8 @@ pub struct Credentials {
     pub generation: u64,
     /// The secret itself.
     pub secret: SecretString,
+    /// When it was issued (or taken from a cache).
+    pub issued_at: Instant,
     /// When it stops being valid, if known.
     pub expires_at: Option<Instant>,
     /// This generation replaced one that the gateway rejected.

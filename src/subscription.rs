@@ -30,6 +30,11 @@ pub enum Subscription {
         /// Account id.
         account: String,
     },
+    /// A named channel of a JSON socket API (ticket dialect): sent through the stream's templates.
+    Channel {
+        /// The channel, e.g. `trades.BTC-USD`.
+        channel: String,
+    },
 }
 
 impl Subscription {
@@ -54,6 +59,7 @@ impl fmt::Display for Subscription {
             Subscription::Pnl => write!(f, "pnl"),
             Subscription::AccountSummary { .. } => write!(f, "account summary"),
             Subscription::Ledger { .. } => write!(f, "ledger"),
+            Subscription::Channel { channel } => write!(f, "channel {channel}"),
         }
     }
 }

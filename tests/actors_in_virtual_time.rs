@@ -83,6 +83,7 @@ impl Dialect for CountingDialect {
             Ok(Issued {
                 secret: SecretString::from(format!("token-{n}")),
                 expires_in: ttl,
+                age: Duration::ZERO,
             })
         }
         .boxed_local()

@@ -378,15 +378,30 @@ fn doctor_names_the_remedy_for_a_competing_session() {
 fn emulate_prints_its_urls_and_takes_faults_through_the_admin_api() {
     let (gw, admin) = (free_port(), free_port());
     let mut child = Command::new(BIN)
-        .args(["emulate", "--listen", &format!("127.0.0.1:{gw}"), "--admin", &format!("127.0.0.1:{admin}"), "--tls"])
+        .args([
+            "emulate",
+            "--listen",
+            &format!("127.0.0.1:{gw}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--tls",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
+    let mut out = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
     let head: Vec<String> = out.by_ref().take(4).collect();
-    assert!(head[0].contains(&format!("https://127.0.0.1:{gw}/v1/api")), "{head:?}");
-    assert!(head[1].contains(&format!("wss://127.0.0.1:{gw}/v1/api/ws")), "{head:?}");
+    assert!(
+        head[0].contains(&format!("https://127.0.0.1:{gw}/v1/api")),
+        "{head:?}"
+    );
+    assert!(
+        head[1].contains(&format!("wss://127.0.0.1:{gw}/v1/api/ws")),
+        "{head:?}"
+    );
     assert!(head[2].contains("/admin/faults"), "{head:?}");
     assert!(head[3].starts_with("cert"), "{head:?}");
     let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();

@@ -207,6 +207,9 @@ impl StreamConnection {
         for frame in opening {
             self.write(frame);
         }
+        if self.ctx.dialect.ready_on_open() {
+            self.on_inbound(Inbound::Authenticated, 0, ctx);
+        }
         tracing::debug!(stream = %self.ctx.name, epoch, "socket open; waiting for the gateway to confirm authentication");
         ctx.run_later(cfg.auth_timeout, move |act, ctx| {
             if matches!(&act.socket, Socket::Open(o) if o.epoch == epoch && !o.ready) {

@@ -29,6 +29,11 @@ type Waiter = oneshot::Sender<Result<Credentials, Failure>>;
 /// Refresh credentials this long before they expire (at most a fifth of their lifetime).
 const SKEW: Duration = Duration::from_secs(30);
 
+/// The refresh margin for a credential valid for `lifetime`.
+fn skew(lifetime: Duration) -> Duration {
+    SKEW.min(lifetime / 5)
+}
+
 /// The credentials actor of one stream.
 pub struct TokenManager {
     ctx: StreamCtx,
@@ -57,10 +62,12 @@ impl TokenManager {
         }
     }
 
+    /// The current credentials unless they expire within the skew: a credential about to expire
+    /// is refreshed *before* a dial, never discovered by a failure after it.
     fn usable(&self, now: Instant) -> Option<Credentials> {
         let c = self.current.as_ref()?;
         match c.expires_at {
-            Some(exp) if exp <= now + SKEW.min(Duration::from_secs(1)) => None,
+            Some(exp) if now + skew(exp.saturating_duration_since(c.issued_at)) >= exp => None,
             _ => Some(c.clone()),
         }
     }
@@ -132,6 +139,7 @@ impl TokenManager {
         let creds = Credentials {
             generation,
             secret,
+            issued_at: Instant::now(),
             expires_at,
             replaced_rejected: self.replacing_rejected,
         };
@@ -148,7 +156,7 @@ impl TokenManager {
             return;
         };
         let lifetime = exp.saturating_duration_since(Instant::now());
-        let skew = SKEW.min(lifetime / 5);
+        let skew = skew(lifetime);
         let jitter = Duration::from_millis(
             rand::thread_rng().gen_range(0..=skew.as_millis().min(5_000) as u64 / 2 + 1),
         );
@@ -163,6 +171,25 @@ impl TokenManager {
 
 impl Actor for TokenManager {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.current.is_none() {
+            if let Some(cached) = self.ctx.dialect.cached_credentials() {
+                let creds =
+                    self.install(cached.secret, cached.expires_in.map(|d| Instant::now() + d));
+                if let Some(c) = self.current.as_mut() {
+                    c.issued_at = Instant::now()
+                        .checked_sub(cached.age)
+                        .unwrap_or(c.issued_at);
+                }
+                tracing::debug!(stream = %self.ctx.name, generation = creds.generation, "using cached credentials");
+                self.ctx.report(Report::CredentialsRefreshed {
+                    generation: Some(creds.generation),
+                });
+                self.schedule_refresh(ctx);
+            }
+        }
+    }
 }
 
 impl Supervised for TokenManager {

@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use keepwire::config::DialectKind;
 use keepwire::config_file;
 use keepwire::dialect::ibkr::{self, Ibkr};
-use keepwire::dialect::{Dialect, Inbound};
+use keepwire::dialect::{Confirmation, Dialect, Inbound};
 use keepwire::failure::Failure;
 use keepwire::transport::ClientFactory;
 use keepwire::{StreamConfig, Subscription};
@@ -84,7 +84,10 @@ async fn check_stream(cfg: &StreamConfig, subs: &[Subscription]) -> Vec<Check> {
         stream: cfg.name.clone(),
         lines: Vec::new(),
     };
-    let DialectKind::Ibkr(ibkr_cfg) = &cfg.dialect;
+    let DialectKind::Ibkr(ibkr_cfg) = &cfg.dialect else {
+        generic_checks(cfg, subs, &mut list).await;
+        return list.lines;
+    };
     let dialect = Ibkr::new(&cfg.url, ibkr_cfg.clone());
     let clients = match ClientFactory::new(cfg) {
         Ok(c) => c,
@@ -343,6 +346,177 @@ async fn socket_checks(
         "socket authenticated"
     };
     list.fail(check, "the socket ended", "check the gateway logs");
+}
+
+/// The checklist of dialects without a gateway session (ticket, SignalR): credentials, dial plan,
+/// socket, one subscription.
+async fn generic_checks(cfg: &StreamConfig, subs: &[Subscription], list: &mut Checklist) {
+    let dialect = keepwire::dialect::build(cfg);
+    let clients = match ClientFactory::new(cfg) {
+        Ok(c) => c,
+        Err(f) => return list.fail_with("configuration", &f, "fix the configuration"),
+    };
+    let http = clients.client();
+    if let Err(f) = dialect.establish(http.clone()).await {
+        return list.fail_with("gateway session", &f, "check the gateway");
+    }
+    let issued = match tokio::time::timeout(STEP_TIMEOUT, dialect.fetch_credentials(http.clone()))
+        .await
+    {
+        Ok(Ok(i)) => i,
+        Ok(Err(f @ (Failure::Unreachable { .. } | Failure::Timeout { .. }))) => {
+            return list.fail_with("gateway reachable", &f, "start the service or fix the url")
+        }
+        Ok(Err(f)) => return list.fail_with("credentials", &f, "check the credential settings"),
+        Err(_) => {
+            return list.fail(
+                "credentials",
+                "no answer within 10 s",
+                "check the token endpoint",
+            )
+        }
+    };
+    list.pass("gateway reachable", format!("{} answers", cfg.url));
+    list.pass(
+        "credentials",
+        match issued.expires_in {
+            Some(d) => format!("issued, valid for {} s", d.as_secs()),
+            None => "issued".to_string(),
+        },
+    );
+    let plan = match dialect.prepare_dial(http.clone(), &issued.secret).await {
+        Ok(p) => p,
+        Err(f) => return list.fail_with("dial plan", &f, "check the credentials and the service"),
+    };
+    list.pass(
+        "dial plan",
+        format!("socket at {}", keepwire::transport::redact_url(&plan.url)),
+    );
+    let Some(sub) = subs.first().cloned() else {
+        return list.fail(
+            "subscription confirmed",
+            "no subscription configured",
+            "add a [[streams.subscriptions]] entry",
+        );
+    };
+    let wire = match dialect.subscription(&sub) {
+        Ok(w) => w,
+        Err(e) => {
+            return list.fail(
+                "subscription confirmed",
+                e,
+                "fix the subscription in the configuration",
+            )
+        }
+    };
+    let mut req = http.ws(plan.url.as_str());
+    for (k, v) in &plan.headers {
+        req = req.header(*k, v.expose_secret());
+    }
+    let mut socket = match req.connect().await {
+        Ok((_, framed)) => framed,
+        Err(e) => {
+            let f = keepwire::transport::ws_failure(&e, |s| dialect.upgrade_refused(s));
+            return list.fail_with("socket authenticated", &f, "check the gateway logs");
+        }
+    };
+    for frame in dialect.opening_frames() {
+        let _ = socket.send(Message::Text(frame.into())).await;
+    }
+    let mut decoder = dialect.decoder();
+    let mut authenticated = false;
+    let mut out = Vec::new();
+    let step = async {
+        if dialect.ready_on_open() {
+            authenticated = true;
+            list.pass("socket authenticated", "upgraded");
+            let _ = socket
+                .send(Message::Text(wire.subscribe.clone().into()))
+                .await;
+        }
+        while let Some(frame) = socket.next().await {
+            let text = match frame {
+                Ok(Frame::Text(b) | Frame::Binary(b)) => String::from_utf8_lossy(&b).into_owned(),
+                Ok(Frame::Ping(p)) => {
+                    let _ = socket.send(Message::Pong(p)).await;
+                    continue;
+                }
+                Ok(Frame::Close(reason)) => {
+                    let f = keepwire::failure::close_failure(
+                        reason.as_ref().map(|r| u16::from(r.code)),
+                        reason
+                            .as_ref()
+                            .and_then(|r| r.description.as_deref())
+                            .unwrap_or(""),
+                    );
+                    let check = if authenticated {
+                        "subscription confirmed"
+                    } else {
+                        "socket authenticated"
+                    };
+                    return list.fail_with(check, &f, "check the gateway logs");
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    return list.fail(
+                        "socket authenticated",
+                        format!("websocket error: {e}"),
+                        "try again",
+                    )
+                }
+            };
+            decoder.decode_frame(&text, &mut out);
+            for m in out.drain(..) {
+                match m {
+                    Inbound::Authenticated if !authenticated => {
+                        authenticated = true;
+                        list.pass(
+                            "socket authenticated",
+                            "the server confirmed the connection",
+                        );
+                        let _ = socket
+                            .send(Message::Text(wire.subscribe.clone().into()))
+                            .await;
+                    }
+                    Inbound::Failure(f) => {
+                        return list.fail_with("socket authenticated", &f, "check the gateway logs")
+                    }
+                    Inbound::Data { topic, .. } if authenticated && *topic == *wire.key => {
+                        return list
+                            .pass("subscription confirmed", format!("{sub} delivered data"));
+                    }
+                    Inbound::Ack { id }
+                        if authenticated && wire.confirmation == Confirmation::Ack(id.clone()) =>
+                    {
+                        return list.pass("subscription confirmed", format!("{sub} acknowledged"));
+                    }
+                    Inbound::Nack { message, .. } | Inbound::TopicError { message, .. }
+                        if authenticated =>
+                    {
+                        return list.fail(
+                            "subscription confirmed",
+                            format!("the server refused {sub}: {message}"),
+                            "check the channel name and your permissions",
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        list.fail(
+            "socket authenticated",
+            "the socket ended",
+            "check the gateway logs",
+        )
+    };
+    if tokio::time::timeout(STEP_TIMEOUT * 2, step).await.is_err() {
+        list.fail(
+            "subscription confirmed",
+            "no confirmation within 20 s",
+            "check the gateway logs",
+        );
+    }
+    let _ = socket.close().await;
 }
 
 /// Runs the checklist; exit status 0 only when every check passes.

@@ -307,6 +307,7 @@ impl Dialect for Ibkr {
                 Some(s) => Ok(Issued {
                     secret: SecretString::from(s),
                     expires_in: None,
+                    age: Duration::ZERO,
                 }),
                 None => Err(Failure::SessionLost {
                     detail: "tickle returned no session id".into(),
@@ -396,6 +397,9 @@ impl Dialect for Ibkr {
                 resend_every: None,
                 confirmation: Confirmation::FirstMessage,
             },
+            Subscription::Channel { channel } => {
+                return Err(format!("IBKR has no channel {channel:?}: use market_data, orders, pnl, account_summary or ledger"))
+            }
         })
     }
 

@@ -5,6 +5,7 @@
 
 pub mod ibkr;
 pub mod signalr;
+pub mod ticket;
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,8 +22,11 @@ use crate::subscription::Subscription;
 pub struct Issued {
     /// The secret (IBKR: the gateway session id; a JWT; a bearer token).
     pub secret: SecretString,
-    /// How long it is valid, if the source says so.
+    /// How long it is valid from now, if the source says so.
     pub expires_in: Option<Duration>,
+    /// How long ago it was issued (non-zero for a cached credential), so its remaining share of
+    /// life is known.
+    pub age: Duration,
 }
 
 impl fmt::Debug for Issued {
@@ -157,6 +161,10 @@ pub trait Dialect {
     ) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>>;
     /// How often to call [`Dialect::keepalive`] (`None`: never).
     fn keepalive_interval(&self) -> Option<Duration>;
+    /// A credential kept from an earlier run (e.g. a cached JWT), tried before fetching one.
+    fn cached_credentials(&self) -> Option<Issued> {
+        None
+    }
     /// Fetches a credential from the source, at the moment it is needed.
     fn fetch_credentials(
         &self,
@@ -181,6 +189,11 @@ pub trait Dialect {
     /// Frames written right after the upgrade (SignalR's handshake request).
     fn opening_frames(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// The socket is usable as soon as it is upgraded (no authentication message to wait for).
+    fn ready_on_open(&self) -> bool {
+        false
     }
 
     /// What a refused WebSocket upgrade means. Defaults to: 401/403 reject the credentials,
@@ -208,6 +221,9 @@ pub trait Dialect {
 pub fn build(config: &StreamConfig) -> Arc<dyn DialectSend> {
     match &config.dialect {
         DialectKind::Ibkr(ibkr) => Arc::new(ibkr::Ibkr::new(&config.url, ibkr.clone())),
+        DialectKind::Ticket(ticket) => {
+            Arc::new(ticket::Ticket::new(&config.url, (**ticket).clone()))
+        }
     }
 }
 

@@ -159,6 +159,29 @@ impl FrameReader {
     }
 }
 
+/// Completes a WebSocket upgrade whose frames are all written by the caller: returns the 101
+/// response and the sender of encoded frames (the response body).
+pub(crate) fn accept(
+    req: &actix_web::HttpRequest,
+) -> Result<
+    (
+        actix_web::HttpResponse,
+        tokio::sync::mpsc::UnboundedSender<Bytes>,
+    ),
+    actix_web::Error,
+> {
+    use actix_http::body::{BodyStream, MessageBody};
+    let mut builder = actix_http::ws::handshake(req.head())?;
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let body = BodyStream::new(futures_util::stream::poll_fn(move |cx| {
+        out_rx
+            .poll_recv(cx)
+            .map(|frame| frame.map(Ok::<_, std::convert::Infallible>))
+    }));
+    let response = builder.message_body(body.boxed())?;
+    Ok((actix_web::HttpResponse::from(response), out_tx))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

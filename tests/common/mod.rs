@@ -108,18 +108,29 @@ pub async fn wait_status(
     what: &str,
     pred: impl Fn(&StreamStatus) -> bool,
 ) -> StreamStatus {
+    wait_stream(kw, STREAM, secs, what, pred).await
+}
+
+/// Waits on the status watch until `pred` holds for the named stream.
+pub async fn wait_stream(
+    kw: &Handle,
+    stream: &str,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&StreamStatus) -> bool,
+) -> StreamStatus {
     let mut rx = kw.status();
     let res = tokio::time::timeout(Duration::from_secs(secs), async {
-        rx.wait_for(|s: &Status| s.stream(STREAM).is_some_and(&pred))
+        rx.wait_for(|s: &Status| s.stream(stream).is_some_and(&pred))
             .await
-            .map(|s| s.stream(STREAM).cloned())
+            .map(|s| s.stream(stream).cloned())
     })
     .await;
     match res {
         Ok(Ok(Some(s))) => s,
         _ => panic!(
             "timed out after {secs}s waiting for {what}; status: {:#?}",
-            kw.status().borrow().stream(STREAM)
+            kw.status().borrow().stream(stream)
         ),
     }
 }

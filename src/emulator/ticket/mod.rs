@@ -1,43 +1,501 @@
 //! The emulator's ticket-authenticated WebSocket API (seed 004): a JWT token endpoint, a
-//! one-time ticket endpoint and a JSON data socket. (Scaffold: filled in by the ticket work.)
+//! one-time ticket endpoint (tickets live 30 s and are consumed by one upgrade), an Origin
+//! allow-list, and a JSON channel stream.
+//!
+//! * `POST /api/v1/auth/token` `{"apiKey":…}` → `{"token":…,"expiresIn":…}` (401
+//!   `{"code":"INVALID_CREDENTIALS"}` for a wrong key).
+//! * `GET /api/v1/ws-ticket` with `Authorization: Bearer <JWT>` → `{"ticket":…,"expiresInSeconds":30}`;
+//!   401 `{"code":"INVALID_TOKEN"}` (unknown, malformed or expired JWT), 401
+//!   `{"code":"MISSING_SESSION"}`, 503 `{"code":"REDIS_UNAVAILABLE"}`.
+//! * `GET /ws?ticket=…`: 401 for a missing, used or expired ticket; an Origin outside the
+//!   allow-list is accepted, then closed with 1008 `ORIGIN_BLOCKED`. Then `{"type":"hello"}`,
+//!   `{"type":"heartbeat"}` every second, and for `{"op":"subscribe","channel":…}` an ack
+//!   `{"type":"subscribed","channel":…}` followed by `{"type":"data","channel":…,"seq":…,"price":…}`.
 
-use actix_web::web;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::time::{interval, Instant, MissedTickBehavior};
+
+use super::state::Shared;
+use super::wsframe::{self, FrameReader, Incoming};
 
 /// Settings of the ticket API.
-#[derive(Clone, Debug, Default)]
-pub struct TicketConfig {}
+#[derive(Clone, Debug)]
+pub struct TicketConfig {
+    /// The API key the token endpoint accepts.
+    pub api_key: String,
+    /// Lifetime of a JWT.
+    pub jwt_ttl: Duration,
+    /// Lifetime of a ticket.
+    pub ticket_ttl: Duration,
+    /// Origins allowed on the socket (`None`: any, including none).
+    pub allowed_origins: Option<Vec<String>>,
+    /// Heartbeat interval on the socket.
+    pub heartbeat_interval: Duration,
+    /// One data message per subscribed channel this often.
+    pub data_interval: Duration,
+}
+
+impl Default for TicketConfig {
+    fn default() -> Self {
+        Self {
+            api_key: "kw-ticket-key".into(),
+            jwt_ttl: Duration::from_secs(900),
+            ticket_ttl: Duration::from_secs(30),
+            allowed_origins: Some(vec!["https://app.example.test".into()]),
+            heartbeat_interval: Duration::from_secs(1),
+            data_interval: Duration::from_millis(100),
+        }
+    }
+}
 
 /// Faults of the ticket API, injected as `Fault::Ticket(..)` (admin API:
-/// `{"fault":"ticket","ticket_fault":…}`).
+/// `{"fault":"ticket","ticket_fault":"store_down","millis":3000}`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "ticket_fault", rename_all = "snake_case")]
-pub enum TicketFault {}
+pub enum TicketFault {
+    /// Every JWT issued so far expires now (the ticket endpoint answers `INVALID_TOKEN`).
+    ExpireJwts,
+    /// JWTs (issued so far and from now on) lack their session: `MISSING_SESSION` until cleared.
+    MissingSession {
+        /// Whether the session is missing.
+        on: bool,
+    },
+    /// The ticket store is unavailable (503 `REDIS_UNAVAILABLE`) for `millis`.
+    StoreDown {
+        /// How long.
+        millis: u64,
+    },
+    /// The next issued ticket is consumed before the client can use it (a reused ticket).
+    ReuseNextTicket,
+    /// Block every origin (accepted, then closed with 1008 `ORIGIN_BLOCKED`) or lift the block.
+    BlockOrigins {
+        /// Whether origins are blocked.
+        on: bool,
+    },
+    /// Abort every open socket without a close frame.
+    Drop,
+    /// Close every open socket with this code.
+    Close {
+        /// The close code.
+        code: u16,
+    },
+}
 
 /// What the ticket API counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TicketCounters {}
+pub struct TicketCounters {
+    /// Token requests (any outcome).
+    pub token_requests: u64,
+    /// Ticket requests (any outcome).
+    pub ticket_requests: u64,
+    /// Ticket requests refused with `INVALID_TOKEN`.
+    pub invalid_token: u64,
+    /// Ticket requests refused with `MISSING_SESSION`.
+    pub missing_session: u64,
+    /// Ticket requests answered 503.
+    pub store_unavailable: u64,
+    /// Ticket requests made without any bearer token.
+    pub ticket_without_jwt: u64,
+    /// Upgrades accepted.
+    pub upgrades_accepted: u64,
+    /// Upgrades refused (missing, unknown, used or expired ticket).
+    pub upgrades_rejected: u64,
+    /// Upgrades refused because their ticket had already been used.
+    pub ticket_reused: u64,
+    /// Tickets the client presented more than once (a client must never do this).
+    pub ticket_presented_twice: u64,
+    /// Sockets closed with 1008 `ORIGIN_BLOCKED`.
+    pub origin_blocked: u64,
+    /// Subscribe commands received.
+    pub subscribes: u64,
+    /// Unsubscribe commands received.
+    pub unsubscribes: u64,
+    /// Data messages sent.
+    pub data_sent: u64,
+    /// Sockets open now.
+    pub open_sockets: u64,
+}
+
+/// What a socket task is told to do.
+#[derive(Clone, Debug)]
+enum Cmd {
+    Drop,
+    Close(u16),
+}
+
+#[derive(Debug)]
+struct Jwt {
+    expires: Instant,
+}
+
+#[derive(Debug)]
+struct TicketEntry {
+    expires: Instant,
+    used: bool,
+    presented: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    jwts: HashMap<String, Jwt>,
+    tickets: HashMap<String, TicketEntry>,
+    missing_session: bool,
+    store_down_until: Option<Instant>,
+    reuse_next: bool,
+    origins_blocked: bool,
+    sockets: HashMap<u64, UnboundedSender<Cmd>>,
+    counters: TicketCounters,
+}
 
 /// The ticket API's state, shared by its handlers.
 #[derive(Debug)]
-pub(crate) struct TicketApi {}
+pub(crate) struct TicketApi {
+    config: TicketConfig,
+    state: Mutex<State>,
+    next_id: AtomicU64,
+}
+
+fn random_token(prefix: &str) -> String {
+    let mut rng = rand::thread_rng();
+    let body: String = (0..32)
+        .map(|_| format!("{:x}", rng.gen_range(0..16u8)))
+        .collect();
+    format!("{prefix}{body}")
+}
 
 impl TicketApi {
     /// An API for `config`.
-    pub(crate) fn new(_config: &TicketConfig) -> Self {
-        Self {}
+    pub(crate) fn new(config: &TicketConfig) -> Self {
+        Self {
+            config: config.clone(),
+            state: Mutex::new(State::default()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Applies a fault now.
     pub(crate) fn inject(&self, fault: TicketFault) {
-        match fault {}
+        let mut st = self.lock();
+        match fault {
+            TicketFault::ExpireJwts => {
+                let now = Instant::now();
+                for jwt in st.jwts.values_mut() {
+                    jwt.expires = now;
+                }
+            }
+            TicketFault::MissingSession { on } => st.missing_session = on,
+            TicketFault::StoreDown { millis } => {
+                st.store_down_until = Instant::now().checked_add(Duration::from_millis(millis));
+            }
+            TicketFault::ReuseNextTicket => st.reuse_next = true,
+            TicketFault::BlockOrigins { on } => st.origins_blocked = on,
+            TicketFault::Drop => st.sockets.values().for_each(|s| drop(s.send(Cmd::Drop))),
+            TicketFault::Close { code } => st
+                .sockets
+                .values()
+                .for_each(|s| drop(s.send(Cmd::Close(code)))),
+        }
     }
 
     /// A snapshot of the counters.
     pub(crate) fn counters(&self) -> TicketCounters {
-        TicketCounters {}
+        let mut st = self.lock();
+        st.sockets.retain(|_, s| !s.is_closed());
+        st.counters.open_sockets = st.sockets.len() as u64;
+        st.counters.clone()
     }
 }
 
 /// Routes of the ticket API, mounted at the gateway root.
-pub(crate) fn routes(_cfg: &mut web::ServiceConfig) {}
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/v1/auth/token", web::post().to(token))
+        .route("/api/v1/ws-ticket", web::get().to(ticket))
+        .route("/ws", web::get().to(socket));
+}
+
+fn code(status: actix_web::http::StatusCode, code: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "code": code }))
+}
+
+async fn token(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+    let api = &shared.ticket;
+    api.lock().counters.token_requests += 1;
+    let given: Option<String> = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("apiKey").and_then(Value::as_str).map(str::to_string));
+    if given.as_deref() != Some(api.config.api_key.as_str()) {
+        return code(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "INVALID_CREDENTIALS",
+        );
+    }
+    let jwt = random_token("eyJ.kw.");
+    let ttl = api.config.jwt_ttl;
+    api.lock().jwts.insert(
+        jwt.clone(),
+        Jwt {
+            expires: Instant::now() + ttl,
+        },
+    );
+    HttpResponse::Ok().json(json!({ "token": jwt, "expiresIn": ttl.as_secs() }))
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+async fn ticket(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let api = &shared.ticket;
+    let mut st = api.lock();
+    st.counters.ticket_requests += 1;
+    let now = Instant::now();
+    if st.store_down_until.is_some_and(|until| now < until) {
+        st.counters.store_unavailable += 1;
+        return code(StatusCode::SERVICE_UNAVAILABLE, "REDIS_UNAVAILABLE");
+    }
+    let Some(jwt) = bearer(&req) else {
+        st.counters.ticket_without_jwt += 1;
+        return code(StatusCode::UNAUTHORIZED, "INVALID_TOKEN");
+    };
+    if !st.jwts.get(jwt).is_some_and(|j| now < j.expires) {
+        st.counters.invalid_token += 1;
+        return code(StatusCode::UNAUTHORIZED, "INVALID_TOKEN");
+    }
+    if st.missing_session {
+        st.counters.missing_session += 1;
+        return code(StatusCode::UNAUTHORIZED, "MISSING_SESSION");
+    }
+    let ticket = random_token("tk/");
+    let used = std::mem::take(&mut st.reuse_next);
+    st.tickets
+        .retain(|_, t| now < t.expires + Duration::from_secs(60));
+    st.tickets.insert(
+        ticket.clone(),
+        TicketEntry {
+            expires: now + api.config.ticket_ttl,
+            used,
+            presented: 0,
+        },
+    );
+    HttpResponse::Ok()
+        .json(json!({ "ticket": ticket, "expiresInSeconds": api.config.ticket_ttl.as_secs() }))
+}
+
+fn query_ticket(req: &HttpRequest) -> Option<String> {
+    req.query_string().split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == "ticket").then(|| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+async fn socket(
+    req: HttpRequest,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    let api = &shared.ticket;
+    let origin_ok = {
+        let mut st = api.lock();
+        let now = Instant::now();
+        let presented = query_ticket(&req).and_then(|t| {
+            st.tickets.get_mut(&t).map(|e| {
+                e.presented += 1;
+                (e.used, e.expires, e.presented)
+            })
+        });
+        if presented.is_some_and(|(_, _, n)| n > 1) {
+            st.counters.ticket_presented_twice += 1;
+        }
+        let valid = match presented.map(|(used, expires, _)| (used, expires)) {
+            Some((true, _)) => {
+                st.counters.ticket_reused += 1;
+                false
+            }
+            Some((false, expires)) => now < expires,
+            None => false,
+        };
+        if !valid {
+            st.counters.upgrades_rejected += 1;
+            return code(actix_web::http::StatusCode::UNAUTHORIZED, "INVALID_TICKET");
+        }
+        if let Some(t) = query_ticket(&req) {
+            if let Some(e) = st.tickets.get_mut(&t) {
+                e.used = true; // consumed: one use only
+            }
+        }
+        let origin = req.headers().get("origin").and_then(|o| o.to_str().ok());
+        !st.origins_blocked
+            && match &api.config.allowed_origins {
+                None => true,
+                Some(list) => origin.is_some_and(|o| list.iter().any(|a| a == o)),
+            }
+    };
+    let (response, out) = match wsframe::accept(&req) {
+        Ok(pair) => pair,
+        Err(e) => {
+            api.lock().counters.upgrades_rejected += 1;
+            return HttpResponse::from_error(e);
+        }
+    };
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let id = api.next_id.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut st = api.lock();
+        st.counters.upgrades_accepted += 1;
+        st.sockets.insert(id, cmd_tx);
+    }
+    let task = SocketTask {
+        shared: shared.into_inner(),
+        out,
+        channels: BTreeSet::new(),
+        seq: 0,
+    };
+    actix_web::rt::spawn(task.run(id, payload, cmd_rx, origin_ok));
+    response
+}
+
+struct SocketTask {
+    shared: Arc<Shared>,
+    out: UnboundedSender<Bytes>,
+    channels: BTreeSet<String>,
+    seq: u64,
+}
+
+impl SocketTask {
+    fn send(&self, value: &Value) {
+        let _ = self.out.send(wsframe::text(value.to_string().as_bytes()));
+    }
+
+    async fn run(
+        mut self,
+        id: u64,
+        mut payload: web::Payload,
+        mut cmds: UnboundedReceiver<Cmd>,
+        origin_ok: bool,
+    ) {
+        let api = &self.shared.ticket;
+        if !origin_ok {
+            api.lock().counters.origin_blocked += 1;
+            let _ = self.out.send(wsframe::close(1008, "ORIGIN_BLOCKED"));
+            api.lock().sockets.remove(&id);
+            return;
+        }
+        self.send(&json!({"type": "hello"}));
+        let mut hb = interval(api.config.heartbeat_interval.max(Duration::from_millis(10)));
+        hb.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut data = interval(api.config.data_interval.max(Duration::from_millis(1)));
+        data.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut reader = FrameReader::default();
+        loop {
+            tokio::select! {
+                chunk = payload.next() => {
+                    let Some(Ok(bytes)) = chunk else { break };
+                    reader.push(&bytes);
+                    if !self.read(&mut reader) {
+                        break;
+                    }
+                }
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::Close(code)) => {
+                        let _ = self.out.send(wsframe::close(code, "closed by fault"));
+                        break;
+                    }
+                    Some(Cmd::Drop) | None => break,
+                },
+                _ = hb.tick() => self.send(&json!({"type": "heartbeat", "ts": epoch_ms()})),
+                _ = data.tick() => self.tick(),
+            }
+            if self.out.is_closed() {
+                break;
+            }
+        }
+        self.shared.ticket.lock().sockets.remove(&id);
+    }
+
+    /// Handles every complete client message; false when the socket should end.
+    fn read(&mut self, reader: &mut FrameReader) -> bool {
+        loop {
+            match reader.next_message() {
+                Ok(Some(Incoming::Text(bytes))) => self.command(&String::from_utf8_lossy(&bytes)),
+                Ok(Some(Incoming::Ping(p))) => {
+                    let _ = self.out.send(wsframe::pong(&p));
+                }
+                Ok(Some(Incoming::Close(reason))) => {
+                    let _ = self.out.send(wsframe::close_echo(reason.as_ref()));
+                    return false;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    fn command(&mut self, text: &str) {
+        let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        let op = v.get("op").and_then(Value::as_str).unwrap_or_default();
+        let channel = v
+            .get("channel")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        match op {
+            "subscribe" if !channel.is_empty() => {
+                self.shared.ticket.lock().counters.subscribes += 1;
+                self.send(&json!({"type": "subscribed", "channel": channel}));
+                self.channels.insert(channel);
+            }
+            "unsubscribe" if !channel.is_empty() => {
+                self.shared.ticket.lock().counters.unsubscribes += 1;
+                self.channels.remove(&channel);
+                self.send(&json!({"type": "unsubscribed", "channel": channel}));
+            }
+            _ => self.send(&json!({"type": "error", "channel": channel, "message": format!("unknown command {op:?}")})),
+        }
+    }
+
+    fn tick(&mut self) {
+        let n = self.channels.len() as u64;
+        for channel in &self.channels {
+            self.seq += 1;
+            let price = 100.0 + (self.seq % 100) as f64 / 100.0;
+            self.send(
+                &json!({"type": "data", "channel": channel, "seq": self.seq, "price": price}),
+            );
+        }
+        if n > 0 {
+            self.shared.ticket.lock().counters.data_sent += n;
+        }
+    }
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,627 @@
+//! The ticket dialect (seed 004): a JWT buys a one-time WebSocket ticket.
+//!
+//! * Credentials (TokenManager): the JWT, from `POST …/api/v1/auth/token` (URL, request body and
+//!   JSON pointers configurable), cached in memory and optionally in a file, refreshed before it
+//!   expires and when the ticket endpoint says `INVALID_TOKEN`.
+//! * Dial plan (GatewaySession): a fresh ticket for *every* dial (`GET …/api/v1/ws-ticket`,
+//!   Bearer JWT); a ticket is never reused, not even after a failed dial. No ticket is ever asked
+//!   for before a JWT exists: dials always fetch credentials first.
+//! * Socket (StreamConnection): `…/ws?ticket=<urlencoded>` with a configurable Origin; the ticket
+//!   is redacted wherever the URL is logged.
+//! * Subscriptions: JSON commands from templates, confirmed by a configurable acknowledgement.
+//!
+//! | what happens | failure | class |
+//! |---|---|---|
+//! | ticket request 401 `INVALID_TOKEN` | `Rejected` | refresh the JWT once, retry (again with a fresh JWT: hard) |
+//! | ticket request 401 `MISSING_SESSION` | `Refused` | hard: no further attempts |
+//! | ticket request 503 `REDIS_UNAVAILABLE` | `Http 503` | soft: backoff 250 ms → 5 s cap, jitter |
+//! | upgrade refused (no, used or expired ticket) | `TicketRejected` | soft: new ticket |
+//! | close 1008 `ORIGIN_BLOCKED` | `Closed 1008` | hard |
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use awc::http::Method;
+use futures_util::future::LocalBoxFuture;
+use futures_util::FutureExt;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use super::{
+    Confirmation, DialPlan, Dialect, Inbound, Issued, KeepaliveOutcome, SocketDecoder,
+    SubscriptionWire,
+};
+use crate::config::CompetingPolicy;
+use crate::failure::{http_failure, Endpoint, Failure};
+use crate::subscription::Subscription;
+use crate::transport::{call_json, JsonReply};
+
+/// Where a secret comes from. Never from configuration text.
+#[derive(Clone, Debug)]
+pub enum SecretSource {
+    /// An environment variable, read at each fetch.
+    Env(String),
+    /// A file, read at each fetch (trailing whitespace trimmed).
+    File(PathBuf),
+    /// Given by the embedding program.
+    Value(SecretString),
+}
+
+impl SecretSource {
+    fn read(&self) -> Result<SecretString, Failure> {
+        match self {
+            SecretSource::Env(var) => std::env::var(var).map(SecretString::from).map_err(|_| Failure::Config {
+                detail: format!("environment variable {var} (token secret) is not set: export it before starting keepwire"),
+            }),
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map(|s| SecretString::from(s.trim_end().to_string()))
+                .map_err(|e| Failure::Config { detail: format!("token secret file {}: {e}", path.display()) }),
+            SecretSource::Value(v) => Ok(v.clone()),
+        }
+    }
+}
+
+/// Settings of the ticket dialect. URLs default to the stream's base URL.
+#[derive(Clone, Debug)]
+pub struct TicketConfig {
+    /// JWT endpoint (`POST`); default `{base}/api/v1/auth/token`.
+    pub token_url: Option<String>,
+    /// JSON body of the token request; the string `{secret}` anywhere in it is replaced by the secret.
+    pub token_body: String,
+    /// The secret for `{secret}`, if the body needs one.
+    pub token_secret: Option<SecretSource>,
+    /// JSON pointer to the JWT in the token reply.
+    pub token_pointer: String,
+    /// JSON pointer to the JWT's lifetime in seconds in the token reply.
+    pub expires_in_pointer: Option<String>,
+    /// Ticket endpoint (`GET`, Bearer JWT); default `{base}/api/v1/ws-ticket`.
+    pub ticket_url: Option<String>,
+    /// JSON pointer to the ticket in the ticket reply.
+    pub ticket_pointer: String,
+    /// Socket URL without the ticket; default `{ws-base}/ws`.
+    pub socket_url: Option<String>,
+    /// `Origin` header of the upgrade.
+    pub origin: Option<String>,
+    /// Keep the JWT (and its expiry) in this file between runs (written with mode 0600).
+    pub jwt_cache: Option<PathBuf>,
+    /// Subscribe command; `{channel}` is replaced.
+    pub subscribe_template: String,
+    /// Unsubscribe command; `{channel}` is replaced.
+    pub unsubscribe_template: Option<String>,
+    /// JSON pointer to a message's type.
+    pub type_pointer: String,
+    /// JSON pointer to a message's channel (the routing key of data).
+    pub channel_pointer: String,
+    /// Type of a subscription acknowledgement.
+    pub ack_type: Option<String>,
+    /// Type of an error about a channel.
+    pub error_type: String,
+    /// Types that are heartbeats.
+    pub heartbeat_types: Vec<String>,
+    /// Type of the message that says the socket is usable; `None`: usable once upgraded.
+    pub ready_type: Option<String>,
+}
+
+impl Default for TicketConfig {
+    fn default() -> Self {
+        Self {
+            token_url: None,
+            token_body: r#"{"apiKey":"{secret}"}"#.into(),
+            token_secret: None,
+            token_pointer: "/token".into(),
+            expires_in_pointer: Some("/expiresIn".into()),
+            ticket_url: None,
+            ticket_pointer: "/ticket".into(),
+            socket_url: None,
+            origin: None,
+            jwt_cache: None,
+            subscribe_template: r#"{"op":"subscribe","channel":"{channel}"}"#.into(),
+            unsubscribe_template: Some(r#"{"op":"unsubscribe","channel":"{channel}"}"#.into()),
+            type_pointer: "/type".into(),
+            channel_pointer: "/channel".into(),
+            ack_type: Some("subscribed".into()),
+            error_type: "error".into(),
+            heartbeat_types: vec!["heartbeat".into(), "ping".into()],
+            ready_type: Some("hello".into()),
+        }
+    }
+}
+
+/// Characters escaped in a ticket placed in a query string.
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The ticket dialect of one stream.
+#[derive(Debug)]
+pub struct Ticket {
+    token_url: Arc<str>,
+    ticket_url: Arc<str>,
+    socket_url: Arc<str>,
+    config: Arc<TicketConfig>,
+}
+
+fn ws_of(base: &str) -> String {
+    if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base.to_string()
+    }
+}
+
+impl Ticket {
+    /// A ticket dialect for the API at `base_url` (e.g. `https://api.example.com`).
+    pub fn new(base_url: &str, config: TicketConfig) -> Self {
+        let base = base_url.trim_end_matches('/');
+        Self {
+            token_url: config
+                .token_url
+                .clone()
+                .unwrap_or_else(|| format!("{base}/api/v1/auth/token"))
+                .into(),
+            ticket_url: config
+                .ticket_url
+                .clone()
+                .unwrap_or_else(|| format!("{base}/api/v1/ws-ticket"))
+                .into(),
+            socket_url: config
+                .socket_url
+                .clone()
+                .unwrap_or_else(|| format!("{}/ws", ws_of(base)))
+                .into(),
+            config: Arc::new(config),
+        }
+    }
+
+    fn render(template: &str, channel: &str) -> String {
+        // The channel is inserted as JSON string content.
+        let escaped = serde_json::to_string(channel).unwrap_or_default();
+        let inner = escaped.trim_matches('"');
+        template.replace("{channel}", inner)
+    }
+}
+
+fn pointer_str<'a>(body: &'a Value, pointer: &str) -> Option<&'a str> {
+    body.pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+fn error_code(reply: &JsonReply) -> String {
+    reply
+        .str_field("code")
+        .or_else(|| reply.str_field("error"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Reads `{"token":…,"expires_at":<unix secs>}` from the cache file.
+fn read_cache(path: &PathBuf) -> Option<Issued> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    let token = v.get("token")?.as_str()?.to_string();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let expires_in = v
+        .get("expires_at")
+        .and_then(Value::as_u64)
+        .map(|at| Duration::from_secs(at.saturating_sub(now)));
+    let age = v
+        .get("issued_at")
+        .and_then(Value::as_u64)
+        .map_or(0, |at| now.saturating_sub(at));
+    Some(Issued {
+        secret: SecretString::from(token),
+        expires_in,
+        age: Duration::from_secs(age),
+    })
+}
+
+fn write_cache(path: &PathBuf, token: &SecretString, expires_in: Option<Duration>) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let body = serde_json::json!({
+        "token": token.expose_secret(),
+        "issued_at": now.as_secs(),
+        "expires_at": expires_in.map(|d| (now + d).as_secs()),
+    });
+    let write = || -> std::io::Result<()> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(path)?;
+        std::io::Write::write_all(&mut f, body.to_string().as_bytes())
+    };
+    if let Err(e) = write() {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the JWT cache");
+    }
+}
+
+async fn fetch_jwt(
+    http: awc::Client,
+    url: Arc<str>,
+    config: Arc<TicketConfig>,
+) -> Result<Issued, Failure> {
+    let mut body = config.token_body.clone();
+    if body.contains("{secret}") {
+        let secret = config
+            .token_secret
+            .as_ref()
+            .ok_or_else(|| Failure::Config {
+                detail: "token_body uses {secret} but no token secret is configured (token_secret_env or token_secret_file)"
+                    .into(),
+            })?
+            .read()?;
+        let escaped = serde_json::to_string(secret.expose_secret()).unwrap_or_default();
+        body = body.replace("{secret}", escaped.trim_matches('"'));
+    }
+    let json: Value = serde_json::from_str(&body).map_err(|e| Failure::Config {
+        detail: format!("token_body is not JSON: {e}"),
+    })?;
+    let reply = call_json(
+        &http,
+        Method::POST,
+        &url,
+        Endpoint::Credentials,
+        Some(json),
+        &[],
+    )
+    .await?;
+    match reply.status {
+        200..=299 => {}
+        401 | 403 => {
+            return Err(Failure::Refused {
+                endpoint: Endpoint::Credentials,
+                detail: format!(
+                    "HTTP {} {}: check the token secret",
+                    reply.status,
+                    error_code(&reply)
+                ),
+            })
+        }
+        status => {
+            return Err(http_failure(
+                Endpoint::Credentials,
+                status,
+                reply.retry_after,
+            ))
+        }
+    }
+    let token =
+        pointer_str(&reply.body, &config.token_pointer).ok_or_else(|| Failure::Transport {
+            detail: format!("token reply has no string at {}", config.token_pointer),
+        })?;
+    let expires_in = config
+        .expires_in_pointer
+        .as_deref()
+        .and_then(|p| reply.body.pointer(p))
+        .and_then(Value::as_u64)
+        .map(Duration::from_secs);
+    let secret = SecretString::from(token.to_string());
+    if let Some(path) = &config.jwt_cache {
+        write_cache(path, &secret, expires_in);
+    }
+    Ok(Issued {
+        secret,
+        expires_in,
+        age: Duration::ZERO,
+    })
+}
+
+async fn buy_ticket(
+    http: awc::Client,
+    ticket_url: Arc<str>,
+    socket_url: Arc<str>,
+    jwt: SecretString,
+    config: Arc<TicketConfig>,
+) -> Result<DialPlan, Failure> {
+    let auth = format!("Bearer {}", jwt.expose_secret());
+    let reply = call_json(
+        &http,
+        Method::GET,
+        &ticket_url,
+        Endpoint::Credentials,
+        None,
+        &[("authorization", auth)],
+    )
+    .await?;
+    let code = error_code(&reply);
+    match (reply.status, code.as_str()) {
+        (200..=299, _) => {}
+        (401, "MISSING_SESSION") => {
+            return Err(Failure::Refused {
+                endpoint: Endpoint::Credentials,
+                detail:
+                    "ticket endpoint: MISSING_SESSION (the JWT lacks its session); sign in again"
+                        .into(),
+            })
+        }
+        (401 | 403, _) => {
+            return Err(Failure::Rejected {
+                status: reply.status,
+                after_refresh: false,
+            })
+        }
+        (status, _) => {
+            return Err(http_failure(
+                Endpoint::Credentials,
+                status,
+                reply.retry_after,
+            ))
+        }
+    }
+    let ticket =
+        pointer_str(&reply.body, &config.ticket_pointer).ok_or_else(|| Failure::Transport {
+            detail: format!("ticket reply has no string at {}", config.ticket_pointer),
+        })?;
+    let sep = if socket_url.contains('?') { '&' } else { '?' };
+    let url = format!(
+        "{socket_url}{sep}ticket={}",
+        utf8_percent_encode(ticket, QUERY)
+    );
+    let mut headers = Vec::new();
+    if let Some(origin) = &config.origin {
+        headers.push(("origin", SecretString::from(origin.clone())));
+    }
+    Ok(DialPlan { url, headers })
+}
+
+impl Dialect for Ticket {
+    fn name(&self) -> &'static str {
+        "ticket"
+    }
+
+    fn establish(&self, _http: awc::Client) -> LocalBoxFuture<'static, Result<(), Failure>> {
+        // No REST session: the JWT is the session.
+        async { Ok(()) }.boxed_local()
+    }
+
+    fn keepalive(
+        &self,
+        _http: awc::Client,
+    ) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>> {
+        async { Ok(KeepaliveOutcome::default()) }.boxed_local()
+    }
+
+    fn keepalive_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    fn cached_credentials(&self) -> Option<Issued> {
+        self.config.jwt_cache.as_ref().and_then(read_cache)
+    }
+
+    fn fetch_credentials(
+        &self,
+        http: awc::Client,
+    ) -> LocalBoxFuture<'static, Result<Issued, Failure>> {
+        fetch_jwt(http, self.token_url.clone(), self.config.clone()).boxed_local()
+    }
+
+    fn prepare_dial(
+        &self,
+        http: awc::Client,
+        secret: &SecretString,
+    ) -> LocalBoxFuture<'static, Result<DialPlan, Failure>> {
+        buy_ticket(
+            http,
+            self.ticket_url.clone(),
+            self.socket_url.clone(),
+            secret.clone(),
+            self.config.clone(),
+        )
+        .boxed_local()
+    }
+
+    fn logout(&self, _http: awc::Client) -> Option<LocalBoxFuture<'static, Result<(), Failure>>> {
+        None
+    }
+
+    fn decoder(&self) -> Box<dyn SocketDecoder> {
+        Box::new(TicketDecoder {
+            config: self.config.clone(),
+            ready: self.config.ready_type.is_none(),
+        })
+    }
+
+    fn socket_keepalive(&self) -> Option<(Duration, String)> {
+        None
+    }
+
+    fn opening_frames(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn upgrade_refused(&self, status: u16) -> Failure {
+        match status {
+            // The ticket was missing, used or expired: a new one is bought for the next dial.
+            400 | 401 | 403 | 404 | 410 => Failure::TicketRejected { status },
+            _ => http_failure(Endpoint::Upgrade, status, None),
+        }
+    }
+
+    fn ready_on_open(&self) -> bool {
+        self.config.ready_type.is_none()
+    }
+
+    fn subscription(&self, sub: &Subscription) -> Result<SubscriptionWire, String> {
+        let Subscription::Channel { channel } = sub else {
+            return Err(format!(
+                "the ticket dialect carries channel subscriptions, not {sub}"
+            ));
+        };
+        Ok(SubscriptionWire {
+            key: channel.as_str().into(),
+            subscribe: Self::render(&self.config.subscribe_template, channel),
+            unsubscribe: self
+                .config
+                .unsubscribe_template
+                .as_deref()
+                .map(|t| Self::render(t, channel)),
+            resend_every: None,
+            confirmation: match &self.config.ack_type {
+                Some(_) => Confirmation::Ack(channel.clone()),
+                None => Confirmation::FirstMessage,
+            },
+        })
+    }
+
+    fn competing_policy(&self) -> CompetingPolicy {
+        CompetingPolicy::Compete
+    }
+}
+
+/// Decodes the JSON messages of a ticket socket by their type and channel fields.
+struct TicketDecoder {
+    config: Arc<TicketConfig>,
+    ready: bool,
+}
+
+impl SocketDecoder for TicketDecoder {
+    fn decode(&mut self, text: &str) -> Inbound {
+        let Ok(value) = serde_json::from_str::<Value>(text) else {
+            return Inbound::Malformed;
+        };
+        if !value.is_object() {
+            return Inbound::Malformed;
+        }
+        let c = &self.config;
+        let kind = pointer_str(&value, &c.type_pointer)
+            .unwrap_or_default()
+            .to_string();
+        let channel = pointer_str(&value, &c.channel_pointer).map(str::to_string);
+        if !self.ready {
+            if c.ready_type.as_deref() == Some(kind.as_str()) {
+                self.ready = true;
+                return Inbound::Authenticated;
+            }
+            return Inbound::Control;
+        }
+        if c.heartbeat_types.contains(&kind) {
+            return Inbound::Heartbeat;
+        }
+        match channel {
+            Some(ch) if c.ack_type.as_deref() == Some(kind.as_str()) => Inbound::Ack { id: ch },
+            Some(ch) if kind == c.error_type => {
+                let message = value
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("refused")
+                    .to_string();
+                Inbound::Nack { id: ch, message }
+            }
+            Some(ch) => Inbound::Data {
+                topic: ch.into(),
+                data: value,
+            },
+            None => Inbound::Control,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dialect() -> Ticket {
+        Ticket::new("http://127.0.0.1:8080/", TicketConfig::default())
+    }
+
+    #[test]
+    fn urls_default_to_the_base() {
+        let d = dialect();
+        assert_eq!(&*d.token_url, "http://127.0.0.1:8080/api/v1/auth/token");
+        assert_eq!(&*d.ticket_url, "http://127.0.0.1:8080/api/v1/ws-ticket");
+        assert_eq!(&*d.socket_url, "ws://127.0.0.1:8080/ws");
+    }
+
+    #[test]
+    fn tickets_are_percent_encoded_in_the_query() {
+        let enc = utf8_percent_encode("a+b/c=d e", QUERY).to_string();
+        assert_eq!(enc, "a%2Bb%2Fc%3Dd%20e");
+    }
+
+    #[test]
+    fn channel_commands_are_rendered_as_json() {
+        let w = dialect()
+            .subscription(&Subscription::Channel {
+                channel: "trades\"x".into(),
+            })
+            .unwrap();
+        assert_eq!(w.subscribe, r#"{"op":"subscribe","channel":"trades\"x"}"#);
+        assert!(serde_json::from_str::<Value>(&w.subscribe).is_ok());
+        assert_eq!(w.confirmation, Confirmation::Ack("trades\"x".into()));
+    }
+
+    #[test]
+    fn messages_are_classified_by_type_and_channel() {
+        let mut d = dialect().decoder();
+        assert_eq!(
+            d.decode(r#"{"type":"data","channel":"a"}"#),
+            Inbound::Control,
+            "nothing counts before hello"
+        );
+        assert_eq!(d.decode(r#"{"type":"hello"}"#), Inbound::Authenticated);
+        assert_eq!(
+            d.decode(r#"{"type":"heartbeat","ts":1}"#),
+            Inbound::Heartbeat
+        );
+        assert_eq!(
+            d.decode(r#"{"type":"subscribed","channel":"a"}"#),
+            Inbound::Ack { id: "a".into() }
+        );
+        assert!(matches!(
+            d.decode(r#"{"type":"error","channel":"a","message":"no"}"#),
+            Inbound::Nack { .. }
+        ));
+        assert!(matches!(
+            d.decode(r#"{"type":"data","channel":"a","p":1}"#),
+            Inbound::Data { .. }
+        ));
+        assert_eq!(d.decode("nope"), Inbound::Malformed);
+    }
+
+    #[test]
+    fn a_refused_upgrade_is_a_ticket_problem_not_a_credential_problem() {
+        assert_eq!(
+            dialect().upgrade_refused(401),
+            Failure::TicketRejected { status: 401 }
+        );
+        assert!(matches!(
+            dialect().upgrade_refused(503),
+            Failure::Http { status: 503, .. }
+        ));
+    }
+
+    #[test]
+    fn the_jwt_cache_round_trips_with_expiry() {
+        let path = std::env::temp_dir().join(format!("kw-jwt-cache-{}", std::process::id()));
+        write_cache(
+            &path,
+            &SecretString::from("abc"),
+            Some(Duration::from_secs(600)),
+        );
+        let got = read_cache(&path).unwrap();
+        assert_eq!(got.secret.expose_secret(), "abc");
+        assert!(got.expires_in.unwrap() > Duration::from_secs(590));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        let _ = std::fs::remove_file(path);
+    }
+}

@@ -1,0 +1,372 @@
+//! The ticket dialect (seed 004): a JWT first, then a one-time ticket, then the socket — proven
+//! against the emulator's ticket API, one test per scenario of the seed, plus the rules that a
+//! ticket is never sent twice and that a JWT near expiry is refreshed before the dial.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::wait_stream;
+use keepwire::dialect::ticket::{SecretSource, TicketConfig};
+use keepwire::emulator::ticket::{TicketConfig as ApiConfig, TicketFault};
+use keepwire::emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault};
+use keepwire::{
+    BackoffConfig, Event, Handle, StreamConfig, StreamState, StreamStatus, Subscription,
+};
+
+const STREAM: &str = "feed";
+const ORIGIN: &str = "https://app.example.test";
+const API_KEY_ENV: &str = "KEEPWIRE_TEST_TICKET_KEY";
+
+fn emulator(api: ApiConfig) -> EmulatorHandle {
+    Emulator::start(EmulatorConfig {
+        ticket: api,
+        ..EmulatorConfig::default()
+    })
+    .expect("emulator starts")
+}
+
+fn fast_api() -> ApiConfig {
+    ApiConfig {
+        heartbeat_interval: Duration::from_millis(100),
+        data_interval: Duration::from_millis(20),
+        ..ApiConfig::default()
+    }
+}
+
+fn stream(emu: &EmulatorHandle, tweak: impl FnOnce(&mut TicketConfig)) -> StreamConfig {
+    // SAFETY-free: every test sets the same value, so concurrent writers agree.
+    std::env::set_var(API_KEY_ENV, "kw-ticket-key");
+    let mut ticket = TicketConfig {
+        token_secret: Some(SecretSource::Env(API_KEY_ENV.into())),
+        origin: Some(ORIGIN.into()),
+        ..TicketConfig::default()
+    };
+    tweak(&mut ticket);
+    let mut cfg = StreamConfig::ticket(STREAM, emu.base_url(), ticket);
+    cfg.heartbeat_timeout = Duration::from_secs(2);
+    cfg.confirm_timeout = Duration::from_secs(2);
+    cfg.backoff = BackoffConfig {
+        reset_after: Duration::from_secs(2),
+        ..BackoffConfig::default()
+    };
+    cfg
+}
+
+fn start(cfg: StreamConfig) -> Handle {
+    Handle::builder()
+        .stream(cfg)
+        .start()
+        .expect("keepwire starts")
+}
+
+async fn wait(
+    kw: &Handle,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&StreamStatus) -> bool,
+) -> StreamStatus {
+    wait_stream(kw, STREAM, secs, what, pred).await
+}
+
+async fn ready_with_data(kw: &Handle) -> keepwire::channel::Receiver<Event> {
+    let mut rx = kw
+        .subscribe(
+            STREAM,
+            Subscription::Channel {
+                channel: "trades.BTC-USD".into(),
+            },
+        )
+        .await
+        .unwrap();
+    wait(kw, 10, "fully ready", |s| s.is_fully_ready()).await;
+    let got = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(e) = rx.recv().await {
+            if let Event::Data { data, .. } = e {
+                return Some(data);
+            }
+        }
+        None
+    })
+    .await;
+    let data = got.expect("data in time").expect("data");
+    assert_eq!(data["channel"], "trades.BTC-USD");
+    rx
+}
+
+fn cache_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("keepwire-jwt-{}-{name}.json", std::process::id()))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Seed 004, scenario 1: a fresh start with no JWT fetches one before asking for a ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_start_fetches_a_jwt_before_the_first_ticket_and_connects() {
+    let emu = emulator(fast_api());
+    let kw = start(stream(&emu, |_| {}));
+    let _rx = ready_with_data(&kw).await;
+    let c = emu.counters().ticket;
+    assert_eq!(c.token_requests, 1);
+    assert_eq!(
+        c.ticket_without_jwt, 0,
+        "never a ticket request without a JWT"
+    );
+    assert_eq!(c.ticket_requests, 1);
+    assert_eq!(c.upgrades_accepted, 1);
+    assert_eq!(c.subscribes, 1);
+    kw.shutdown().await;
+    emu.stop();
+}
+
+/// Seed 004, test 2: ten rapid restarts with a cached JWT, each with exactly one ticket request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_rapid_restarts_with_a_cached_jwt_each_connect_with_one_ticket_request() {
+    let emu = emulator(fast_api());
+    let cache = cache_path("restarts");
+    let _ = std::fs::remove_file(&cache);
+    for run in 1..=11u64 {
+        let kw = start(stream(&emu, |t| t.jwt_cache = Some(cache.clone())));
+        wait(&kw, 10, "ready", |s| s.state == StreamState::Ready).await;
+        kw.shutdown().await;
+        let c = emu.counters().ticket;
+        assert_eq!(c.token_requests, 1, "run {run}: the cached JWT is reused");
+        assert_eq!(c.ticket_requests, run, "run {run}: one ticket per connect");
+        assert_eq!(c.invalid_token, 0);
+    }
+    let _ = std::fs::remove_file(&cache);
+    emu.stop();
+}
+
+/// Seed 004, scenario 2 / test 3: a corrupted cached JWT gets one refresh, then connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_jwt_is_refreshed_once_and_then_connects() {
+    let emu = emulator(fast_api());
+    let cache = cache_path("corrupt");
+    std::fs::write(&cache, r#"{"token":"invalid.jwt.token"}"#).unwrap();
+    let kw = start(stream(&emu, |t| t.jwt_cache = Some(cache.clone())));
+    let _rx = ready_with_data(&kw).await;
+    let c = emu.counters().ticket;
+    assert_eq!(c.invalid_token, 1, "the corrupted JWT was refused once");
+    assert_eq!(c.token_requests, 1, "exactly one refresh");
+    assert_eq!(c.ticket_requests, 2);
+    let s = kw.status().borrow().stream(STREAM).cloned().unwrap();
+    assert_eq!(s.hard_failures, 0);
+    kw.shutdown().await;
+    let _ = std::fs::remove_file(&cache);
+    emu.stop();
+}
+
+/// Seed 004, scenario 3: a JWT without its session is a hard failure — no further ticket requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_session_is_hard_and_no_further_ticket_is_requested() {
+    let emu = emulator(fast_api());
+    emu.inject(Fault::Ticket(TicketFault::MissingSession { on: true }));
+    let kw = start(stream(&emu, |_| {}));
+    let s = wait(&kw, 10, "failed", |s| {
+        matches!(s.state, StreamState::Failed { .. })
+    })
+    .await;
+    let StreamState::Failed { reason } = &s.state else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("MISSING_SESSION") && reason.contains("sign in again"),
+        "{reason}"
+    );
+    assert_eq!(s.hard_failures, 1);
+    let requests = emu.counters().ticket.ticket_requests;
+    // Absence over time: give a retry loop ten initial backoff periods to show itself.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        emu.counters().ticket.ticket_requests,
+        requests,
+        "zero further ticket requests"
+    );
+    assert_eq!(requests, 1);
+    kw.shutdown().await;
+    emu.stop();
+}
+
+/// Seed 004, scenario 4: the ticket store is down — jittered backoff within bounds, then connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_store_outage_backs_off_within_bounds_and_then_connects() {
+    let emu = emulator(fast_api());
+    emu.inject(Fault::Ticket(TicketFault::StoreDown { millis: 3000 }));
+    let kw = start(stream(&emu, |_| {}));
+    // Record every backoff delay the stream announces until it is Ready.
+    let mut rx = kw.status();
+    let mut delays = Vec::new();
+    let outcome = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let s = rx.borrow_and_update().stream(STREAM).cloned();
+            if let Some(s) = s {
+                if let StreamState::Backoff { attempt, delay_ms } = s.state {
+                    if delays.last().map(|(a, _)| *a) != Some(attempt) {
+                        delays.push((attempt, delay_ms));
+                    }
+                }
+                if s.state == StreamState::Ready {
+                    return s;
+                }
+            }
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("connected after the outage");
+    assert_eq!(outcome.hard_failures, 0);
+    let refused = emu.counters().ticket.store_unavailable;
+    assert!(refused >= 3, "{refused} refusals");
+    assert!(!delays.is_empty(), "backoff was announced");
+    // 250 ms · 2^(n−1), jittered ±50 %, never above the 5 s cap
+    for (i, (_, d)) in delays.iter().enumerate() {
+        let nominal = 250u64 << i.min(5);
+        assert!(
+            *d >= (nominal / 2).min(5000) && *d <= (nominal * 3 / 2).min(5000),
+            "delay {i} = {d} ms: {delays:?}"
+        );
+    }
+    kw.shutdown().await;
+    emu.stop();
+}
+
+/// Seed 004, scenario 5: a 1008 `ORIGIN_BLOCKED` close is hard — no reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_blocked_close_is_hard_and_never_reconnects() {
+    let emu = emulator(fast_api());
+    let kw = start(stream(&emu, |t| {
+        t.origin = Some("https://evil.example.test".into())
+    }));
+    let s = wait(&kw, 10, "failed", |s| {
+        matches!(s.state, StreamState::Failed { .. })
+    })
+    .await;
+    let StreamState::Failed { reason } = &s.state else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("1008") && reason.contains("ORIGIN_BLOCKED"),
+        "{reason}"
+    );
+    let c = emu.counters().ticket;
+    assert_eq!(c.origin_blocked, 1);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        emu.counters().ticket.ticket_requests,
+        c.ticket_requests,
+        "no reconnect"
+    );
+    kw.shutdown().await;
+    emu.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_is_never_sent_twice_even_after_a_failed_dial() {
+    let emu = emulator(fast_api());
+    let kw = start(stream(&emu, |_| {}));
+    let _rx = ready_with_data(&kw).await;
+    for i in 1..=3u64 {
+        if i == 2 {
+            emu.inject(Fault::Ticket(TicketFault::ReuseNextTicket));
+        }
+        emu.inject(Fault::Ticket(TicketFault::Drop));
+        wait(&kw, 10, "recovered", |s| {
+            s.recoveries == i && s.is_fully_ready()
+        })
+        .await;
+    }
+    let c = emu.counters().ticket;
+    assert_eq!(
+        c.ticket_presented_twice, 0,
+        "no ticket was ever presented twice"
+    );
+    assert_eq!(
+        c.ticket_reused, 1,
+        "the ticket spent elsewhere was refused once"
+    );
+    assert_eq!(
+        c.ticket_requests,
+        c.upgrades_accepted + c.upgrades_rejected,
+        "one ticket per dial"
+    );
+    assert_eq!(c.token_requests, 1, "a refused ticket is not a JWT problem");
+    kw.shutdown().await;
+    emu.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_near_expiry_is_refreshed_before_the_dial_not_after_a_failure() {
+    let emu = emulator(fast_api());
+    let cache = cache_path("near-expiry");
+    let now = unix_now();
+    // a JWT the server no longer knows, issued 14m40s ago for 15 minutes: 20 s left (< 30 s skew)
+    let cached = serde_json::json!({"token": "old.jwt.token", "issued_at": now - 880, "expires_at": now + 20});
+    std::fs::write(&cache, cached.to_string()).unwrap();
+    let kw = start(stream(&emu, |t| t.jwt_cache = Some(cache.clone())));
+    let _rx = ready_with_data(&kw).await;
+    let c = emu.counters().ticket;
+    assert_eq!(c.token_requests, 1, "refreshed first");
+    assert_eq!(
+        c.invalid_token, 0,
+        "the near-expiry JWT was never presented"
+    );
+    assert_eq!(c.ticket_requests, 1);
+    kw.shutdown().await;
+    let _ = std::fs::remove_file(&cache);
+    emu.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_that_expires_mid_run_is_refreshed_once_and_subscriptions_are_replayed() {
+    let emu = emulator(fast_api());
+    let kw = start(stream(&emu, |_| {}));
+    let _rx = ready_with_data(&kw).await;
+    emu.inject(Fault::Ticket(TicketFault::ExpireJwts));
+    emu.inject(Fault::Ticket(TicketFault::Drop));
+    wait(&kw, 10, "recovered", |s| {
+        s.recoveries == 1 && s.is_fully_ready()
+    })
+    .await;
+    let c = emu.counters().ticket;
+    assert_eq!(c.invalid_token, 1);
+    assert_eq!(c.token_requests, 2, "one refresh");
+    assert_eq!(
+        c.subscribes, 2,
+        "the channel was replayed on the new socket"
+    );
+    kw.shutdown().await;
+    emu.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_secret_is_hard_and_names_the_fix() {
+    let emu = emulator(fast_api());
+    let kw = start(stream(&emu, |t| {
+        t.token_secret = Some(SecretSource::Value("wrong".into()))
+    }));
+    let s = wait(&kw, 10, "failed", |s| {
+        matches!(s.state, StreamState::Failed { .. })
+    })
+    .await;
+    let StreamState::Failed { reason } = &s.state else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("check the token secret") && !reason.contains("wrong"),
+        "{reason}"
+    );
+    assert_eq!(
+        emu.counters().ticket.ticket_requests,
+        0,
+        "no ticket without a JWT"
+    );
+    kw.shutdown().await;
+    emu.stop();
+}

@@ -34,6 +34,7 @@ use serde::{Deserialize, Deserializer};
 use crate::config::{
     BackoffConfig, CompetingPolicy, DialectKind, IbkrConfig, StreamConfig, TlsConfig,
 };
+use crate::dialect::ticket::{SecretSource, TicketConfig};
 use crate::subscription::Subscription;
 use crate::tls::is_loopback_host;
 use crate::transport::url_host;
@@ -144,6 +145,8 @@ pub enum SubscriptionEntry {
         /// Account id.
         account: String,
     },
+    /// `channel = "trades.BTC-USD"` (ticket dialect)
+    Channel(String),
 }
 
 impl From<SubscriptionEntry> for Subscription {
@@ -158,6 +161,7 @@ impl From<SubscriptionEntry> for Subscription {
                 Subscription::AccountSummary { account }
             }
             SubscriptionEntry::Ledger { account } => Subscription::Ledger { account },
+            SubscriptionEntry::Channel(channel) => Subscription::Channel { channel },
         }
     }
 }
@@ -201,6 +205,44 @@ pub struct StreamSection {
     /// Reconnect backoff.
     #[serde(default)]
     pub backoff: BackoffSection,
+    /// Ticket dialect: JWT endpoint (default `{url}/api/v1/auth/token`).
+    pub token_url: Option<String>,
+    /// Ticket dialect: JSON body of the token request; `{secret}` is replaced by the secret.
+    pub token_body: Option<String>,
+    /// Ticket dialect: environment variable holding the token secret.
+    pub token_secret_env: Option<String>,
+    /// Ticket dialect: file holding the token secret.
+    pub token_secret_file: Option<PathBuf>,
+    /// Ticket dialect: JSON pointer to the JWT in the token reply.
+    pub token_pointer: Option<String>,
+    /// Ticket dialect: JSON pointer to the JWT's lifetime in seconds.
+    pub expires_in_pointer: Option<String>,
+    /// Ticket dialect: ticket endpoint (default `{url}/api/v1/ws-ticket`).
+    pub ticket_url: Option<String>,
+    /// Ticket dialect: JSON pointer to the ticket.
+    pub ticket_pointer: Option<String>,
+    /// Ticket dialect: socket URL without the ticket (default `{ws url}/ws`).
+    pub socket_url: Option<String>,
+    /// Ticket dialect: `Origin` header of the upgrade.
+    pub origin: Option<String>,
+    /// Ticket dialect: keep the JWT in this file between runs (mode 0600).
+    pub jwt_cache: Option<PathBuf>,
+    /// Ticket dialect: subscribe command template (`{channel}` is replaced).
+    pub subscribe_template: Option<String>,
+    /// Ticket dialect: unsubscribe command template.
+    pub unsubscribe_template: Option<String>,
+    /// Ticket dialect: JSON pointer to a message's type.
+    pub type_pointer: Option<String>,
+    /// Ticket dialect: JSON pointer to a message's channel.
+    pub channel_pointer: Option<String>,
+    /// Ticket dialect: type of a subscription acknowledgement (`""`: confirm by first data).
+    pub ack_type: Option<String>,
+    /// Ticket dialect: type of an error message.
+    pub error_type: Option<String>,
+    /// Ticket dialect: heartbeat message types.
+    pub heartbeat_types: Option<Vec<String>>,
+    /// Ticket dialect: type of the message that makes the socket usable (`""`: on upgrade).
+    pub ready_type: Option<String>,
     /// What to subscribe to.
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionEntry>,
@@ -246,11 +288,14 @@ fn secret_key_hint(text: &str) -> Option<String> {
             continue;
         };
         let key = key.trim();
+        if key.starts_with('#') {
+            continue;
+        }
         let lower = key.to_ascii_lowercase();
-        let secretish = ["password", "secret", "token", "api_key", "apikey"]
-            .iter()
-            .any(|w| lower.contains(w));
-        if secretish && !lower.ends_with("_env") && !lower.ends_with("_file") {
+        let last = lower.rsplit(['.', '_']).next().unwrap_or(&lower);
+        let secretish = ["password", "secret", "token", "apikey", "key", "jwt"].contains(&last)
+            || lower.ends_with("api_key");
+        if secretish {
             return Some(format!(
                 "key `{key}` holds a secret in the configuration text; secrets never go in the file: use `{key}_env = \"VAR\"` (an environment variable) or `{key}_file = \"path\"` instead"
             ));
@@ -310,12 +355,13 @@ fn stream(
     at: &str,
     base: &Path,
 ) -> Result<(StreamConfig, Vec<Subscription>), ConfigError> {
-    if s.dialect != "ibkr" {
+    if s.dialect != "ibkr" && s.dialect != "ticket" {
         return Err(ConfigError(format!(
-            "{at}: dialect = {:?} is not supported: use \"ibkr\"",
+            "{at}: dialect = {:?} is not supported: use \"ibkr\" or \"ticket\"",
             s.dialect
         )));
     }
+    s.check_dialect_keys(at)?;
     let scheme_ok = ["https://", "http://", "wss://", "ws://"]
         .iter()
         .any(|p| s.url.starts_with(p));
@@ -359,25 +405,29 @@ fn stream(
         (None, true) => TlsConfig::InsecureSkipVerifyLoopbackOnly,
         (None, false) => TlsConfig::Verified,
     };
-    let competing = match s.competing.as_deref() {
-        None | Some("compete") => CompetingPolicy::Compete,
-        Some("yield") => CompetingPolicy::Yield,
-        Some(other) => {
-            return Err(ConfigError(format!(
-                "{at}: competing = {other:?} is not a policy: use \"compete\" or \"yield\""
-            )))
-        }
-    };
     let d = IbkrConfig::default();
-    cfg.dialect = DialectKind::Ibkr(IbkrConfig {
-        competing,
-        tickle_interval: s.tickle_interval.map_or(d.tickle_interval, |h| h.0),
-        tic_interval: s.tic_interval.map_or(d.tic_interval, |h| h.0),
-        resubscribe_interval: s
-            .resubscribe_interval
-            .map_or(d.resubscribe_interval, |h| h.0),
-        logout_on_shutdown: s.logout_on_shutdown,
-    });
+    if s.dialect == "ticket" {
+        cfg.dialect = DialectKind::Ticket(Box::new(ticket_config(&s, at, base)?));
+    } else {
+        let competing = match s.competing.as_deref() {
+            None | Some("compete") => CompetingPolicy::Compete,
+            Some("yield") => CompetingPolicy::Yield,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "{at}: competing = {other:?} is not a policy: use \"compete\" or \"yield\""
+                )))
+            }
+        };
+        cfg.dialect = DialectKind::Ibkr(IbkrConfig {
+            competing,
+            tickle_interval: s.tickle_interval.map_or(d.tickle_interval, |h| h.0),
+            tic_interval: s.tic_interval.map_or(d.tic_interval, |h| h.0),
+            resubscribe_interval: s
+                .resubscribe_interval
+                .map_or(d.resubscribe_interval, |h| h.0),
+            logout_on_shutdown: s.logout_on_shutdown,
+        });
+    }
     let set = |target: &mut Duration, v: Option<HumanDuration>| {
         if let Some(h) = v {
             *target = h.0;
@@ -429,6 +479,123 @@ fn stream(
         .map(Subscription::from)
         .collect();
     Ok((cfg, subs))
+}
+
+impl StreamSection {
+    /// Keys that belong to one dialect are errors on another.
+    fn check_dialect_keys(&self, at: &str) -> Result<(), ConfigError> {
+        let ibkr_only = [
+            ("tickle_interval", self.tickle_interval.is_some()),
+            ("tic_interval", self.tic_interval.is_some()),
+            ("resubscribe_interval", self.resubscribe_interval.is_some()),
+            ("competing", self.competing.is_some()),
+            ("logout_on_shutdown", self.logout_on_shutdown),
+            ("login_poll_interval", self.login_poll_interval.is_some()),
+        ];
+        let ticket_only = [
+            ("token_url", self.token_url.is_some()),
+            ("token_body", self.token_body.is_some()),
+            ("token_secret_env", self.token_secret_env.is_some()),
+            ("token_secret_file", self.token_secret_file.is_some()),
+            ("token_pointer", self.token_pointer.is_some()),
+            ("expires_in_pointer", self.expires_in_pointer.is_some()),
+            ("ticket_url", self.ticket_url.is_some()),
+            ("ticket_pointer", self.ticket_pointer.is_some()),
+            ("socket_url", self.socket_url.is_some()),
+            ("origin", self.origin.is_some()),
+            ("jwt_cache", self.jwt_cache.is_some()),
+            ("subscribe_template", self.subscribe_template.is_some()),
+            ("unsubscribe_template", self.unsubscribe_template.is_some()),
+            ("type_pointer", self.type_pointer.is_some()),
+            ("channel_pointer", self.channel_pointer.is_some()),
+            ("ack_type", self.ack_type.is_some()),
+            ("error_type", self.error_type.is_some()),
+            ("heartbeat_types", self.heartbeat_types.is_some()),
+            ("ready_type", self.ready_type.is_some()),
+        ];
+        let (foreign, owner) = if self.dialect == "ticket" {
+            (&ibkr_only[..], "ibkr")
+        } else {
+            (&ticket_only[..], "ticket")
+        };
+        match foreign.iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(ConfigError(format!(
+                "{at}: {key} applies to dialect = \"{owner}\" only, not {:?}: remove it",
+                self.dialect
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn ticket_config(s: &StreamSection, at: &str, base: &Path) -> Result<TicketConfig, ConfigError> {
+    let d = TicketConfig::default();
+    let resolve = |p: &PathBuf| {
+        if p.is_absolute() {
+            p.clone()
+        } else {
+            base.join(p)
+        }
+    };
+    let token_secret = match (&s.token_secret_env, &s.token_secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError(format!(
+                "{at}: set token_secret_env or token_secret_file, not both"
+            )))
+        }
+        (Some(var), None) => Some(SecretSource::Env(var.clone())),
+        (None, Some(file)) => Some(SecretSource::File(resolve(file))),
+        (None, None) => None,
+    };
+    let token_body = s.token_body.clone().unwrap_or(d.token_body);
+    if serde_json::from_str::<serde_json::Value>(&token_body.replace("{secret}", "x")).is_err() {
+        return Err(ConfigError(format!("{at}: token_body = {token_body:?} is not JSON: write it like '{{\"apiKey\":\"{{secret}}\"}}'")));
+    }
+    if token_body.contains("{secret}") && token_secret.is_none() {
+        return Err(ConfigError(format!(
+            "{at}: token_body uses {{secret}} but no secret is configured: set token_secret_env = \"VAR\" or token_secret_file = \"path\""
+        )));
+    }
+    for (key, pointer) in [
+        ("token_pointer", &s.token_pointer),
+        ("ticket_pointer", &s.ticket_pointer),
+        ("type_pointer", &s.type_pointer),
+        ("channel_pointer", &s.channel_pointer),
+        ("expires_in_pointer", &s.expires_in_pointer),
+    ] {
+        if let Some(p) = pointer {
+            if !p.starts_with('/') {
+                return Err(ConfigError(format!(
+                    "{at}: {key} = {p:?} is not a JSON pointer: write it like \"/token\""
+                )));
+            }
+        }
+    }
+    let non_empty = |v: &Option<String>, default: Option<String>| match v {
+        Some(t) if t.is_empty() => None,
+        Some(t) => Some(t.clone()),
+        None => default,
+    };
+    Ok(TicketConfig {
+        token_url: s.token_url.clone(),
+        token_body,
+        token_secret,
+        token_pointer: s.token_pointer.clone().unwrap_or(d.token_pointer),
+        expires_in_pointer: non_empty(&s.expires_in_pointer, d.expires_in_pointer),
+        ticket_url: s.ticket_url.clone(),
+        ticket_pointer: s.ticket_pointer.clone().unwrap_or(d.ticket_pointer),
+        socket_url: s.socket_url.clone(),
+        origin: s.origin.clone(),
+        jwt_cache: s.jwt_cache.as_ref().map(resolve),
+        subscribe_template: s.subscribe_template.clone().unwrap_or(d.subscribe_template),
+        unsubscribe_template: non_empty(&s.unsubscribe_template, d.unsubscribe_template),
+        type_pointer: s.type_pointer.clone().unwrap_or(d.type_pointer),
+        channel_pointer: s.channel_pointer.clone().unwrap_or(d.channel_pointer),
+        ack_type: non_empty(&s.ack_type, d.ack_type),
+        error_type: s.error_type.clone().unwrap_or(d.error_type),
+        heartbeat_types: s.heartbeat_types.clone().unwrap_or(d.heartbeat_types),
+        ready_type: non_empty(&s.ready_type, d.ready_type),
+    })
 }
 
 #[cfg(test)]
@@ -533,5 +700,57 @@ market_data = { conid = 265598, fields = ["31", "84", "86"] }
     fn backoff_bounds_are_checked() {
         let e = err(&GOOD.replace("initial = \"250ms\"", "initial = \"10s\""));
         assert!(e.contains("at most max"), "{e}");
+    }
+
+    const TICKET: &str = r#"
+[[streams]]
+name = "feed"
+dialect = "ticket"
+url = "https://api.example.com"
+origin = "https://app.example.com"
+token_secret_env = "FEED_API_KEY"
+jwt_cache = "/tmp/feed-jwt.json"
+
+[[streams.subscriptions]]
+channel = "trades.BTC-USD"
+"#;
+
+    #[test]
+    fn a_ticket_stream_parses() {
+        let c = parse(TICKET, Path::new(".")).unwrap();
+        let (s, subs) = &c.streams[0];
+        let DialectKind::Ticket(t) = &s.dialect else {
+            panic!("not a ticket stream")
+        };
+        assert_eq!(t.origin.as_deref(), Some("https://app.example.com"));
+        assert!(matches!(&t.token_secret, Some(SecretSource::Env(v)) if v == "FEED_API_KEY"));
+        assert_eq!(
+            subs,
+            &vec![Subscription::Channel {
+                channel: "trades.BTC-USD".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn keys_of_another_dialect_are_errors() {
+        let e = err(&TICKET.replace("origin = ", "tickle_interval = \"60s\"\norigin = "));
+        assert!(
+            e.contains("tickle_interval applies to dialect = \"ibkr\" only"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("competing = \"compete\"", "origin = \"https://x\""));
+        assert!(
+            e.contains("origin applies to dialect = \"ticket\" only"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_secret_placeholder_needs_a_secret_source() {
+        let e = err(&TICKET.replace("token_secret_env = \"FEED_API_KEY\"\n", ""));
+        assert!(e.contains("token_secret_env"), "{e}");
+        let e = err(&TICKET.replace("token_secret_env", "token_secret"));
+        assert!(e.contains("token_secret_env = "), "{e}");
     }
 }

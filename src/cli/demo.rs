@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
+use keepwire::dialect::ticket::{SecretSource, TicketConfig};
+use keepwire::emulator::ticket::{TicketConfig as TicketApiConfig, TicketFault};
 use keepwire::emulator::{Emulator, EmulatorConfig, Fault};
 use keepwire::{BackoffConfig, Event, Handle, StreamConfig, StreamStatus, Subscription};
 use rand::{Rng, SeedableRng};
@@ -29,6 +31,18 @@ pub struct DemoArgs {
     /// Print the summary as one JSON object on the last stdout line.
     #[arg(long)]
     pub json: bool,
+    /// Which dialect to run.
+    #[arg(long, value_enum, default_value_t = DemoDialect::Ibkr)]
+    pub dialect: DemoDialect,
+}
+
+/// The dialects the demo can run.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DemoDialect {
+    /// IBKR Client Portal Gateway.
+    Ibkr,
+    /// A WebSocket opened with a one-time ticket bought with a JWT.
+    Ticket,
 }
 
 /// One scripted fault: what to inject, and what "recovered" means for it.
@@ -41,7 +55,7 @@ struct Scripted {
     disconnects: bool,
 }
 
-fn script() -> Vec<Scripted> {
+fn ibkr_script() -> Vec<Scripted> {
     let s = |name, faults| Scripted {
         name,
         faults,
@@ -141,8 +155,88 @@ fn script() -> Vec<Scripted> {
     ]
 }
 
-fn stream_config(emu: &keepwire::emulator::EmulatorHandle) -> StreamConfig {
-    let mut cfg = StreamConfig::ibkr(STREAM, emu.base_url());
+fn ticket_script() -> Vec<Scripted> {
+    let s = |name, faults| Scripted {
+        name,
+        faults,
+        approve_after: None,
+        disconnects: true,
+    };
+    let t = Fault::Ticket;
+    vec![
+        s(
+            "JWT expired (401 INVALID_TOKEN)",
+            vec![t(TicketFault::ExpireJwts), t(TicketFault::Drop)],
+        ),
+        s(
+            "ticket store down (503)",
+            vec![
+                t(TicketFault::StoreDown { millis: 1500 }),
+                t(TicketFault::Drop),
+            ],
+        ),
+        s(
+            "ticket already used (upgrade refused)",
+            vec![t(TicketFault::ReuseNextTicket), t(TicketFault::Drop)],
+        ),
+        s("socket dropped", vec![t(TicketFault::Drop)]),
+        s("close 1001", vec![t(TicketFault::Close { code: 1001 })]),
+        s("close 1011", vec![t(TicketFault::Close { code: 1011 })]),
+        s(
+            "JWT expired, then the store down",
+            vec![
+                t(TicketFault::ExpireJwts),
+                t(TicketFault::StoreDown { millis: 800 }),
+                t(TicketFault::Drop),
+            ],
+        ),
+    ]
+}
+
+fn script(dialect: DemoDialect) -> Vec<Scripted> {
+    match dialect {
+        DemoDialect::Ibkr => ibkr_script(),
+        DemoDialect::Ticket => ticket_script(),
+    }
+}
+
+fn subscriptions(dialect: DemoDialect) -> Vec<Subscription> {
+    match dialect {
+        DemoDialect::Ibkr => CONIDS
+            .iter()
+            .map(|&c| Subscription::market_data(c, ["31", "84", "86"]))
+            .collect(),
+        DemoDialect::Ticket => [
+            "trades.BTC-USD",
+            "trades.ETH-USD",
+            "book.BTC-USD",
+            "book.ETH-USD",
+        ]
+        .iter()
+        .map(|c| Subscription::Channel {
+            channel: (*c).to_string(),
+        })
+        .collect(),
+    }
+}
+
+fn stream_config(dialect: DemoDialect, emu: &keepwire::emulator::EmulatorHandle) -> StreamConfig {
+    let mut cfg = match dialect {
+        DemoDialect::Ibkr => StreamConfig::ibkr(STREAM, emu.base_url()),
+        DemoDialect::Ticket => StreamConfig::ticket(
+            STREAM,
+            emu.base_url(),
+            TicketConfig {
+                token_secret: Some(SecretSource::Value(
+                    TicketApiConfig::default().api_key.into(),
+                )),
+                origin: TicketApiConfig::default()
+                    .allowed_origins
+                    .and_then(|o| o.first().cloned()),
+                ..TicketConfig::default()
+            },
+        ),
+    };
     cfg.backoff = BackoffConfig {
         initial: Duration::from_millis(100),
         max: Duration::from_secs(1),
@@ -161,12 +255,12 @@ fn stream_config(emu: &keepwire::emulator::EmulatorHandle) -> StreamConfig {
     cfg
 }
 
-/// When each contract last delivered data.
-type LastData = Arc<Mutex<BTreeMap<u64, Instant>>>;
+/// When each subscription (by index) last delivered data.
+type LastData = Arc<Mutex<BTreeMap<usize, Instant>>>;
 
-fn data_since(last: &LastData, t0: Instant) -> bool {
+fn data_since(last: &LastData, count: usize, t0: Instant) -> bool {
     let m = last.lock().unwrap_or_else(|e| e.into_inner());
-    CONIDS.iter().all(|c| m.get(c).is_some_and(|t| *t > t0))
+    (0..count).all(|i| m.get(&i).is_some_and(|t| *t > t0))
 }
 
 fn line(s: &StreamStatus, done: usize, total: usize) -> String {
@@ -196,6 +290,11 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         heartbeat_interval: Duration::from_millis(300),
         market_data_interval: Duration::from_millis(50),
         smd_expiry: Some(Duration::from_secs(3)),
+        ticket: TicketApiConfig {
+            heartbeat_interval: Duration::from_millis(300),
+            data_interval: Duration::from_millis(50),
+            ..TicketApiConfig::default()
+        },
         ..EmulatorConfig::default()
     };
     let emu = match Emulator::start(emu_cfg) {
@@ -205,7 +304,10 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let kw = match Handle::builder().stream(stream_config(&emu)).start() {
+    let kw = match Handle::builder()
+        .stream(stream_config(args.dialect, &emu))
+        .start()
+    {
         Ok(k) => k,
         Err(e) => {
             eprintln!("keepwire demo: cannot start keepwire: {e}");
@@ -213,11 +315,10 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         }
     };
     let last: LastData = Arc::default();
-    for conid in CONIDS {
-        let mut rx = match kw
-            .subscribe(STREAM, Subscription::market_data(conid, ["31", "84", "86"]))
-            .await
-        {
+    let subs = subscriptions(args.dialect);
+    let sub_count = subs.len();
+    for (index, sub) in subs.into_iter().enumerate() {
+        let mut rx = match kw.subscribe(STREAM, sub).await {
             Ok(rx) => rx,
             Err(e) => {
                 eprintln!("keepwire demo: {e}");
@@ -230,7 +331,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
                 if matches!(ev, Event::Data { .. }) {
                     last.lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(conid, Instant::now());
+                        .insert(index, Instant::now());
                 }
             }
         });
@@ -241,7 +342,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     let started = Instant::now();
     let total_time = Duration::from_secs(args.duration.max(1));
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-    let mut faults = script();
+    let mut faults = script(args.dialect);
     // seeded order
     for i in (1..faults.len()).rev() {
         faults.swap(i, rng.gen_range(0..=i));
@@ -283,7 +384,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         while Instant::now() < deadline {
             let s = status.borrow().stream(STREAM).cloned().unwrap_or_default();
             let reconnected = !f.disconnects || s.recoveries > recoveries_before;
-            if reconnected && s.is_fully_ready() && data_since(&last, t0) {
+            if reconnected && s.is_fully_ready() && data_since(&last, sub_count, t0) {
                 recovered = true;
                 break;
             }
@@ -322,6 +423,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         "ok": ok,
         "duration_s": started.elapsed().as_secs_f64(),
         "seed": args.seed,
+        "dialect": format!("{:?}", args.dialect).to_lowercase(),
         "faults_injected": faults_injected,
         "recoveries": recovery_ms.len(),
         "unrecovered": unrecovered,
@@ -335,7 +437,10 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         "recovery_max_ms": sorted.last().copied().unwrap_or(0),
         "socket_reconnects": s.epoch.saturating_sub(1),
         "actor_restarts": s.restarts,
-        "gateway": { "tickles": c.tickle, "ssodh_init": c.ssodh_init, "upgrades": c.ws_upgrades_accepted, "smd_subscribes": c.smd_subscribe },
+        "gateway": match args.dialect {
+            DemoDialect::Ibkr => serde_json::json!({ "tickles": c.tickle, "ssodh_init": c.ssodh_init, "upgrades": c.ws_upgrades_accepted, "smd_subscribes": c.smd_subscribe }),
+            DemoDialect::Ticket => serde_json::to_value(&c.ticket).unwrap_or_default(),
+        },
     });
     eprintln!(
         "\n{}: {} faults injected, {} recovered (p50 {} ms, p99 {} ms), {} hard failures, subscriptions {}/{} active, {} messages",

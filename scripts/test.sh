@@ -17,6 +17,11 @@ fi
 if ! cargo clippy --version >/dev/null 2>&1; then
   rustup component add clippy || { echo "missing: clippy — install it with: rustup component add clippy" >&2; exit 1; }
 fi
+# ibind, the Python IBKR client that tests/interop_ibind.rs drives the emulator with (version tested: 0.2.2).
+need python3 "apt-get install -y python3 python3-pip"
+if ! python3 -c "import ibind" >/dev/null 2>&1; then
+  python3 -m pip install --quiet ibind==0.2.2 || { echo "missing: ibind — install it with: python3 -m pip install ibind" >&2; exit 1; }
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -26,6 +31,16 @@ echo "== cargo clippy (library without the emulator, as embedders build it)"
 cargo clippy --lib --no-default-features --locked -- -D warnings
 echo "== the quickstart example, against the emulator"
 cargo run --locked --quiet --example quickstart >/dev/null
+# @microsoft/signalr, the official SignalR client that tests/interop_signalr.rs drives the hub with
+# (version pinned in tests/interop/signalr/package.json); installed only when absent or outdated.
+need node "apt-get install -y nodejs npm"
+need npm "apt-get install -y npm"
+signalr_dir=tests/interop/signalr
+if [ ! -f "$signalr_dir/node_modules/.package-lock.json" ] \
+  || [ "$signalr_dir/package-lock.json" -nt "$signalr_dir/node_modules/.package-lock.json" ]; then
+  echo "== npm ci --prefix $signalr_dir"
+  npm ci --prefix "$signalr_dir" --no-audit --no-fund
+fi
 echo "== cargo test"
 cargo test --locked --all-targets
 cargo test --locked --doc

@@ -14,6 +14,8 @@ pub enum DialectKind {
     Ibkr(IbkrConfig),
     /// A WebSocket opened with a one-time ticket bought with a JWT (seed 004).
     Ticket(Box<crate::dialect::ticket::TicketConfig>),
+    /// An ASP.NET Core SignalR hub with a token factory (seed 003).
+    SignalR(Box<crate::dialect::signalr::SignalRConfig>),
 }
 
 /// What to do when the gateway reports a competing brokerage session.
@@ -186,6 +188,19 @@ impl StreamConfig {
         }
     }
 
+    /// A stream to the SignalR hub at `hub_url` (e.g. `https://host/hubs/market`): pings every
+    /// 15 s, the socket presumed dead after 30 s of silence.
+    pub fn signalr(
+        name: impl Into<String>,
+        hub_url: impl Into<String>,
+        signalr: crate::dialect::signalr::SignalRConfig,
+    ) -> Self {
+        let mut cfg = Self::ibkr(name, hub_url);
+        cfg.heartbeat_timeout = Duration::from_secs(30);
+        cfg.dialect = DialectKind::SignalR(Box::new(signalr));
+        cfg
+    }
+
     /// The IBKR settings, when this is an IBKR stream.
     pub fn ibkr_config_mut(&mut self) -> Option<&mut IbkrConfig> {
         match &mut self.dialect {
@@ -199,6 +214,32 @@ impl StreamConfig {
         match &mut self.dialect {
             DialectKind::Ticket(c) => Some(c),
             _ => None,
+        }
+    }
+}
+
+/// Where a secret comes from. Never from configuration text.
+#[derive(Clone, Debug)]
+pub enum SecretSource {
+    /// An environment variable, read at each fetch.
+    Env(String),
+    /// A file, read at each fetch (trailing whitespace trimmed).
+    File(PathBuf),
+    /// Given by the embedding program.
+    Value(secrecy::SecretString),
+}
+
+impl SecretSource {
+    /// Reads the secret now (each fetch reads it again, so a rotated secret is picked up).
+    pub fn read(&self) -> Result<secrecy::SecretString, crate::failure::Failure> {
+        match self {
+            SecretSource::Env(var) => std::env::var(var).map(secrecy::SecretString::from).map_err(|_| crate::failure::Failure::Config {
+                detail: format!("environment variable {var} (token secret) is not set: export it before starting keepwire"),
+            }),
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map(|s| secrecy::SecretString::from(s.trim_end().to_string()))
+                .map_err(|e| crate::failure::Failure::Config { detail: format!("token secret file {}: {e}", path.display()) }),
+            SecretSource::Value(v) => Ok(v.clone()),
         }
     }
 }

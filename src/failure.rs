@@ -20,6 +20,9 @@ use std::time::Duration;
 
 use crate::config::CompetingPolicy;
 
+/// The least a 429 answered without `Retry-After` is waited out.
+pub const RATE_LIMIT_FLOOR: Duration = Duration::from_secs(1);
+
 /// How a failure is handled. See the module docs for the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Class {
@@ -249,9 +252,20 @@ impl Failure {
     }
 
     /// A delay the server asked for (429/503 `Retry-After`), to be honoured over the backoff.
+    /// A 429 without `Retry-After` (awc loses the headers of a refused WebSocket upgrade) waits
+    /// at least [`RATE_LIMIT_FLOOR`]: pacing limits are per second, and redialing inside the
+    /// penalty window only extends it.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Failure::Http { retry_after, .. } => *retry_after,
+            Failure::Http {
+                retry_after: Some(d),
+                ..
+            } => Some(*d),
+            Failure::Http {
+                status: 429,
+                retry_after: None,
+                ..
+            } => Some(RATE_LIMIT_FLOOR),
             _ => None,
         }
     }
@@ -370,7 +384,7 @@ impl fmt::Display for Failure {
                 write!(f, "{} refused: {detail}", endpoint.as_str())
             }
             Failure::TicketRejected { status } => {
-                write!(f, "socket upgrade refused the one-time ticket (HTTP {status}); a new ticket is bought")
+                write!(f, "socket upgrade refused the one-time ticket or connection token (HTTP {status}); a new one is obtained")
             }
             Failure::ServerClose {
                 allow_reconnect,

@@ -39,9 +39,25 @@ pub enum Error {
     /// Two streams share a name.
     #[error("stream name {0:?} is used twice: names must be unique")]
     DuplicateStream(String),
-    /// Metrics could not be registered (a name collision in the host's registry).
+    /// Metrics could not be registered (an invalid const label, or a collision with metrics of
+    /// the host that are not keepwire's).
     #[error("cannot register keepwire metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// keepwire's metrics are already in the registry with the same const labels (typically a
+    /// second supervisor sharing the host's registry).
+    #[error(
+        "cannot register keepwire metrics: this registry already holds keepwire metrics with the \
+         same const labels ({const_labels}); give every supervisor that shares a registry \
+         distinct const labels with the same names, e.g. \
+         Handle::builder().const_labels([(\"supervisor\", \"a\")]) and \
+         .const_labels([(\"supervisor\", \"b\")]) ({detail})"
+    )]
+    MetricsCollision {
+        /// The const labels this supervisor asked for (`{}` when none).
+        const_labels: String,
+        /// What the registry said.
+        detail: String,
+    },
     /// The supervisor thread could not start.
     #[error("cannot start the keepwire thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -52,6 +68,7 @@ pub enum Error {
 pub struct Builder {
     streams: Vec<StreamConfig>,
     registry: Option<Registry>,
+    const_labels: BTreeMap<String, String>,
 }
 
 impl Builder {
@@ -67,6 +84,21 @@ impl Builder {
         self
     }
 
+    /// Adds const labels to every keepwire series (e.g. `[("supervisor", "a")]`), so that
+    /// several supervisors can share one registry: give each the same label names with
+    /// different values. Names must not be one of keepwire's own labels (`stream`, `state`,
+    /// `reason`, `result`, `actor`, `kind`). Never put a secret or an account id in a label.
+    pub fn const_labels<I, K, V>(mut self, labels: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.const_labels
+            .extend(labels.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
     /// Starts keepwire on its own thread and returns a handle. Each stream's actors start at once.
     pub fn start(self) -> Result<Handle, Error> {
         let mut seen = std::collections::BTreeSet::new();
@@ -76,7 +108,7 @@ impl Builder {
             }
         }
         let registry = self.registry.unwrap_or_default();
-        let metrics = Metrics::register(&registry)?;
+        let metrics = register_metrics(&registry, &self.const_labels)?;
         let (status_tx, status_rx) = watch::channel(Status::default());
         let status_tx = Arc::new(status_tx);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -113,6 +145,47 @@ impl Builder {
             }),
         })
     }
+}
+
+/// Labels of keepwire's own series: a const label must not reuse them.
+const OWN_LABELS: [&str; 7] = ["stream", "state", "reason", "result", "actor", "kind", "le"];
+
+/// Registers keepwire's metrics, naming the fix when they collide with another supervisor's.
+fn register_metrics(
+    registry: &Registry,
+    const_labels: &BTreeMap<String, String>,
+) -> Result<Metrics, Error> {
+    if let Some(name) = const_labels
+        .keys()
+        .find(|k| OWN_LABELS.contains(&k.as_str()))
+    {
+        return Err(Error::Metrics(prometheus::Error::Msg(format!(
+            "const label {name:?} is one of keepwire's own labels ({}); choose another name, e.g. \"supervisor\"",
+            OWN_LABELS.join(", ")
+        ))));
+    }
+    Metrics::register_with(registry, const_labels).map_err(|e| {
+        let collision = match &e {
+            prometheus::Error::AlreadyReg => true,
+            prometheus::Error::Msg(m) => m.contains("different label names"),
+            _ => false,
+        };
+        if collision {
+            Error::MetricsCollision {
+                const_labels: format!(
+                    "{{{}}}",
+                    const_labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v:?}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                detail: e.to_string(),
+            }
+        } else {
+            Error::Metrics(e)
+        }
+    })
 }
 
 struct Inner {

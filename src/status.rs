@@ -156,6 +156,8 @@ pub struct StreamStatus {
     pub messages_received: u64,
     /// Events dropped because a consumer was too slow.
     pub events_dropped: u64,
+    /// Credentials handed out for dials (one per attempt: a token is never captured).
+    pub credential_requests: u64,
 }
 
 fn ser_opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {

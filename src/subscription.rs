@@ -35,6 +35,30 @@ pub enum Subscription {
         /// The channel, e.g. `trades.BTC-USD`.
         channel: String,
     },
+    /// A SignalR hub invocation that starts a stream of `event` invocations (e.g.
+    /// `SubscribeContractQuotes("CON.F.US.EP.M25")` → `GatewayQuote("CON.F.US.EP.M25", {…})`).
+    Hub {
+        /// The hub method that subscribes.
+        method: String,
+        /// Its arguments as a JSON array text, e.g. `["CON.F.US.EP.M25"]`.
+        args: String,
+        /// The hub method that unsubscribes (same arguments), if any.
+        unsubscribe: Option<String>,
+        /// The client method the data arrives as; routed by it and the first argument.
+        event: String,
+    },
+}
+
+impl Subscription {
+    /// A SignalR contract-quote subscription of a typical market hub.
+    pub fn hub_quotes(contract_id: &str) -> Self {
+        Subscription::Hub {
+            method: "SubscribeContractQuotes".into(),
+            args: serde_json::json!([contract_id]).to_string(),
+            unsubscribe: Some("UnsubscribeContractQuotes".into()),
+            event: "GatewayQuote".into(),
+        }
+    }
 }
 
 impl Subscription {
@@ -60,6 +84,7 @@ impl fmt::Display for Subscription {
             Subscription::AccountSummary { .. } => write!(f, "account summary"),
             Subscription::Ledger { .. } => write!(f, "ledger"),
             Subscription::Channel { channel } => write!(f, "channel {channel}"),
+            Subscription::Hub { method, args, .. } => write!(f, "{method}({args})"),
         }
     }
 }

@@ -61,6 +61,12 @@ pub struct StreamSupervisor {
     restart_log: BTreeMap<ActorKind, VecDeque<Instant>>,
     lost_ready_at: Option<Instant>,
     was_fully_ready: bool,
+    /// When this supervisor was created (for `keepwire_time_to_first_ready_seconds`).
+    created_at: Instant,
+    /// The stream has been Ready at least once.
+    ever_ready: bool,
+    /// The gateway reported a competing session since the session was last established.
+    competing: bool,
 }
 
 impl StreamSupervisor {
@@ -93,6 +99,9 @@ impl StreamSupervisor {
             restart_log: BTreeMap::new(),
             lost_ready_at: None,
             was_fully_ready: false,
+            created_at: Instant::now(),
+            ever_ready: false,
+            competing: false,
         }
     }
 
@@ -265,10 +274,21 @@ impl StreamSupervisor {
         if state != self.status.state {
             tracing::debug!(stream = %self.name, from = self.status.state.as_str(), to = state.as_str(), "state");
             self.metrics.state(&state);
+            if state == StreamState::Ready && !self.ever_ready {
+                self.ever_ready = true;
+                let took = Instant::now().saturating_duration_since(self.created_at);
+                self.metrics.first_ready(took);
+            }
         }
+        self.metrics.connect_attempts(self.status.attempt);
+        self.metrics.gateway_session(
+            self.session == SessionPhase::Established && !self.stopped,
+            self.competing,
+        );
         self.status.state = state;
         self.status.messages_received = self.metrics.messages_received.get();
         self.status.events_dropped = self.metrics.events_dropped.get();
+        self.status.credential_requests = self.metrics.credential_requests.get();
         let fully_ready = self.status.is_fully_ready();
         let now = Instant::now();
         if self.was_fully_ready && !fully_ready {
@@ -327,7 +347,12 @@ impl Handler<Report> for StreamSupervisor {
 
     fn handle(&mut self, report: Report, ctx: &mut Context<Self>) {
         match report {
-            Report::Session(phase) => self.session = phase,
+            Report::Session(phase) => {
+                if phase == SessionPhase::Established {
+                    self.competing = false;
+                }
+                self.session = phase;
+            }
             Report::Connection {
                 phase,
                 attempt,
@@ -339,6 +364,9 @@ impl Handler<Report> for StreamSupervisor {
             }
             Report::Subscriptions(c) => self.status.subscriptions = c,
             Report::Failure { actor, failure } => {
+                if matches!(failure, Failure::Competing) {
+                    self.competing = true;
+                }
                 let class = failure.class(self.dialect.competing_policy());
                 if class == Class::Hard {
                     if self.hard.is_none() && !self.stopped {

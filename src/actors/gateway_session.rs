@@ -153,6 +153,12 @@ impl GatewaySession {
         }
         let http = self.http();
         let fut = self.ctx.dialect.keepalive(http);
+        let metrics = self.ctx.metrics.clone();
+        let fut = async move {
+            let res = fut.await;
+            metrics.keepalive(res.as_ref().map_or_else(Failure::reason, |_| "ok"));
+            res
+        };
         ctx.spawn(fut.into_actor(self).map(|res: Result<KeepaliveOutcome, Failure>, act, ctx| match res {
             Ok(outcome) => {
                 if let (Some(secret), Some(token)) = (outcome.observed, act.ctx.token()) {

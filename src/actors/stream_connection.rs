@@ -30,6 +30,7 @@ use crate::messages::{
     GetCredentials, Halt, InjectPanic, PrepareDial, Report, Resume, Resync, SendFrame, SessionDown,
     SessionLost, StreamDown, StreamUp, TopicRefused,
 };
+use crate::metrics::FrameKind;
 use crate::status::ActorKind;
 use crate::transport::{redact_url, ws_failure, Assembler, MessageKind};
 
@@ -242,6 +243,7 @@ impl StreamConnection {
     fn write(&mut self, text: String) {
         if let Socket::Open(open) = &mut self.socket {
             let _ = open.sink.write(Message::Text(text.into()));
+            self.ctx.metrics.frame_sent(FrameKind::Text);
         }
     }
 
@@ -385,6 +387,7 @@ impl StreamConnection {
     fn teardown(&mut self, _ctx: &mut Context<Self>) {
         if let Socket::Open(open) = &mut self.socket {
             open.sink.close();
+            self.ctx.metrics.frame_sent(FrameKind::Close);
             if let Some(s) = self.ctx.subscriptions() {
                 s.do_send(StreamDown { epoch: open.epoch });
             }
@@ -451,7 +454,7 @@ impl StreamHandler<Result<Frame, WsProtocolError>> for StreamConnection {
             return;
         };
         open.last_rx = Instant::now();
-        self.ctx.metrics.messages_received.inc();
+        self.ctx.metrics.frame_received(FrameKind::from(&frame));
         match frame {
             Frame::Text(bytes) | Frame::Binary(bytes) => {
                 self.on_text(&String::from_utf8_lossy(&bytes), ctx)
@@ -465,6 +468,7 @@ impl StreamHandler<Result<Frame, WsProtocolError>> for StreamConnection {
             },
             Frame::Ping(payload) => {
                 let _ = open.sink.write(Message::Pong(payload));
+                self.ctx.metrics.frame_sent(FrameKind::Pong);
             }
             Frame::Pong(_) => {}
             Frame::Close(reason) => {
@@ -505,6 +509,7 @@ impl Handler<SendFrame> for StreamConnection {
         match &mut self.socket {
             Socket::Open(open) if open.epoch == msg.epoch && open.ready => {
                 let _ = open.sink.write(Message::Text(msg.text.into()));
+                self.ctx.metrics.frame_sent(FrameKind::Text);
             }
             _ => {
                 tracing::trace!(stream = %self.ctx.name, epoch = msg.epoch, "frame for a dead socket dropped")

@@ -144,6 +144,9 @@ impl TokenManager {
             replaced_rejected: self.replacing_rejected,
         };
         self.replacing_rejected = false;
+        self.ctx
+            .metrics
+            .credential_expiry(expires_at.map(|at| at.saturating_duration_since(Instant::now())));
         self.current = Some(creds.clone());
         creds
     }
@@ -205,6 +208,7 @@ impl Handler<GetCredentials> for TokenManager {
     type Result = ResponseFuture<Result<Credentials, Failure>>;
 
     fn handle(&mut self, _: GetCredentials, ctx: &mut Context<Self>) -> Self::Result {
+        self.ctx.metrics.credential_requests.inc();
         if let Some(c) = self.usable(Instant::now()) {
             return Box::pin(async move { Ok(c) });
         }

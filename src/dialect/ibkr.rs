@@ -397,6 +397,9 @@ impl Dialect for Ibkr {
                 resend_every: None,
                 confirmation: Confirmation::FirstMessage,
             },
+            Subscription::Hub { method, .. } => {
+                return Err(format!("IBKR has no hub method {method:?}: use market_data, orders, pnl, account_summary or ledger"))
+            }
             Subscription::Channel { channel } => {
                 return Err(format!("IBKR has no channel {channel:?}: use market_data, orders, pnl, account_summary or ledger"))
             }

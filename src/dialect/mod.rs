@@ -224,6 +224,7 @@ pub fn build(config: &StreamConfig) -> Arc<dyn DialectSend> {
         DialectKind::Ticket(ticket) => {
             Arc::new(ticket::Ticket::new(&config.url, (**ticket).clone()))
         }
+        DialectKind::SignalR(hub) => Arc::new(signalr::SignalR::new(&config.url, (**hub).clone())),
     }
 }
 

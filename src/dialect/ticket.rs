@@ -38,30 +38,7 @@ use crate::failure::{http_failure, Endpoint, Failure};
 use crate::subscription::Subscription;
 use crate::transport::{call_json, JsonReply};
 
-/// Where a secret comes from. Never from configuration text.
-#[derive(Clone, Debug)]
-pub enum SecretSource {
-    /// An environment variable, read at each fetch.
-    Env(String),
-    /// A file, read at each fetch (trailing whitespace trimmed).
-    File(PathBuf),
-    /// Given by the embedding program.
-    Value(SecretString),
-}
-
-impl SecretSource {
-    fn read(&self) -> Result<SecretString, Failure> {
-        match self {
-            SecretSource::Env(var) => std::env::var(var).map(SecretString::from).map_err(|_| Failure::Config {
-                detail: format!("environment variable {var} (token secret) is not set: export it before starting keepwire"),
-            }),
-            SecretSource::File(path) => std::fs::read_to_string(path)
-                .map(|s| SecretString::from(s.trim_end().to_string()))
-                .map_err(|e| Failure::Config { detail: format!("token secret file {}: {e}", path.display()) }),
-            SecretSource::Value(v) => Ok(v.clone()),
-        }
-    }
-}
+pub use crate::config::SecretSource;
 
 /// Settings of the ticket dialect. URLs default to the stream's base URL.
 #[derive(Clone, Debug)]

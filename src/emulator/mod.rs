@@ -172,6 +172,18 @@ impl EmulatorHandle {
         format!("{scheme}://{}/v1/api/ws", self.inner.gateway_addr)
     }
 
+    /// URL of the SignalR market hub: `http://127.0.0.1:PORT/hubs/market` or `https://…`
+    /// (negotiate at `…/negotiate`, the WebSocket at the same path with `ws`/`wss`).
+    pub fn hub_url(&self) -> String {
+        format!("{}{}", self.base_url(), signalr::HUB_PATH)
+    }
+
+    /// Base URL of the hub's token service: `http://127.0.0.1:PORT/api` or `https://…`
+    /// (`POST …/Auth/loginKey`, `POST …/Auth/validate`).
+    pub fn api_url(&self) -> String {
+        format!("{}/api", self.base_url())
+    }
+
     /// Base URL of the admin API: `http://127.0.0.1:ADMINPORT`.
     pub fn admin_url(&self) -> String {
         format!("http://{}", self.inner.admin_addr)

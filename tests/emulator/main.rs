@@ -3,6 +3,7 @@
 mod admin;
 mod faults;
 mod rest;
+mod signalr;
 mod socket;
 mod support;
 mod tls;

@@ -1,42 +1,675 @@
 //! The emulator's ASP.NET Core SignalR market hub (JSON hub protocol over WebSockets) and its
-//! login/validate token service. (Scaffold: filled in by the SignalR work.)
+//! login/validate token service, modelled on a futures broker's API.
+//!
+//! | endpoint | does |
+//! |---|---|
+//! | `POST /api/Auth/loginKey` `{"userName","apiKey"}` | `{"token","success":true,"errorCode":0,"errorMessage":null}`; a wrong key answers 200 with `success:false` |
+//! | `POST /api/Auth/validate` (Bearer) | `{"success":true,"newToken":…}`; 401 for an unknown or expired token |
+//! | `POST /hubs/market/negotiate?negotiateVersion=1` (Bearer) | a fresh, single-use `connectionToken` |
+//! | `GET /hubs/market?id=<connectionToken>` (Bearer or `access_token`) | the WebSocket: handshake, pings, `SubscribeContractQuotes` → `GatewayQuote` stream |
+//!
+//! Faults ([`HubFault`]) are injected as `Fault::Hub(..)`; counters ([`HubCounters`]) are part
+//! of the emulator's counters.
+
+mod auth;
+mod connection;
+mod quotes;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use actix_web::web;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
 
-/// Settings of the hub.
-#[derive(Clone, Debug, Default)]
-pub struct HubConfig {}
+use super::state::{deadline_after, Budget};
+
+/// Path of the market hub.
+pub(crate) const HUB_PATH: &str = "/hubs/market";
+
+/// Unused negotiated connections are forgotten after this long.
+const PENDING_TTL: Duration = Duration::from_secs(120);
+/// At most this many negotiated connections wait for their socket (oldest forgotten first).
+const MAX_PENDING: usize = 4096;
+/// At most this many tokens are live at once (expired ones are pruned first, then the oldest).
+const MAX_TOKENS: usize = 65_536;
+
+/// Settings of the hub and its token service.
+#[derive(Clone)]
+pub struct HubConfig {
+    /// Lifetime of a token from `loginKey` or `validate`; default 10 minutes.
+    pub token_ttl: Duration,
+    /// Accepted API keys by user name; default `kwuser1` → `kw-demo-key`.
+    pub api_keys: BTreeMap<String, String>,
+    /// The server sends a Ping this often; default 15 s.
+    pub ping_interval: Duration,
+    /// The server closes a connection it heard nothing from for this long; default 30 s.
+    pub client_timeout: Duration,
+    /// A client that sent no handshake within this long is disconnected; default 15 s.
+    pub handshake_timeout: Duration,
+    /// One `GatewayQuote` per subscribed contract this often; default 100 ms.
+    pub quote_interval: Duration,
+    /// When the token a connection was opened with expires, the hub sends Close with error
+    /// `Unauthorized` and `allowReconnect:true` (ASP.NET Core's `CloseOnAuthenticationExpiration`);
+    /// default `true`.
+    pub close_on_token_expiry: bool,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            token_ttl: Duration::from_secs(600),
+            api_keys: BTreeMap::from([("kwuser1".to_owned(), "kw-demo-key".to_owned())]),
+            ping_interval: Duration::from_secs(15),
+            client_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(15),
+            quote_interval: Duration::from_millis(100),
+            close_on_token_expiry: true,
+        }
+    }
+}
+
+impl fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("token_ttl", &self.token_ttl)
+            .field("api_keys", &self.api_keys.keys().collect::<Vec<_>>())
+            .field("ping_interval", &self.ping_interval)
+            .field("client_timeout", &self.client_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("quote_interval", &self.quote_interval)
+            .field("close_on_token_expiry", &self.close_on_token_expiry)
+            .finish()
+    }
+}
+
+/// One, for count fields that default to a single occurrence.
+fn one() -> u32 {
+    1
+}
 
 /// Faults of the hub, injected as `Fault::Hub(..)` (admin API: `{"fault":"hub","hub_fault":…}`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "hub_fault", rename_all = "snake_case")]
-pub enum HubFault {}
+pub enum HubFault {
+    /// Every token expires now (`validate`, negotiate and upgrades answer 401 until a new
+    /// login); open connections get Close with error `Unauthorized` and `allowReconnect:true`,
+    /// as when a token expires mid-stream.
+    ExpireTokens,
+    /// The next `count` negotiate requests answer `status` (e.g. 401, 503).
+    RejectNegotiate {
+        /// HTTP status.
+        status: u16,
+        /// How many (default 1).
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// The next `count` WebSocket upgrades answer `status`.
+    RejectUpgrade {
+        /// HTTP status.
+        status: u16,
+        /// How many (default 1).
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// Every open connection gets a Close message (type 7), then a WebSocket close.
+    Close {
+        /// The Close message's `allowReconnect` (default false: do not reconnect).
+        #[serde(default)]
+        allow_reconnect: bool,
+        /// The Close message's `error`, if any.
+        #[serde(default)]
+        error: Option<String>,
+    },
+    /// Every open connection is aborted without a Close message or WebSocket close.
+    Drop,
+    /// Open connections go half-open: no pings, no data, no replies, no close. New connections
+    /// are normal.
+    Silent,
+    /// From now on, messages on open connections are split across several WebSocket messages
+    /// (a message's tail shares a frame with the next one's head).
+    SplitFrames,
+    /// The next `count` handshakes are answered `{"error":"…"}` and the connection is closed.
+    HandshakeError {
+        /// How many (default 1).
+        #[serde(default = "one")]
+        count: u32,
+    },
+}
 
 /// What the hub counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HubCounters {}
+#[serde(default)]
+pub struct HubCounters {
+    /// `POST /api/Auth/loginKey` requests (successful or not).
+    pub logins: u64,
+    /// Logins refused (unknown user or wrong key).
+    pub logins_rejected: u64,
+    /// `POST /api/Auth/validate` requests (successful or not).
+    pub validates: u64,
+    /// Validates answered 401.
+    pub validates_rejected: u64,
+    /// Negotiate requests (successful or not).
+    pub negotiates: u64,
+    /// Negotiates answered with anything but 200 (no or expired token, fault).
+    pub negotiate_rejected: u64,
+    /// WebSocket upgrades answered 101.
+    pub upgrades_accepted: u64,
+    /// WebSocket upgrade requests answered with anything else (401, 404, 409, fault…).
+    pub upgrades_rejected: u64,
+    /// Handshakes answered `{}`.
+    pub handshakes: u64,
+    /// Handshakes answered `{"error":…}` (wrong protocol, fault) or never completed.
+    pub handshake_errors: u64,
+    /// `SubscribeContractQuotes` invocations.
+    pub subscribe_invocations: u64,
+    /// `UnsubscribeContractQuotes` invocations.
+    pub unsubscribe_invocations: u64,
+    /// Invocations of unknown hub methods.
+    pub unknown_invocations: u64,
+    /// `GatewayQuote` invocations sent.
+    pub quotes_sent: u64,
+    /// Pings (type 6) sent.
+    pub pings_sent: u64,
+    /// Pings (type 6) received.
+    pub pings_received: u64,
+    /// Close messages (type 7) sent.
+    pub closes_sent: u64,
+    /// Close messages (type 7) received from clients.
+    pub closes_received: u64,
+    /// Connections closed because the client was silent for `client_timeout`.
+    pub client_timeouts: u64,
+    /// Client records that could not be parsed (the connection is closed with an error).
+    pub protocol_errors: u64,
+    /// Connections with an open socket right now.
+    pub open_connections: u64,
+}
+
+/// A command from the hub to one connection.
+#[derive(Clone, Debug)]
+pub(crate) enum HubCmd {
+    /// Tokens expired: Close `Unauthorized`, allowReconnect.
+    TokensExpired,
+    /// Close with this message.
+    Close {
+        /// allowReconnect.
+        allow_reconnect: bool,
+        /// error.
+        error: Option<String>,
+    },
+    /// Abort without any close.
+    Drop,
+    /// Go half-open.
+    Silent,
+    /// Split later messages across frames.
+    SplitFrames,
+}
+
+/// A live token.
+#[derive(Debug)]
+struct TokenEntry {
+    /// Its user.
+    user: String,
+    /// When it stops being accepted.
+    expires_at: Instant,
+}
+
+/// A negotiated connection, waiting for or holding its socket.
+#[derive(Debug)]
+struct Slot {
+    /// When it was negotiated.
+    created: Instant,
+    /// The connection's command channel once its socket is open.
+    socket: Option<UnboundedSender<HubCmd>>,
+}
+
+/// The hub's mutable state.
+#[derive(Debug, Default)]
+struct HubState {
+    /// Live tokens.
+    tokens: HashMap<String, TokenEntry>,
+    /// Negotiated connections by the id the socket presents (`connectionToken`, or
+    /// `connectionId` for negotiate version 0).
+    slots: HashMap<String, Slot>,
+    /// Negotiates to reject.
+    reject_negotiate: Budget<u16>,
+    /// Upgrades to reject.
+    reject_upgrade: Budget<u16>,
+    /// Handshakes to refuse.
+    handshake_error: u32,
+    /// Counters.
+    counters: HubCounters,
+}
+
+/// Why an upgrade was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UpgradeRefusal {
+    /// A fault's status.
+    Fault(u16),
+    /// No, unknown or expired token: 401.
+    Unauthorized,
+    /// No `id`: 400.
+    MissingId,
+    /// Unknown `id`: 404.
+    UnknownId,
+    /// The id already has a socket: 409.
+    InUse,
+}
+
+/// Timing and policy, sanitised from [`HubConfig`].
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    /// Token lifetime.
+    pub(crate) token_ttl: Duration,
+    /// Ping interval.
+    pub(crate) ping_interval: Duration,
+    /// Client timeout.
+    pub(crate) client_timeout: Duration,
+    /// Handshake timeout.
+    pub(crate) handshake_timeout: Duration,
+    /// Quote interval.
+    pub(crate) quote_interval: Duration,
+    /// Close on token expiry.
+    pub(crate) close_on_token_expiry: bool,
+}
 
 /// The hub's state, shared by its handlers.
-#[derive(Debug)]
-pub(crate) struct Hub {}
+pub(crate) struct Hub {
+    /// Timing and policy.
+    pub(crate) settings: Settings,
+    /// API keys by user.
+    api_keys: BTreeMap<String, String>,
+    /// Mutable state.
+    state: Mutex<HubState>,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh opaque random string (`bytes` random bytes as hex).
+pub(crate) fn random_hex(bytes: usize) -> String {
+    (0..bytes.div_ceil(16))
+        .map(|_| format!("{:032x}", rand::random::<u128>()))
+        .collect::<String>()
+        .chars()
+        .take(bytes * 2)
+        .collect()
+}
 
 impl Hub {
     /// A hub for `config`.
-    pub(crate) fn new(_config: &HubConfig) -> Self {
-        Self {}
+    pub(crate) fn new(config: &HubConfig) -> Self {
+        let min = Duration::from_millis(1);
+        Self {
+            settings: Settings {
+                token_ttl: config.token_ttl,
+                ping_interval: config.ping_interval.max(min),
+                client_timeout: config.client_timeout.max(min),
+                handshake_timeout: config.handshake_timeout.max(min),
+                quote_interval: config.quote_interval.max(min),
+                close_on_token_expiry: config.close_on_token_expiry,
+            },
+            api_keys: config.api_keys.clone(),
+            state: Mutex::new(HubState::default()),
+        }
+    }
+
+    /// Locks the state (a poisoned lock is recovered).
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Applies a fault now.
     pub(crate) fn inject(&self, fault: HubFault) {
-        match fault {}
+        let mut st = self.lock();
+        match fault {
+            HubFault::ExpireTokens => {
+                st.tokens.clear();
+                st.broadcast(&HubCmd::TokensExpired);
+            }
+            HubFault::RejectNegotiate { status, count } => {
+                st.reject_negotiate = Budget {
+                    value: status,
+                    remaining: count,
+                };
+            }
+            HubFault::RejectUpgrade { status, count } => {
+                st.reject_upgrade = Budget {
+                    value: status,
+                    remaining: count,
+                };
+            }
+            HubFault::Close {
+                allow_reconnect,
+                error,
+            } => st.broadcast(&HubCmd::Close {
+                allow_reconnect,
+                error,
+            }),
+            HubFault::Drop => st.broadcast(&HubCmd::Drop),
+            HubFault::Silent => st.broadcast(&HubCmd::Silent),
+            HubFault::SplitFrames => st.broadcast(&HubCmd::SplitFrames),
+            HubFault::HandshakeError { count } => st.handshake_error = count,
+        }
     }
 
     /// A snapshot of the counters.
     pub(crate) fn counters(&self) -> HubCounters {
-        HubCounters {}
+        let mut st = self.lock();
+        st.slots
+            .retain(|_, slot| !slot.socket.as_ref().is_some_and(UnboundedSender::is_closed));
+        let open = st.slots.values().filter(|s| s.socket.is_some()).count();
+        st.counters.open_connections = open as u64;
+        st.counters.clone()
+    }
+
+    /// Updates a counter.
+    pub(crate) fn count(&self, f: impl FnOnce(&mut HubCounters)) {
+        f(&mut self.lock().counters);
+    }
+
+    // --- tokens ---
+
+    /// Checks an API key; issues a token when it matches.
+    pub(crate) fn login(&self, user: &str, key: &str) -> Option<String> {
+        let ok = self.api_keys.get(user).is_some_and(|k| k == key);
+        let mut st = self.lock();
+        st.counters.logins += 1;
+        if !ok {
+            st.counters.logins_rejected += 1;
+            return None;
+        }
+        Some(st.issue(user, self.settings.token_ttl))
+    }
+
+    /// Exchanges a live token for a new one (the old one stays valid until it expires).
+    pub(crate) fn validate(&self, token: Option<&str>) -> Option<String> {
+        let mut st = self.lock();
+        st.counters.validates += 1;
+        let user = token.and_then(|t| st.live_user(t));
+        match user {
+            Some(user) => Some(st.issue(&user, self.settings.token_ttl)),
+            None => {
+                st.counters.validates_rejected += 1;
+                None
+            }
+        }
+    }
+
+    // --- negotiate and upgrade ---
+
+    /// A negotiate request: `Err(status)` when refused, else the new connection's
+    /// `(connection id, connection token)`; the socket presents the token (or, for negotiate
+    /// version 0, the id).
+    pub(crate) fn negotiate(
+        &self,
+        token: Option<&str>,
+        version: u32,
+    ) -> Result<(String, String), u16> {
+        let mut st = self.lock();
+        st.counters.negotiates += 1;
+        let refusal = match st.reject_negotiate.take() {
+            Some(status) => Some(status),
+            None => match token.and_then(|t| st.live_user(t)) {
+                Some(_) => None,
+                None => Some(401),
+            },
+        };
+        if let Some(status) = refusal {
+            st.counters.negotiate_rejected += 1;
+            return Err(status);
+        }
+        st.prune_pending();
+        let connection_id = random_hex(16);
+        let connection_token = random_hex(16);
+        let key = if version >= 1 {
+            connection_token.clone()
+        } else {
+            connection_id.clone()
+        };
+        st.slots.insert(
+            key,
+            Slot {
+                created: Instant::now(),
+                socket: None,
+            },
+        );
+        Ok((connection_id, connection_token))
+    }
+
+    /// Checks an upgrade before the WebSocket handshake: the token's expiry when it may go on.
+    pub(crate) fn check_upgrade(
+        &self,
+        token: Option<&str>,
+        id: Option<&str>,
+    ) -> Result<Instant, UpgradeRefusal> {
+        let mut st = self.lock();
+        let outcome = st.check_upgrade(token, id);
+        if outcome.is_err() {
+            st.counters.upgrades_rejected += 1;
+        }
+        outcome
+    }
+
+    /// Counts an upgrade that failed after the checks (a bad WebSocket request).
+    pub(crate) fn upgrade_failed(&self) {
+        self.lock().counters.upgrades_rejected += 1;
+    }
+
+    /// Attaches an accepted socket to its negotiated connection.
+    pub(crate) fn attach(&self, id: &str, tx: UnboundedSender<HubCmd>) {
+        let mut st = self.lock();
+        st.counters.upgrades_accepted += 1;
+        if let Some(slot) = st.slots.get_mut(id) {
+            slot.socket = Some(tx);
+        }
+    }
+
+    /// Forgets a connection whose socket ended (its token is single-use).
+    pub(crate) fn detach(&self, id: &str) {
+        self.lock().slots.remove(id);
+    }
+
+    /// Whether the next handshake must be refused (consumes one).
+    pub(crate) fn take_handshake_error(&self) -> bool {
+        let mut st = self.lock();
+        if st.handshake_error == 0 {
+            return false;
+        }
+        st.handshake_error -= 1;
+        true
+    }
+}
+
+impl HubState {
+    /// Issues a token for `user`.
+    fn issue(&mut self, user: &str, ttl: Duration) -> String {
+        if self.tokens.len() >= MAX_TOKENS {
+            let now = Instant::now();
+            self.tokens.retain(|_, t| t.expires_at > now);
+            if self.tokens.len() >= MAX_TOKENS {
+                let oldest = self
+                    .tokens
+                    .iter()
+                    .min_by_key(|(_, t)| t.expires_at)
+                    .map(|(k, _)| k.clone());
+                if let Some(oldest) = oldest {
+                    self.tokens.remove(&oldest);
+                }
+            }
+        }
+        let token = random_hex(32);
+        self.tokens.insert(
+            token.clone(),
+            TokenEntry {
+                user: user.to_owned(),
+                expires_at: deadline_after(ttl),
+            },
+        );
+        token
+    }
+
+    /// The user of a live token (an expired one is forgotten).
+    fn live_user(&mut self, token: &str) -> Option<String> {
+        let entry = self.tokens.get(token)?;
+        if entry.expires_at <= Instant::now() {
+            self.tokens.remove(token);
+            return None;
+        }
+        Some(entry.user.clone())
+    }
+
+    /// Forgets stale negotiated connections that never got a socket, and the oldest beyond
+    /// the cap.
+    fn prune_pending(&mut self) {
+        let now = Instant::now();
+        self.slots.retain(|_, s| {
+            s.socket.as_ref().map_or_else(
+                || now.duration_since(s.created) < PENDING_TTL,
+                |tx| !tx.is_closed(),
+            )
+        });
+        while self.slots.values().filter(|s| s.socket.is_none()).count() >= MAX_PENDING {
+            let oldest = self
+                .slots
+                .iter()
+                .filter(|(_, s)| s.socket.is_none())
+                .min_by_key(|(_, s)| s.created)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(key) => {
+                    self.slots.remove(&key);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// The upgrade checks, in ASP.NET Core's order: fault, authentication, connection id.
+    fn check_upgrade(
+        &mut self,
+        token: Option<&str>,
+        id: Option<&str>,
+    ) -> Result<Instant, UpgradeRefusal> {
+        if let Some(status) = self.reject_upgrade.take() {
+            return Err(UpgradeRefusal::Fault(status));
+        }
+        let expires_at = token
+            .and_then(|t| {
+                self.live_user(t)?;
+                self.tokens.get(t).map(|e| e.expires_at)
+            })
+            .ok_or(UpgradeRefusal::Unauthorized)?;
+        let id = id
+            .filter(|i| !i.is_empty())
+            .ok_or(UpgradeRefusal::MissingId)?;
+        let slot = self.slots.get(id).ok_or(UpgradeRefusal::UnknownId)?;
+        if slot.socket.is_some() {
+            return Err(UpgradeRefusal::InUse);
+        }
+        Ok(expires_at)
+    }
+
+    /// Sends a command to every open connection.
+    fn broadcast(&mut self, cmd: &HubCmd) {
+        self.slots.retain(|_, slot| match &slot.socket {
+            Some(tx) => tx.send(cmd.clone()).is_ok(),
+            None => true,
+        });
     }
 }
 
 /// Routes of the hub and token service, mounted at the gateway root.
-pub(crate) fn routes(_cfg: &mut web::ServiceConfig) {}
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/Auth/loginKey", web::post().to(auth::login_key))
+        .route("/api/Auth/validate", web::post().to(auth::validate))
+        .route(
+            &format!("{HUB_PATH}/negotiate"),
+            web::post().to(connection::negotiate),
+        )
+        .route(HUB_PATH, web::get().to(connection::upgrade));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_json_shapes() {
+        let f: HubFault =
+            serde_json::from_str(r#"{"hub_fault":"close","allow_reconnect":false}"#).unwrap();
+        assert_eq!(
+            f,
+            HubFault::Close {
+                allow_reconnect: false,
+                error: None
+            }
+        );
+        let f: HubFault = serde_json::from_str(r#"{"hub_fault":"drop"}"#).unwrap();
+        assert_eq!(f, HubFault::Drop);
+        let f: HubFault =
+            serde_json::from_str(r#"{"hub_fault":"reject_negotiate","status":401}"#).unwrap();
+        assert_eq!(
+            f,
+            HubFault::RejectNegotiate {
+                status: 401,
+                count: 1
+            }
+        );
+        let f: super::super::Fault =
+            serde_json::from_str(r#"{"fault":"hub","hub_fault":"handshake_error","count":2}"#)
+                .unwrap();
+        assert_eq!(
+            f,
+            super::super::Fault::Hub(HubFault::HandshakeError { count: 2 })
+        );
+    }
+
+    #[test]
+    fn tokens_expire_and_are_single_use_per_connection() {
+        let hub = Hub::new(&HubConfig::default());
+        assert!(hub.login("kwuser1", "wrong").is_none());
+        let token = hub.login("kwuser1", "kw-demo-key").unwrap();
+        assert_eq!(token.len(), 64);
+        let (_, ct) = hub.negotiate(Some(&token), 1).unwrap();
+        assert!(hub.check_upgrade(Some(&token), Some(&ct)).is_ok());
+        assert_eq!(
+            hub.check_upgrade(None, Some(&ct)),
+            Err(UpgradeRefusal::Unauthorized)
+        );
+        assert_eq!(
+            hub.check_upgrade(Some(&token), Some("nope")),
+            Err(UpgradeRefusal::UnknownId)
+        );
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        hub.attach(&ct, tx);
+        assert_eq!(
+            hub.check_upgrade(Some(&token), Some(&ct)),
+            Err(UpgradeRefusal::InUse)
+        );
+        hub.detach(&ct);
+        assert_eq!(
+            hub.check_upgrade(Some(&token), Some(&ct)),
+            Err(UpgradeRefusal::UnknownId)
+        );
+        hub.inject(HubFault::ExpireTokens);
+        assert_eq!(hub.negotiate(Some(&token), 1), Err(401));
+        assert!(hub.validate(Some(&token)).is_none());
+        let c = hub.counters();
+        assert_eq!((c.logins, c.logins_rejected, c.negotiates), (2, 1, 2));
+    }
+
+    #[test]
+    fn random_hex_lengths() {
+        assert_eq!(random_hex(16).len(), 32);
+        assert_eq!(random_hex(32).len(), 64);
+        assert_ne!(random_hex(16), random_hex(16));
+    }
+}

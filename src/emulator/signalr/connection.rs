@@ -1,0 +1,617 @@
+//! Negotiate and the hub's WebSocket: upgrade checks, then one task per connection that owns
+//! every frame it writes (so faults can split messages, go silent or vanish).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use actix_http::body::{BodyStream, MessageBody};
+use actix_http::ws::handshake;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior};
+
+use super::auth::{bearer, query_param};
+use super::quotes::QuoteWalk;
+use super::{HubCmd, UpgradeRefusal};
+use crate::dialect::signalr::wire::{
+    AvailableTransport, Close, Completion, Framer, HandshakeRequest, HandshakeResponse, HubMessage,
+    Invocation, NegotiateConnect, Negotiation, WireError,
+};
+use crate::emulator::state::Shared;
+use crate::emulator::wsframe::{self, FrameReader, Incoming};
+
+/// Hub method that starts a quote stream.
+const SUBSCRIBE: &str = "SubscribeContractQuotes";
+/// Hub method that stops a quote stream.
+const UNSUBSCRIBE: &str = "UnsubscribeContractQuotes";
+/// Client method the quotes are sent to.
+const QUOTE_TARGET: &str = "GatewayQuote";
+/// Largest record a client may send.
+const MAX_CLIENT_RECORD: usize = 1 << 20;
+/// The error of the Close sent when a connection's token expired.
+const UNAUTHORIZED: &str = "Unauthorized";
+
+/// An error answer as ASP.NET Core gives it (plain text).
+fn status_answer(status: u16, text: &str) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(status)
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(text.to_owned())
+}
+
+/// `POST /hubs/market/negotiate?negotiateVersion=1` (Bearer token required).
+pub(crate) async fn negotiate(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+    let token = bearer(&req);
+    let version = query_param(&req, "negotiateVersion")
+        .and_then(|v| v.parse::<u32>().ok())
+        .map_or(0, |v| v.min(1));
+    match shared.hub.negotiate(token.as_deref(), version) {
+        Ok((connection_id, connection_token)) => {
+            let body = Negotiation::Connect(NegotiateConnect {
+                negotiate_version: version,
+                connection_id,
+                connection_token,
+                available_transports: vec![AvailableTransport::websockets()],
+                use_stateful_reconnect: false,
+            });
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body(body.encode())
+        }
+        Err(401) => HttpResponse::Unauthorized()
+            .insert_header(("WWW-Authenticate", "Bearer"))
+            .finish(),
+        Err(status) => status_answer(status, "negotiate rejected"),
+    }
+}
+
+/// `GET /hubs/market?id=…`: the upgrade checks, then a connection task.
+pub(crate) async fn upgrade(
+    req: HttpRequest,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    let token = bearer(&req);
+    let id = query_param(&req, "id");
+    let token_expires = match shared.hub.check_upgrade(token.as_deref(), id.as_deref()) {
+        Ok(expires) => expires,
+        Err(refusal) => {
+            tracing::debug!(?refusal, "emulator hub: upgrade refused");
+            return match refusal {
+                UpgradeRefusal::Fault(status) => status_answer(status, "upgrade rejected"),
+                UpgradeRefusal::Unauthorized => HttpResponse::Unauthorized()
+                    .insert_header(("WWW-Authenticate", "Bearer"))
+                    .finish(),
+                UpgradeRefusal::MissingId => status_answer(400, "Connection ID required"),
+                UpgradeRefusal::UnknownId => status_answer(404, "No Connection with that ID"),
+                UpgradeRefusal::InUse => status_answer(409, "Connection ID already in use"),
+            };
+        }
+    };
+    let id = id.unwrap_or_default();
+    let mut builder = match handshake(req.head()) {
+        Ok(builder) => builder,
+        Err(err) => {
+            shared.hub.upgrade_failed();
+            return HttpResponse::from_error(err);
+        }
+    };
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
+    let body = BodyStream::new(futures_util::stream::poll_fn(move |cx| {
+        out_rx
+            .poll_recv(cx)
+            .map(|frame| frame.map(Ok::<_, Infallible>))
+    }));
+    let response = match builder.message_body(body.boxed()) {
+        Ok(response) => HttpResponse::from(response),
+        Err(err) => {
+            shared.hub.upgrade_failed();
+            return HttpResponse::from_error(err);
+        }
+    };
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    shared.hub.attach(&id, cmd_tx);
+    let shared = shared.into_inner();
+    let settings = shared.hub.settings.clone();
+    let task = ConnectionTask {
+        registration: Registration {
+            shared: Arc::clone(&shared),
+            id,
+        },
+        shared,
+        out: out_tx,
+        phase: Phase::AwaitingHandshake,
+        split: false,
+        framer: Framer::new(MAX_CLIENT_RECORD),
+        quotes: BTreeMap::new(),
+        last_received: Instant::now(),
+        handshake_deadline: Instant::now() + settings.handshake_timeout,
+        token_expires: settings
+            .close_on_token_expiry
+            .then(|| Instant::from_std(token_expires)),
+    };
+    actix_web::rt::spawn(task.run(payload, cmd_rx));
+    response
+}
+
+/// Forgets the connection when its task ends (or is dropped with its worker).
+struct Registration {
+    /// Shared state.
+    shared: Arc<Shared>,
+    /// The id the socket presented.
+    id: String,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.shared.hub.detach(&self.id);
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the handshake request.
+    AwaitingHandshake,
+    /// Handshake done: hub messages flow.
+    Live,
+    /// Half-open: sends nothing at all, ever.
+    Silent,
+}
+
+/// Whether the task goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    /// Keep serving.
+    Continue,
+    /// End the task: the body ends and the connection closes after queued frames.
+    End,
+}
+
+/// One subscribed contract.
+#[derive(Debug)]
+struct QuoteStream {
+    /// The contract id as the client sent it (echoed in `GatewayQuote`).
+    contract: Value,
+    /// Its quote.
+    walk: QuoteWalk,
+}
+
+/// One open hub connection.
+struct ConnectionTask {
+    /// Detaches the connection on drop.
+    registration: Registration,
+    /// Shared state.
+    shared: Arc<Shared>,
+    /// Encoded frames to the client (the response body).
+    out: UnboundedSender<Bytes>,
+    /// Life-cycle phase.
+    phase: Phase,
+    /// Split later messages across frames.
+    split: bool,
+    /// Reassembles client records.
+    framer: Framer,
+    /// Quote streams by contract key.
+    quotes: BTreeMap<String, QuoteStream>,
+    /// When the client was last heard from.
+    last_received: Instant,
+    /// When the handshake must have arrived.
+    handshake_deadline: Instant,
+    /// When the connection's token expires (if the hub closes on expiry).
+    token_expires: Option<Instant>,
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Which deadline fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Deadline {
+    /// No handshake in time.
+    Handshake,
+    /// The client went silent.
+    ClientTimeout,
+    /// The token expired.
+    TokenExpired,
+}
+
+impl ConnectionTask {
+    /// Serves the connection until the client leaves or a fault ends it.
+    async fn run(mut self, mut payload: web::Payload, mut cmds: UnboundedReceiver<HubCmd>) {
+        let hub = &self.shared.hub.settings;
+        let (ping_every, quote_every) = (hub.ping_interval, hub.quote_interval);
+        let mut ping = interval_at(Instant::now() + ping_every, ping_every);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut quote = interval_at(Instant::now() + quote_every, quote_every);
+        quote.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut reader = FrameReader::default();
+        loop {
+            let (deadline, which) = self.next_deadline();
+            let flow = tokio::select! {
+                chunk = payload.next() => match chunk {
+                    Some(Ok(bytes)) => self.on_bytes(&mut reader, &bytes),
+                    _ => Flow::End,
+                },
+                cmd = cmds.recv() => match cmd {
+                    Some(cmd) => self.on_cmd(cmd),
+                    None => Flow::End,
+                },
+                _ = ping.tick() => self.on_ping_tick(),
+                _ = quote.tick() => self.on_quote_tick(),
+                () = sleep_until_opt(deadline) => match which {
+                    Some(which) => self.on_deadline(which),
+                    None => Flow::Continue,
+                },
+            };
+            if flow == Flow::End || self.out.is_closed() {
+                break;
+            }
+        }
+        tracing::debug!(
+            id = %short(&self.registration.id),
+            "emulator hub: connection ended"
+        );
+    }
+
+    /// The earliest pending deadline.
+    fn next_deadline(&self) -> (Option<Instant>, Option<Deadline>) {
+        let candidates = match self.phase {
+            Phase::AwaitingHandshake => vec![(self.handshake_deadline, Deadline::Handshake)],
+            Phase::Live => {
+                let mut c = vec![(
+                    self.last_received + self.shared.hub.settings.client_timeout,
+                    Deadline::ClientTimeout,
+                )];
+                if let Some(at) = self.token_expires {
+                    c.push((at, Deadline::TokenExpired));
+                }
+                c
+            }
+            Phase::Silent => Vec::new(),
+        };
+        match candidates.into_iter().min_by_key(|(at, _)| *at) {
+            Some((at, which)) => (Some(at), Some(which)),
+            None => (None, None),
+        }
+    }
+
+    /// Queues one encoded frame.
+    fn push(&self, frame: Bytes) {
+        // A closed body means the connection is gone; the loop notices and ends.
+        let _ = self.out.send(frame);
+    }
+
+    /// Sends records (each with its separator) in one frame, or split across frames when the
+    /// fault asks for it; nothing when silent.
+    fn send_records(&self, records: &[String]) {
+        if self.phase == Phase::Silent || records.is_empty() {
+            return;
+        }
+        if !self.split {
+            self.push(wsframe::text(records.concat().as_bytes()));
+            return;
+        }
+        // Each record is cut in two; a record's tail shares a frame with the next one's head.
+        let mut carry = String::new();
+        for record in records {
+            let mut mid = record.len() / 2;
+            while !record.is_char_boundary(mid) {
+                mid += 1;
+            }
+            let (head, tail) = record.split_at(mid.max(1).min(record.len()));
+            carry.push_str(head);
+            self.push(wsframe::text(carry.as_bytes()));
+            carry = tail.to_owned();
+        }
+        if !carry.is_empty() {
+            self.push(wsframe::text(carry.as_bytes()));
+        }
+    }
+
+    /// Sends hub messages.
+    fn send_messages(&self, messages: &[HubMessage]) {
+        let records: Vec<String> = messages.iter().map(HubMessage::encode).collect();
+        self.send_records(&records);
+    }
+
+    /// Sends a Close message, then a WebSocket close (1000), and ends.
+    fn close(&self, error: Option<String>, allow_reconnect: bool) -> Flow {
+        if self.phase != Phase::Silent {
+            self.send_messages(&[HubMessage::Close(Close {
+                error,
+                allow_reconnect,
+            })]);
+            self.shared.hub.count(|c| c.closes_sent += 1);
+            self.push(wsframe::close(1000, ""));
+        }
+        Flow::End
+    }
+
+    /// Decodes received bytes and handles every complete WebSocket message.
+    fn on_bytes(&mut self, reader: &mut FrameReader, bytes: &[u8]) -> Flow {
+        reader.push(bytes);
+        loop {
+            match reader.next_message() {
+                Ok(Some(message)) => {
+                    if self.on_ws_message(message) == Flow::End {
+                        return Flow::End;
+                    }
+                }
+                Ok(None) => return Flow::Continue,
+                Err(err) => {
+                    tracing::debug!(%err, "emulator hub: client WebSocket protocol error");
+                    if self.phase != Phase::Silent {
+                        self.push(wsframe::close(1002, "protocol error"));
+                    }
+                    return Flow::End;
+                }
+            }
+        }
+    }
+
+    /// Handles one WebSocket message.
+    fn on_ws_message(&mut self, message: Incoming) -> Flow {
+        self.last_received = Instant::now();
+        match message {
+            Incoming::Ping(payload) => {
+                if self.phase != Phase::Silent {
+                    self.push(wsframe::pong(&payload));
+                }
+                Flow::Continue
+            }
+            Incoming::Pong => Flow::Continue,
+            Incoming::Close(reason) => {
+                if self.phase != Phase::Silent {
+                    self.push(wsframe::close_echo(reason.as_ref()));
+                }
+                Flow::End
+            }
+            Incoming::Text(bytes) | Incoming::Binary(bytes) => self.on_data(&bytes),
+        }
+    }
+
+    /// Feeds client data to the framer and handles every complete record.
+    fn on_data(&mut self, bytes: &[u8]) -> Flow {
+        if let Err(err) = self.framer.push(bytes) {
+            return self.protocol_error(&err);
+        }
+        while let Some(record) = self.framer.next_record() {
+            let flow = match self.phase {
+                Phase::AwaitingHandshake => self.on_handshake(&record),
+                Phase::Live => self.on_record(&record),
+                Phase::Silent => Flow::Continue,
+            };
+            if flow == Flow::End {
+                return Flow::End;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// A record the hub cannot read: Close with an error, as ASP.NET Core does.
+    fn protocol_error(&self, err: &WireError) -> Flow {
+        tracing::debug!(%err, "emulator hub: bad client record");
+        self.shared.hub.count(|c| c.protocol_errors += 1);
+        if self.phase == Phase::AwaitingHandshake {
+            self.shared.hub.count(|c| c.handshake_errors += 1);
+            self.send_records(&[HandshakeResponse::Error(format!(
+                "An error occurred during the handshake: {err}"
+            ))
+            .encode()]);
+            self.push(wsframe::close(1000, ""));
+            return Flow::End;
+        }
+        self.close(
+            Some(format!("Connection closed with an error. {err}")),
+            false,
+        )
+    }
+
+    /// The handshake request.
+    fn on_handshake(&mut self, record: &[u8]) -> Flow {
+        let request = match HandshakeRequest::parse(record) {
+            Ok(request) => request,
+            Err(err) => return self.protocol_error(&err),
+        };
+        let mut reply = request.check_json();
+        if reply == HandshakeResponse::Ok && self.shared.hub.take_handshake_error() {
+            reply = HandshakeResponse::Error(
+                "Handshake was rejected by the server (injected fault).".to_owned(),
+            );
+        }
+        self.send_records(&[reply.encode()]);
+        if let HandshakeResponse::Error(error) = reply {
+            tracing::debug!(%error, "emulator hub: handshake refused");
+            self.shared.hub.count(|c| c.handshake_errors += 1);
+            self.push(wsframe::close(1000, ""));
+            return Flow::End;
+        }
+        self.shared.hub.count(|c| c.handshakes += 1);
+        self.phase = Phase::Live;
+        Flow::Continue
+    }
+
+    /// One hub message from the client.
+    fn on_record(&mut self, record: &[u8]) -> Flow {
+        let message = match HubMessage::parse(record) {
+            Ok(message) => message,
+            // Newer protocol versions may add types: ignore them, as ASP.NET Core does.
+            Err(WireError::UnknownType(_)) => return Flow::Continue,
+            Err(err) => return self.protocol_error(&err),
+        };
+        match message {
+            HubMessage::Ping => self.shared.hub.count(|c| c.pings_received += 1),
+            HubMessage::Invocation(invocation) => self.on_invocation(invocation),
+            HubMessage::StreamInvocation(stream) => {
+                self.shared.hub.count(|c| c.unknown_invocations += 1);
+                self.send_messages(&[HubMessage::Completion(Completion::error(
+                    stream.invocation_id,
+                    format!("Unknown hub method '{}'", stream.target),
+                ))]);
+            }
+            HubMessage::Close(_) => {
+                self.shared.hub.count(|c| c.closes_received += 1);
+                self.push(wsframe::close(1000, ""));
+                return Flow::End;
+            }
+            HubMessage::StreamItem { .. }
+            | HubMessage::Completion(_)
+            | HubMessage::CancelInvocation { .. } => {}
+        }
+        Flow::Continue
+    }
+
+    /// A hub method call.
+    fn on_invocation(&mut self, invocation: Invocation) {
+        let outcome = match invocation.target.as_str() {
+            SUBSCRIBE => {
+                self.shared.hub.count(|c| c.subscribe_invocations += 1);
+                self.contract_arg(&invocation).map(|(key, contract)| {
+                    self.quotes
+                        .entry(key.clone())
+                        .or_insert_with(|| QuoteStream {
+                            contract,
+                            walk: QuoteWalk::new(&key),
+                        });
+                })
+            }
+            UNSUBSCRIBE => {
+                self.shared.hub.count(|c| c.unsubscribe_invocations += 1);
+                self.contract_arg(&invocation).map(|(key, _)| {
+                    self.quotes.remove(&key);
+                })
+            }
+            other => {
+                self.shared.hub.count(|c| c.unknown_invocations += 1);
+                Err(format!("Unknown hub method '{other}'"))
+            }
+        };
+        let Some(id) = invocation.invocation_id else {
+            return;
+        };
+        let completion = match outcome {
+            Ok(()) => Completion::result(id, Value::Null),
+            Err(error) => Completion::error(id, error),
+        };
+        self.send_messages(&[HubMessage::Completion(completion)]);
+    }
+
+    /// The one contract-id argument of a (un)subscribe call: its key and the value as sent.
+    fn contract_arg(&self, invocation: &Invocation) -> Result<(String, Value), String> {
+        let failed = |why: String| {
+            format!(
+                "Failed to invoke '{}' due to an error on the server. InvalidDataException: {why}",
+                invocation.target
+            )
+        };
+        let [contract] = invocation.arguments.as_slice() else {
+            return Err(failed(format!(
+                "Invocation provides {} argument(s) but target expects 1.",
+                invocation.arguments.len()
+            )));
+        };
+        match contract {
+            Value::String(s) if !s.is_empty() => Ok((s.clone(), contract.clone())),
+            Value::Number(n) => Ok((n.to_string(), contract.clone())),
+            _ => Err(failed("Error binding arguments: contractId".to_owned())),
+        }
+    }
+
+    /// A command from the hub (fault or token expiry).
+    fn on_cmd(&mut self, cmd: HubCmd) -> Flow {
+        match cmd {
+            HubCmd::TokensExpired => {
+                if self.phase == Phase::Silent {
+                    return Flow::Continue;
+                }
+                self.close(Some(UNAUTHORIZED.to_owned()), true)
+            }
+            HubCmd::Close {
+                allow_reconnect,
+                error,
+            } => {
+                if self.phase == Phase::Silent {
+                    return Flow::Continue;
+                }
+                self.close(error, allow_reconnect)
+            }
+            HubCmd::Drop => Flow::End,
+            HubCmd::Silent => {
+                self.quotes.clear();
+                self.phase = Phase::Silent;
+                Flow::Continue
+            }
+            HubCmd::SplitFrames => {
+                self.split = true;
+                Flow::Continue
+            }
+        }
+    }
+
+    /// The server's keepalive.
+    fn on_ping_tick(&self) -> Flow {
+        if self.phase == Phase::Live {
+            self.send_records(&[crate::dialect::signalr::wire::ping_record().to_owned()]);
+            self.shared.hub.count(|c| c.pings_sent += 1);
+        }
+        Flow::Continue
+    }
+
+    /// One quote per subscribed contract, in one frame.
+    fn on_quote_tick(&mut self) -> Flow {
+        if self.phase != Phase::Live || self.quotes.is_empty() {
+            return Flow::Continue;
+        }
+        let messages: Vec<HubMessage> = self
+            .quotes
+            .values_mut()
+            .map(|stream| {
+                HubMessage::Invocation(Invocation::send(
+                    QUOTE_TARGET,
+                    vec![stream.contract.clone(), stream.walk.next_quote()],
+                ))
+            })
+            .collect();
+        let n = messages.len() as u64;
+        self.send_messages(&messages);
+        self.shared.hub.count(|c| c.quotes_sent += n);
+        Flow::Continue
+    }
+
+    /// A deadline passed.
+    fn on_deadline(&mut self, which: Deadline) -> Flow {
+        match which {
+            Deadline::Handshake => {
+                self.shared.hub.count(|c| c.handshake_errors += 1);
+                self.push(wsframe::close(1000, ""));
+                Flow::End
+            }
+            Deadline::ClientTimeout => {
+                self.shared.hub.count(|c| c.client_timeouts += 1);
+                self.close(
+                    Some(
+                        "Server timeout elapsed without receiving a message from the client."
+                            .to_owned(),
+                    ),
+                    false,
+                )
+            }
+            Deadline::TokenExpired => self.close(Some(UNAUTHORIZED.to_owned()), true),
+        }
+    }
+}
+
+/// The first characters of a connection id, for logs.
+pub(crate) fn short(id: &str) -> String {
+    id.chars().take(6).collect()
+}

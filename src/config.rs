@@ -209,6 +209,14 @@ impl StreamConfig {
         }
     }
 
+    /// The SignalR settings, when this is a SignalR stream.
+    pub fn signalr_config_mut(&mut self) -> Option<&mut crate::dialect::signalr::SignalRConfig> {
+        match &mut self.dialect {
+            DialectKind::SignalR(c) => Some(c),
+            _ => None,
+        }
+    }
+
     /// The ticket settings, when this is a ticket stream.
     pub fn ticket_config_mut(&mut self) -> Option<&mut crate::dialect::ticket::TicketConfig> {
         match &mut self.dialect {

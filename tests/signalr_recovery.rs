@@ -1,0 +1,376 @@
+//! The SignalR dialect (seed 003) against the emulator's market hub: one test per scenario of
+//! the seed, plus the failure table's SignalR rows.
+
+mod common;
+
+use std::time::Duration;
+
+use common::wait_stream;
+use keepwire::config::SecretSource;
+use keepwire::dialect::signalr::SignalRConfig;
+use keepwire::emulator::signalr::{HubConfig, HubFault};
+use keepwire::emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault};
+use keepwire::{
+    ActorKind, BackoffConfig, Event, Handle, StreamConfig, StreamState, StreamStatus, Subscription,
+};
+
+const STREAM: &str = "hub";
+const CONTRACTS: [&str; 2] = ["CON.F.US.EP.M25", "CON.F.US.ENQ.M25"];
+
+fn emulator(tweak: impl FnOnce(&mut HubConfig)) -> EmulatorHandle {
+    let mut hub = HubConfig {
+        quote_interval: Duration::from_millis(20),
+        ..HubConfig::default()
+    };
+    tweak(&mut hub);
+    Emulator::start(EmulatorConfig {
+        hub,
+        ..EmulatorConfig::default()
+    })
+    .expect("emulator starts")
+}
+
+fn stream(emu: &EmulatorHandle, tweak: impl FnOnce(&mut StreamConfig)) -> StreamConfig {
+    let hub = SignalRConfig {
+        user: "kwuser1".into(),
+        secret: Some(SecretSource::Value("kw-demo-key".into())),
+        ping_interval: Duration::from_millis(200),
+        ..SignalRConfig::default()
+    };
+    let mut cfg = StreamConfig::signalr(STREAM, emu.hub_url(), hub);
+    cfg.heartbeat_timeout = Duration::from_secs(2);
+    cfg.confirm_timeout = Duration::from_secs(2);
+    cfg.backoff = BackoffConfig {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+        reset_after: Duration::from_secs(2),
+        ..BackoffConfig::default()
+    };
+    tweak(&mut cfg);
+    cfg
+}
+
+async fn wait(
+    kw: &Handle,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&StreamStatus) -> bool,
+) -> StreamStatus {
+    wait_stream(kw, STREAM, secs, what, pred).await
+}
+
+struct Rig {
+    emu: EmulatorHandle,
+    kw: Handle,
+    quotes: Vec<keepwire::channel::Receiver<Event>>,
+}
+
+impl Rig {
+    async fn start(emu: EmulatorHandle, cfg: StreamConfig) -> Self {
+        let kw = Handle::builder()
+            .stream(cfg)
+            .start()
+            .expect("keepwire starts");
+        let mut quotes = Vec::new();
+        for c in CONTRACTS {
+            quotes.push(
+                kw.subscribe(STREAM, Subscription::hub_quotes(c))
+                    .await
+                    .unwrap(),
+            );
+        }
+        Self { emu, kw, quotes }
+    }
+
+    async fn fully_ready(&self) -> StreamStatus {
+        wait(&self.kw, 10, "fully ready", |s| s.is_fully_ready()).await
+    }
+
+    /// Waits for a quote on every contract.
+    async fn quotes_flow(&mut self) {
+        for (i, rx) in self.quotes.iter_mut().enumerate() {
+            let got = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(e) = rx.recv().await {
+                    if let Event::Data { data, .. } = e {
+                        return Some(data);
+                    }
+                }
+                None
+            })
+            .await;
+            let data = got.expect("a quote in time").expect("a quote");
+            assert_eq!(data[0], CONTRACTS[i], "GatewayQuote(contractId, quote)");
+        }
+    }
+
+    async fn stop(self) {
+        self.kw.shutdown().await;
+        self.emu.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_negotiates_handshakes_subscribes_and_receives_quotes() {
+    let emu = emulator(|_| {});
+    let cfg = stream(&emu, |_| {});
+    let mut rig = Rig::start(emu, cfg).await;
+    rig.fully_ready().await;
+    rig.quotes_flow().await;
+    let c = rig.emu.counters().hub;
+    assert_eq!(c.logins, 1);
+    assert_eq!(c.negotiates, 1);
+    assert_eq!(c.handshakes, 1);
+    assert_eq!(c.subscribe_invocations, 2);
+    rig.stop().await;
+}
+
+/// Seed 003: the token factory is asked at every attempt — never a captured token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_factory_is_asked_at_every_attempt() {
+    let emu = emulator(|_| {});
+    let cfg = stream(&emu, |_| {});
+    let rig = Rig::start(emu, cfg).await;
+    rig.fully_ready().await;
+    for i in 1..=4u64 {
+        rig.emu.inject(Fault::Hub(HubFault::Drop));
+        wait(&rig.kw, 10, "recovered", |s| {
+            s.recoveries == i && s.is_fully_ready()
+        })
+        .await;
+    }
+    let s = wait(&rig.kw, 5, "status", |_| true).await;
+    let c = rig.emu.counters().hub;
+    assert_eq!(c.negotiates, 5);
+    assert_eq!(
+        s.credential_requests, 5,
+        "one credential request per attempt"
+    );
+    assert_eq!(
+        c.logins, 1,
+        "a valid token is not fetched again, only asked for"
+    );
+    rig.stop().await;
+}
+
+/// Seed 003: an expired token is refreshed *before* connecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_about_to_expire_is_refreshed_before_connecting_never_presented_expired() {
+    let emu = emulator(|h| {
+        h.token_ttl = Duration::from_secs(2);
+        h.close_on_token_expiry = false;
+    });
+    let cfg = stream(&emu, |c| {
+        c.signalr_config_mut().unwrap().token_lifetime = Some(Duration::from_secs(2))
+    });
+    let rig = Rig::start(emu, cfg).await;
+    let first = rig.fully_ready().await;
+    // proactive refreshes keep the token fresh while connected
+    wait(&rig.kw, 10, "two refreshes", |s| {
+        s.credential_generation >= first.credential_generation + 2
+    })
+    .await;
+    rig.emu.inject(Fault::Hub(HubFault::Drop));
+    wait(&rig.kw, 10, "recovered", |s| {
+        s.recoveries == 1 && s.is_fully_ready()
+    })
+    .await;
+    let c = rig.emu.counters().hub;
+    assert_eq!(
+        c.negotiate_rejected, 0,
+        "never negotiated with an expired token"
+    );
+    assert_eq!(c.upgrades_rejected, 0);
+    assert!(c.validates >= 2, "renewed through validate: {c:?}");
+    rig.stop().await;
+}
+
+/// Seed 003: a 401 during the handshake refreshes the token and reconnects; subscriptions return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_on_negotiate_refreshes_once_reconnects_and_restores_subscriptions() {
+    let emu = emulator(|_| {});
+    let cfg = stream(&emu, |_| {});
+    let mut rig = Rig::start(emu, cfg).await;
+    let before = rig.fully_ready().await;
+    rig.emu.inject(Fault::Hub(HubFault::RejectNegotiate {
+        status: 401,
+        count: 1,
+    }));
+    rig.emu.inject(Fault::Hub(HubFault::Drop));
+    let s = wait(&rig.kw, 10, "recovered", |s| {
+        s.recoveries == 1 && s.is_fully_ready()
+    })
+    .await;
+    assert_eq!(
+        s.credential_generation,
+        before.credential_generation + 1,
+        "one refresh"
+    );
+    assert_eq!(
+        rig.emu.counters().hub.subscribe_invocations,
+        4,
+        "both subscriptions replayed"
+    );
+    assert_eq!(common::restarts(&s, ActorKind::TokenManager), 0);
+    rig.quotes_flow().await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_on_the_upgrade_refreshes_once_and_reconnects() {
+    let emu = emulator(|_| {});
+    let cfg = stream(&emu, |_| {});
+    let rig = Rig::start(emu, cfg).await;
+    let before = rig.fully_ready().await;
+    rig.emu.inject(Fault::Hub(HubFault::RejectUpgrade {
+        status: 401,
+        count: 1,
+    }));
+    rig.emu.inject(Fault::Hub(HubFault::Drop));
+    let s = wait(&rig.kw, 10, "recovered", |s| {
+        s.recoveries == 1 && s.is_fully_ready()
+    })
+    .await;
+    assert_eq!(s.credential_generation, before.credential_generation + 1);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_expires_mid_stream_is_refreshed_and_the_stream_restored() {
+    let emu = emulator(|_| {});
+    let cfg = stream(&emu, |_| {});
+    let mut rig = Rig::start(emu, cfg).await;
+    rig.fully_ready().await;
+    rig.emu.inject(Fault::Hub(HubFault::ExpireTokens));
+    let s = wait(&rig.kw, 10, "recovered", |s| {
+        s.recoveries == 1 && s.is_fully_ready()
+    })
+    .await;
+    assert_eq!(s.hard_failures, 0);
+    assert_eq!(
+        rig.emu.counters().hub.logins,
+        2,
+        "an expired token cannot be validated: log in again"
+    );
+    rig.quotes_flow().await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_401_with_a_fresh_token_is_hard() {
+    let emu = emulator(|_| {});
+    let cfg = stream(&emu, |_| {});
+    let rig = Rig::start(emu, cfg).await;
+    rig.fully_ready().await;
+    rig.emu.inject(Fault::Hub(HubFault::RejectNegotiate {
+        status: 401,
+        count: 100,
+    }));
+    rig.emu.inject(Fault::Hub(HubFault::Drop));
+    let s = wait(&rig.kw, 10, "failed", |s| {
+        matches!(s.state, StreamState::Failed { .. })
+    })
+    .await;
+    let StreamState::Failed { reason } = &s.state else {
+        unreachable!()
+    };
+    assert!(reason.contains("right after a refresh"), "{reason}");
+    assert_eq!(rig.emu.counters().hub.negotiate_rejected, 2);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_is_hard() {
+    let emu = emulator(|_| {});
+    let cfg = stream(&emu, |_| {});
+    let rig = Rig::start(emu, cfg).await;
+    rig.fully_ready().await;
+    rig.emu.inject(Fault::Hub(HubFault::RejectNegotiate {
+        status: 403,
+        count: 100,
+    }));
+    rig.emu.inject(Fault::Hub(HubFault::Drop));
+    let s = wait(&rig.kw, 10, "failed", |s| {
+        matches!(s.state, StreamState::Failed { .. })
+    })
+    .await;
+    assert_eq!(s.last_failure.unwrap().reason, "refused");
+    assert_eq!(
+        rig.emu.counters().hub.negotiate_rejected,
+        1,
+        "no retry after a 403"
+    );
+    rig.stop().await;
+}
+
+/// Seed 003 / the reference: a Close without allowReconnect means do not reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_without_allow_reconnect_is_hard_and_with_it_is_soft() {
+    let emu = emulator(|_| {});
+    let cfg = stream(&emu, |_| {});
+    let rig = Rig::start(emu, cfg).await;
+    rig.fully_ready().await;
+    rig.emu.inject(Fault::Hub(HubFault::Close {
+        allow_reconnect: true,
+        error: Some("restarting".into()),
+    }));
+    wait(&rig.kw, 10, "recovered", |s| {
+        s.recoveries == 1 && s.is_fully_ready()
+    })
+    .await;
+
+    rig.emu.inject(Fault::Hub(HubFault::Close {
+        allow_reconnect: false,
+        error: Some("account disabled".into()),
+    }));
+    let s = wait(&rig.kw, 10, "failed", |s| {
+        matches!(s.state, StreamState::Failed { .. })
+    })
+    .await;
+    let StreamState::Failed { reason } = &s.state else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("account disabled") && reason.contains("not allowed"),
+        "{reason}"
+    );
+    let negotiates = rig.emu.counters().hub.negotiates;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        rig.emu.counters().hub.negotiates,
+        negotiates,
+        "no reconnect"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_split_across_frames_are_reassembled_without_a_reconnect() {
+    let emu = emulator(|_| {});
+    let cfg = stream(&emu, |_| {});
+    let mut rig = Rig::start(emu, cfg).await;
+    let before = rig.fully_ready().await;
+    rig.emu.inject(Fault::Hub(HubFault::SplitFrames));
+    rig.quotes_flow().await;
+    let after = wait(&rig.kw, 10, "more messages", |s| {
+        s.messages_received > before.messages_received + 20
+    })
+    .await;
+    assert_eq!(after.epoch, before.epoch, "same connection");
+    assert_eq!(after.subscriptions.active, 2);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_hub_is_noticed_by_the_timeout_and_reconnected() {
+    let emu = emulator(|h| h.ping_interval = Duration::from_millis(200));
+    let cfg = stream(&emu, |c| c.heartbeat_timeout = Duration::from_secs(1));
+    let rig = Rig::start(emu, cfg).await;
+    rig.fully_ready().await;
+    rig.emu.inject(Fault::Hub(HubFault::Silent));
+    let s = wait(&rig.kw, 10, "recovered", |s| {
+        s.recoveries == 1 && s.is_fully_ready()
+    })
+    .await;
+    assert_eq!(s.last_failure.unwrap().reason, "heartbeat_silence");
+    rig.stop().await;
+}

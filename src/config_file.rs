@@ -31,10 +31,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::config::SecretSource;
 use crate::config::{
     BackoffConfig, CompetingPolicy, DialectKind, IbkrConfig, StreamConfig, TlsConfig,
 };
-use crate::dialect::ticket::{SecretSource, TicketConfig};
+use crate::dialect::signalr::{SignalRConfig, TokenTransport};
+use crate::dialect::ticket::TicketConfig;
 use crate::subscription::Subscription;
 use crate::tls::is_loopback_host;
 use crate::transport::url_host;
@@ -147,6 +149,18 @@ pub enum SubscriptionEntry {
     },
     /// `channel = "trades.BTC-USD"` (ticket dialect)
     Channel(String),
+    /// `hub = { method = "SubscribeContractQuotes", args = ["CON.F.US.EP.M25"], unsubscribe = "UnsubscribeContractQuotes", event = "GatewayQuote" }`
+    Hub {
+        /// Hub method that subscribes.
+        method: String,
+        /// Its arguments.
+        #[serde(default)]
+        args: Vec<serde_json::Value>,
+        /// Hub method that unsubscribes.
+        unsubscribe: Option<String>,
+        /// Client method the data arrives as.
+        event: String,
+    },
 }
 
 impl From<SubscriptionEntry> for Subscription {
@@ -162,6 +176,17 @@ impl From<SubscriptionEntry> for Subscription {
             }
             SubscriptionEntry::Ledger { account } => Subscription::Ledger { account },
             SubscriptionEntry::Channel(channel) => Subscription::Channel { channel },
+            SubscriptionEntry::Hub {
+                method,
+                args,
+                unsubscribe,
+                event,
+            } => Subscription::Hub {
+                method,
+                args: serde_json::Value::Array(args).to_string(),
+                unsubscribe,
+                event,
+            },
         }
     }
 }
@@ -243,6 +268,26 @@ pub struct StreamSection {
     pub heartbeat_types: Option<Vec<String>>,
     /// Ticket dialect: type of the message that makes the socket usable (`""`: on upgrade).
     pub ready_type: Option<String>,
+    /// SignalR dialect: login endpoint (default `{origin}/api/Auth/loginKey`).
+    pub login_url: Option<String>,
+    /// SignalR dialect: login body; `{user}` and `{secret}` are replaced.
+    pub login_body: Option<String>,
+    /// SignalR dialect: user name.
+    pub user: Option<String>,
+    /// SignalR dialect: environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// SignalR dialect: file holding the API key.
+    pub api_key_file: Option<PathBuf>,
+    /// SignalR dialect: validate (renew) endpoint (default `{origin}/api/Auth/validate`; `""`: always log in).
+    pub validate_url: Option<String>,
+    /// SignalR dialect: JSON pointer to the renewed token.
+    pub validate_pointer: Option<String>,
+    /// SignalR dialect: how long a token lives when the service does not say.
+    pub token_lifetime: Option<HumanDuration>,
+    /// SignalR dialect: `"query"` (`access_token=`) or `"header"` (`Authorization: Bearer`).
+    pub token_transport: Option<String>,
+    /// SignalR dialect: client Ping interval.
+    pub ping_interval: Option<HumanDuration>,
     /// What to subscribe to.
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionEntry>,
@@ -355,9 +400,9 @@ fn stream(
     at: &str,
     base: &Path,
 ) -> Result<(StreamConfig, Vec<Subscription>), ConfigError> {
-    if s.dialect != "ibkr" && s.dialect != "ticket" {
+    if !["ibkr", "ticket", "signalr"].contains(&s.dialect.as_str()) {
         return Err(ConfigError(format!(
-            "{at}: dialect = {:?} is not supported: use \"ibkr\" or \"ticket\"",
+            "{at}: dialect = {:?} is not supported: use \"ibkr\", \"ticket\" or \"signalr\"",
             s.dialect
         )));
     }
@@ -408,6 +453,9 @@ fn stream(
     let d = IbkrConfig::default();
     if s.dialect == "ticket" {
         cfg.dialect = DialectKind::Ticket(Box::new(ticket_config(&s, at, base)?));
+    } else if s.dialect == "signalr" {
+        cfg.heartbeat_timeout = Duration::from_secs(30);
+        cfg.dialect = DialectKind::SignalR(Box::new(signalr_config(&s, at, base)?));
     } else {
         let competing = match s.competing.as_deref() {
             None | Some("compete") => CompetingPolicy::Compete,
@@ -484,48 +532,139 @@ fn stream(
 impl StreamSection {
     /// Keys that belong to one dialect are errors on another.
     fn check_dialect_keys(&self, at: &str) -> Result<(), ConfigError> {
-        let ibkr_only = [
-            ("tickle_interval", self.tickle_interval.is_some()),
-            ("tic_interval", self.tic_interval.is_some()),
-            ("resubscribe_interval", self.resubscribe_interval.is_some()),
-            ("competing", self.competing.is_some()),
-            ("logout_on_shutdown", self.logout_on_shutdown),
-            ("login_poll_interval", self.login_poll_interval.is_some()),
+        const IBKR: &[&str] = &["ibkr"];
+        const TICKET: &[&str] = &["ticket"];
+        const SIGNALR: &[&str] = &["signalr"];
+        const TOKENS: &[&str] = &["ticket", "signalr"];
+        let keys: [(&str, bool, &[&str]); 33] = [
+            ("tickle_interval", self.tickle_interval.is_some(), IBKR),
+            ("tic_interval", self.tic_interval.is_some(), IBKR),
+            (
+                "resubscribe_interval",
+                self.resubscribe_interval.is_some(),
+                IBKR,
+            ),
+            ("competing", self.competing.is_some(), IBKR),
+            ("logout_on_shutdown", self.logout_on_shutdown, IBKR),
+            (
+                "login_poll_interval",
+                self.login_poll_interval.is_some(),
+                IBKR,
+            ),
+            ("token_url", self.token_url.is_some(), TICKET),
+            ("token_body", self.token_body.is_some(), TICKET),
+            ("token_secret_env", self.token_secret_env.is_some(), TICKET),
+            (
+                "token_secret_file",
+                self.token_secret_file.is_some(),
+                TICKET,
+            ),
+            ("token_pointer", self.token_pointer.is_some(), TOKENS),
+            (
+                "expires_in_pointer",
+                self.expires_in_pointer.is_some(),
+                TICKET,
+            ),
+            ("ticket_url", self.ticket_url.is_some(), TICKET),
+            ("ticket_pointer", self.ticket_pointer.is_some(), TICKET),
+            ("socket_url", self.socket_url.is_some(), TICKET),
+            ("origin", self.origin.is_some(), TICKET),
+            ("jwt_cache", self.jwt_cache.is_some(), TICKET),
+            (
+                "subscribe_template",
+                self.subscribe_template.is_some(),
+                TICKET,
+            ),
+            (
+                "unsubscribe_template",
+                self.unsubscribe_template.is_some(),
+                TICKET,
+            ),
+            ("type_pointer", self.type_pointer.is_some(), TICKET),
+            ("channel_pointer", self.channel_pointer.is_some(), TICKET),
+            ("ack_type", self.ack_type.is_some(), TICKET),
+            ("error_type", self.error_type.is_some(), TICKET),
+            ("heartbeat_types", self.heartbeat_types.is_some(), TICKET),
+            ("ready_type", self.ready_type.is_some(), TICKET),
+            ("login_url", self.login_url.is_some(), SIGNALR),
+            ("login_body", self.login_body.is_some(), SIGNALR),
+            ("user", self.user.is_some(), SIGNALR),
+            ("api_key_env", self.api_key_env.is_some(), SIGNALR),
+            ("api_key_file", self.api_key_file.is_some(), SIGNALR),
+            (
+                "validate_url",
+                self.validate_url.is_some() || self.validate_pointer.is_some(),
+                SIGNALR,
+            ),
+            ("token_lifetime", self.token_lifetime.is_some(), SIGNALR),
+            (
+                "token_transport",
+                self.token_transport.is_some() || self.ping_interval.is_some(),
+                SIGNALR,
+            ),
         ];
-        let ticket_only = [
-            ("token_url", self.token_url.is_some()),
-            ("token_body", self.token_body.is_some()),
-            ("token_secret_env", self.token_secret_env.is_some()),
-            ("token_secret_file", self.token_secret_file.is_some()),
-            ("token_pointer", self.token_pointer.is_some()),
-            ("expires_in_pointer", self.expires_in_pointer.is_some()),
-            ("ticket_url", self.ticket_url.is_some()),
-            ("ticket_pointer", self.ticket_pointer.is_some()),
-            ("socket_url", self.socket_url.is_some()),
-            ("origin", self.origin.is_some()),
-            ("jwt_cache", self.jwt_cache.is_some()),
-            ("subscribe_template", self.subscribe_template.is_some()),
-            ("unsubscribe_template", self.unsubscribe_template.is_some()),
-            ("type_pointer", self.type_pointer.is_some()),
-            ("channel_pointer", self.channel_pointer.is_some()),
-            ("ack_type", self.ack_type.is_some()),
-            ("error_type", self.error_type.is_some()),
-            ("heartbeat_types", self.heartbeat_types.is_some()),
-            ("ready_type", self.ready_type.is_some()),
-        ];
-        let (foreign, owner) = if self.dialect == "ticket" {
-            (&ibkr_only[..], "ibkr")
-        } else {
-            (&ticket_only[..], "ticket")
-        };
-        match foreign.iter().find(|(_, set)| *set) {
-            Some((key, _)) => Err(ConfigError(format!(
-                "{at}: {key} applies to dialect = \"{owner}\" only, not {:?}: remove it",
+        match keys
+            .iter()
+            .find(|(_, set, dialects)| *set && !dialects.contains(&self.dialect.as_str()))
+        {
+            Some((key, _, dialects)) => Err(ConfigError(format!(
+                "{at}: {key} applies to dialect = {} only, not {:?}: remove it",
+                dialects
+                    .iter()
+                    .map(|d| format!("\"{d}\""))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
                 self.dialect
             ))),
             None => Ok(()),
         }
     }
+}
+
+fn signalr_config(s: &StreamSection, at: &str, base: &Path) -> Result<SignalRConfig, ConfigError> {
+    let d = SignalRConfig::default();
+    let secret = match (&s.api_key_env, &s.api_key_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError(format!(
+                "{at}: set api_key_env or api_key_file, not both"
+            )))
+        }
+        (Some(var), None) => Some(SecretSource::Env(var.clone())),
+        (None, Some(f)) => Some(SecretSource::File(if f.is_absolute() {
+            f.clone()
+        } else {
+            base.join(f)
+        })),
+        (None, None) => None,
+    };
+    let login_body = s.login_body.clone().unwrap_or(d.login_body);
+    if login_body.contains("{secret}") && secret.is_none() {
+        return Err(ConfigError(format!(
+            "{at}: login_body uses {{secret}} but no API key is configured: set api_key_env = \"VAR\" or api_key_file = \"path\""
+        )));
+    }
+    let token_transport = match s.token_transport.as_deref() {
+        None | Some("query") => TokenTransport::Query,
+        Some("header") => TokenTransport::Header,
+        Some(other) => {
+            return Err(ConfigError(format!(
+                "{at}: token_transport = {other:?}: use \"query\" or \"header\""
+            )))
+        }
+    };
+    Ok(SignalRConfig {
+        login_url: s.login_url.clone(),
+        login_body,
+        user: s.user.clone().unwrap_or_default(),
+        secret,
+        token_pointer: s.token_pointer.clone().unwrap_or(d.token_pointer),
+        validate_url: s.validate_url.clone(),
+        validate: s.validate_url.as_deref() != Some(""),
+        validate_pointer: s.validate_pointer.clone().unwrap_or(d.validate_pointer),
+        token_lifetime: s.token_lifetime.map(|h| h.0),
+        token_transport,
+        ping_interval: s.ping_interval.map_or(d.ping_interval, |h| h.0),
+    })
 }
 
 fn ticket_config(s: &StreamSection, at: &str, base: &Path) -> Result<TicketConfig, ConfigError> {
@@ -752,5 +891,34 @@ channel = "trades.BTC-USD"
         assert!(e.contains("token_secret_env"), "{e}");
         let e = err(&TICKET.replace("token_secret_env", "token_secret"));
         assert!(e.contains("token_secret_env = "), "{e}");
+    }
+
+    #[test]
+    fn a_signalr_stream_parses() {
+        let text = r#"
+[[streams]]
+name = "hub"
+dialect = "signalr"
+url = "https://api.example.com/hubs/market"
+user = "trader"
+api_key_env = "HUB_API_KEY"
+token_lifetime = "24h"
+
+[[streams.subscriptions]]
+hub = { method = "SubscribeContractQuotes", args = ["CON.F.US.EP.M25"], unsubscribe = "UnsubscribeContractQuotes", event = "GatewayQuote" }
+"#;
+        let c = parse(text, Path::new(".")).unwrap();
+        let (s, subs) = &c.streams[0];
+        let DialectKind::SignalR(h) = &s.dialect else {
+            panic!("not signalr")
+        };
+        assert_eq!(h.user, "trader");
+        assert_eq!(h.token_lifetime, Some(Duration::from_secs(86_400)));
+        assert_eq!(subs, &vec![Subscription::hub_quotes("CON.F.US.EP.M25")]);
+        let e = err(&text.replace("user = ", "origin = \"x\"\nuser = "));
+        assert!(
+            e.contains("origin applies to dialect = \"ticket\" only"),
+            "{e}"
+        );
     }
 }

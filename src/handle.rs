@@ -165,12 +165,14 @@ fn register_metrics(
         ))));
     }
     Metrics::register_with(registry, const_labels).map_err(|e| {
-        let collision = match &e {
-            prometheus::Error::AlreadyReg => true,
-            prometheus::Error::Msg(m) => m.contains("different label names"),
-            _ => false,
+        let detail = match &e {
+            prometheus::Error::AlreadyReg => Some("identical descriptors are already registered"),
+            prometheus::Error::Msg(m) if m.contains("different label names") => {
+                Some("the same metric names are registered with other const label names")
+            }
+            _ => None,
         };
-        if collision {
+        if let Some(detail) = detail {
             Error::MetricsCollision {
                 const_labels: format!(
                     "{{{}}}",
@@ -180,7 +182,7 @@ fn register_metrics(
                         .collect::<Vec<_>>()
                         .join(",")
                 ),
-                detail: e.to_string(),
+                detail: detail.to_string(),
             }
         } else {
             Error::Metrics(e)

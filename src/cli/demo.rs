@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
-use keepwire::dialect::ticket::{SecretSource, TicketConfig};
+use keepwire::config::SecretSource;
+use keepwire::dialect::signalr::SignalRConfig;
+use keepwire::dialect::ticket::TicketConfig;
+use keepwire::emulator::signalr::{HubConfig, HubFault};
 use keepwire::emulator::ticket::{TicketConfig as TicketApiConfig, TicketFault};
 use keepwire::emulator::{Emulator, EmulatorConfig, Fault};
 use keepwire::{BackoffConfig, Event, Handle, StreamConfig, StreamStatus, Subscription};
@@ -43,6 +46,8 @@ pub enum DemoDialect {
     Ibkr,
     /// A WebSocket opened with a one-time ticket bought with a JWT.
     Ticket,
+    /// An ASP.NET Core SignalR market hub with a token factory.
+    Signalr,
 }
 
 /// One scripted fault: what to inject, and what "recovered" means for it.
@@ -193,10 +198,76 @@ fn ticket_script() -> Vec<Scripted> {
     ]
 }
 
+fn signalr_script() -> Vec<Scripted> {
+    let s = |name, faults| Scripted {
+        name,
+        faults,
+        approve_after: None,
+        disconnects: true,
+    };
+    let quiet = |name, faults| Scripted {
+        name,
+        faults,
+        approve_after: None,
+        disconnects: false,
+    };
+    let h = Fault::Hub;
+    vec![
+        s(
+            "token expired mid-stream (Close: Unauthorized)",
+            vec![h(HubFault::ExpireTokens)],
+        ),
+        s(
+            "401 on negotiate",
+            vec![
+                h(HubFault::RejectNegotiate {
+                    status: 401,
+                    count: 1,
+                }),
+                h(HubFault::Drop),
+            ],
+        ),
+        s(
+            "401 on the upgrade",
+            vec![
+                h(HubFault::RejectUpgrade {
+                    status: 401,
+                    count: 1,
+                }),
+                h(HubFault::Drop),
+            ],
+        ),
+        s(
+            "503 on negotiate",
+            vec![
+                h(HubFault::RejectNegotiate {
+                    status: 503,
+                    count: 2,
+                }),
+                h(HubFault::Drop),
+            ],
+        ),
+        s(
+            "Close with allowReconnect",
+            vec![h(HubFault::Close {
+                allow_reconnect: true,
+                error: Some("restart".into()),
+            })],
+        ),
+        s("connection dropped", vec![h(HubFault::Drop)]),
+        s("silent hub (no pings)", vec![h(HubFault::Silent)]),
+        quiet(
+            "messages split across frames",
+            vec![h(HubFault::SplitFrames)],
+        ),
+    ]
+}
+
 fn script(dialect: DemoDialect) -> Vec<Scripted> {
     match dialect {
         DemoDialect::Ibkr => ibkr_script(),
         DemoDialect::Ticket => ticket_script(),
+        DemoDialect::Signalr => signalr_script(),
     }
 }
 
@@ -217,6 +288,15 @@ fn subscriptions(dialect: DemoDialect) -> Vec<Subscription> {
             channel: (*c).to_string(),
         })
         .collect(),
+        DemoDialect::Signalr => [
+            "CON.F.US.EP.M25",
+            "CON.F.US.ENQ.M25",
+            "CON.F.US.MES.M25",
+            "CON.F.US.MNQ.M25",
+        ]
+        .iter()
+        .map(|c| Subscription::hub_quotes(c))
+        .collect(),
     }
 }
 
@@ -236,6 +316,26 @@ fn stream_config(dialect: DemoDialect, emu: &keepwire::emulator::EmulatorHandle)
                 ..TicketConfig::default()
             },
         ),
+        DemoDialect::Signalr => {
+            let (user, key) = HubConfig::default()
+                .api_keys
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            let mut cfg = StreamConfig::signalr(
+                STREAM,
+                emu.hub_url(),
+                SignalRConfig {
+                    user,
+                    secret: Some(SecretSource::Value(key.into())),
+                    ping_interval: Duration::from_millis(500),
+                    token_lifetime: Some(Duration::from_secs(20)),
+                    ..SignalRConfig::default()
+                },
+            );
+            cfg.heartbeat_timeout = Duration::from_millis(1500);
+            cfg
+        }
     };
     cfg.backoff = BackoffConfig {
         initial: Duration::from_millis(100),
@@ -290,6 +390,12 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         heartbeat_interval: Duration::from_millis(300),
         market_data_interval: Duration::from_millis(50),
         smd_expiry: Some(Duration::from_secs(3)),
+        hub: HubConfig {
+            ping_interval: Duration::from_millis(300),
+            quote_interval: Duration::from_millis(50),
+            token_ttl: Duration::from_secs(20),
+            ..HubConfig::default()
+        },
         ticket: TicketApiConfig {
             heartbeat_interval: Duration::from_millis(300),
             data_interval: Duration::from_millis(50),
@@ -440,6 +546,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         "gateway": match args.dialect {
             DemoDialect::Ibkr => serde_json::json!({ "tickles": c.tickle, "ssodh_init": c.ssodh_init, "upgrades": c.ws_upgrades_accepted, "smd_subscribes": c.smd_subscribe }),
             DemoDialect::Ticket => serde_json::to_value(&c.ticket).unwrap_or_default(),
+            DemoDialect::Signalr => serde_json::to_value(&c.hub).unwrap_or_default(),
         },
     });
     eprintln!(

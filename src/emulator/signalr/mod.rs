@@ -33,6 +33,8 @@ pub(crate) const HUB_PATH: &str = "/hubs/market";
 const PENDING_TTL: Duration = Duration::from_secs(120);
 /// At most this many negotiated connections wait for their socket (oldest forgotten first).
 const MAX_PENDING: usize = 4096;
+/// Longest hub timer (longer settings are clamped to it).
+const MAX_TIMER: Duration = Duration::from_secs(365 * 24 * 3600);
 /// At most this many tokens are live at once (expired ones are pruned first, then the oldest).
 const MAX_TOKENS: usize = 65_536;
 
@@ -306,14 +308,15 @@ pub(crate) fn random_hex(bytes: usize) -> String {
 impl Hub {
     /// A hub for `config`.
     pub(crate) fn new(config: &HubConfig) -> Self {
-        let min = Duration::from_millis(1);
+        // Timers are kept between 1 ms and a year, so instant arithmetic cannot overflow.
+        let clamp = |d: Duration| d.clamp(Duration::from_millis(1), MAX_TIMER);
         Self {
             settings: Settings {
                 token_ttl: config.token_ttl,
-                ping_interval: config.ping_interval.max(min),
-                client_timeout: config.client_timeout.max(min),
-                handshake_timeout: config.handshake_timeout.max(min),
-                quote_interval: config.quote_interval.max(min),
+                ping_interval: clamp(config.ping_interval),
+                client_timeout: clamp(config.client_timeout),
+                handshake_timeout: clamp(config.handshake_timeout),
+                quote_interval: clamp(config.quote_interval),
                 close_on_token_expiry: config.close_on_token_expiry,
             },
             api_keys: config.api_keys.clone(),

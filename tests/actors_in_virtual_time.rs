@@ -14,14 +14,12 @@ use futures_util::FutureExt;
 use keepwire::actors::{Peers, StreamCtx, Subscriptions, TokenManager};
 use keepwire::config::IbkrConfig;
 use keepwire::dialect::ibkr::Ibkr;
-use keepwire::dialect::{
-    DialPlan, Dialect, Issued, KeepaliveOutcome, SocketDecoder, SubscriptionWire,
-};
+use keepwire::dialect::{DialPlan, Dialect, Issued, SocketDecoder, SubscriptionWire};
 use keepwire::messages::{
     CredentialsRejected, Deliver, GetCredentials, Report, SendFrame, StreamDown, StreamUp,
     Subscribe,
 };
-use keepwire::{CompetingPolicy, Failure, StreamConfig, Subscription};
+use keepwire::{Failure, StreamConfig, Subscription};
 use secrecy::{ExposeSecret, SecretString};
 
 /// Records what actors send out.
@@ -59,18 +57,6 @@ impl Dialect for CountingDialect {
     fn name(&self) -> &'static str {
         "counting"
     }
-    fn establish(&self, _: awc::Client) -> LocalBoxFuture<'static, Result<(), Failure>> {
-        async { Ok(()) }.boxed_local()
-    }
-    fn keepalive(
-        &self,
-        _: awc::Client,
-    ) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>> {
-        async { Ok(KeepaliveOutcome::default()) }.boxed_local()
-    }
-    fn keepalive_interval(&self) -> Option<Duration> {
-        None
-    }
     fn fetch_credentials(
         &self,
         _: awc::Client,
@@ -95,20 +81,11 @@ impl Dialect for CountingDialect {
     ) -> LocalBoxFuture<'static, Result<DialPlan, Failure>> {
         self.inner.prepare_dial(h, s)
     }
-    fn logout(&self, _: awc::Client) -> Option<LocalBoxFuture<'static, Result<(), Failure>>> {
-        None
-    }
     fn decoder(&self) -> Box<dyn SocketDecoder> {
         self.inner.decoder()
     }
-    fn socket_keepalive(&self) -> Option<(Duration, String)> {
-        None
-    }
     fn subscription(&self, sub: &Subscription) -> Result<SubscriptionWire, String> {
         self.inner.subscription(sub)
-    }
-    fn competing_policy(&self) -> CompetingPolicy {
-        CompetingPolicy::Compete
     }
 }
 

@@ -14,7 +14,7 @@ use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::Registry;
 
 /// Every family keepwire exports once a stream has recovered from a fault and then failed hard.
-const FAMILIES: [&str; 21] = [
+const FAMILIES: [&str; 22] = [
     "keepwire_stream_up",
     "keepwire_stream_state",
     "keepwire_reconnects_total",
@@ -26,6 +26,7 @@ const FAMILIES: [&str; 21] = [
     "keepwire_recovery_seconds",
     "keepwire_events_dropped_total",
     "keepwire_decode_errors_total",
+    "keepwire_credential_requests_total",
     "keepwire_credential_expiry_timestamp_seconds",
     "keepwire_last_message_timestamp_seconds",
     "keepwire_backoff_delay_seconds",

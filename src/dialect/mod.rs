@@ -153,14 +153,21 @@ pub trait Dialect {
     // --- session flow (GatewaySession, TokenManager) ---
 
     /// Makes sure the gateway session is established (IBKR: auth/status → ssodh/init → status).
-    fn establish(&self, http: awc::Client) -> LocalBoxFuture<'static, Result<(), Failure>>;
+    /// Defaults to nothing to establish: dialects whose credentials are the session.
+    fn establish(&self, _http: awc::Client) -> LocalBoxFuture<'static, Result<(), Failure>> {
+        Box::pin(async { Ok(()) })
+    }
     /// Keeps the session alive; called every [`Dialect::keepalive_interval`].
     fn keepalive(
         &self,
-        http: awc::Client,
-    ) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>>;
-    /// How often to call [`Dialect::keepalive`] (`None`: never).
-    fn keepalive_interval(&self) -> Option<Duration>;
+        _http: awc::Client,
+    ) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>> {
+        Box::pin(async { Ok(KeepaliveOutcome::default()) })
+    }
+    /// How often to call [`Dialect::keepalive`] (`None`, the default: never).
+    fn keepalive_interval(&self) -> Option<Duration> {
+        None
+    }
     /// A credential kept from an earlier run (e.g. a cached JWT), tried before fetching one.
     fn cached_credentials(&self) -> Option<Issued> {
         None
@@ -176,15 +183,19 @@ pub trait Dialect {
         http: awc::Client,
         secret: &SecretString,
     ) -> LocalBoxFuture<'static, Result<DialPlan, Failure>>;
-    /// Ends the gateway session (on shutdown, when configured).
-    fn logout(&self, http: awc::Client) -> Option<LocalBoxFuture<'static, Result<(), Failure>>>;
+    /// Ends the gateway session (on shutdown, when configured). Defaults to nothing to end.
+    fn logout(&self, _http: awc::Client) -> Option<LocalBoxFuture<'static, Result<(), Failure>>> {
+        None
+    }
 
     // --- socket (StreamConnection) ---
 
     /// A decoder for a new socket.
     fn decoder(&self) -> Box<dyn SocketDecoder>;
-    /// A frame to write periodically, and how often (IBKR `tic`).
-    fn socket_keepalive(&self) -> Option<(Duration, String)>;
+    /// A frame to write periodically, and how often (IBKR `tic`). Defaults to none.
+    fn socket_keepalive(&self) -> Option<(Duration, String)> {
+        None
+    }
 
     /// Frames written right after the upgrade (SignalR's handshake request).
     fn opening_frames(&self) -> Vec<String> {
@@ -213,8 +224,10 @@ pub trait Dialect {
     /// The wire form of a subscription, or why this dialect cannot carry it.
     fn subscription(&self, sub: &Subscription) -> Result<SubscriptionWire, String>;
 
-    /// The competing-session policy (for classification).
-    fn competing_policy(&self) -> CompetingPolicy;
+    /// The competing-session policy (for classification). Defaults to taking over.
+    fn competing_policy(&self) -> CompetingPolicy {
+        CompetingPolicy::Compete
+    }
 }
 
 /// Builds the dialect of a stream.

@@ -29,11 +29,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use super::{
-    Confirmation, DialPlan, Dialect, Inbound, Issued, KeepaliveOutcome, SocketDecoder,
-    SubscriptionWire,
-};
-use crate::config::CompetingPolicy;
+use super::{Confirmation, DialPlan, Dialect, Inbound, Issued, SocketDecoder, SubscriptionWire};
 use crate::failure::{http_failure, Endpoint, Failure};
 use crate::subscription::Subscription;
 use crate::transport::{call_json, JsonReply};
@@ -358,22 +354,6 @@ impl Dialect for Ticket {
         "ticket"
     }
 
-    fn establish(&self, _http: awc::Client) -> LocalBoxFuture<'static, Result<(), Failure>> {
-        // No REST session: the JWT is the session.
-        async { Ok(()) }.boxed_local()
-    }
-
-    fn keepalive(
-        &self,
-        _http: awc::Client,
-    ) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>> {
-        async { Ok(KeepaliveOutcome::default()) }.boxed_local()
-    }
-
-    fn keepalive_interval(&self) -> Option<Duration> {
-        None
-    }
-
     fn cached_credentials(&self) -> Option<Issued> {
         self.config.jwt_cache.as_ref().and_then(read_cache)
     }
@@ -400,23 +380,11 @@ impl Dialect for Ticket {
         .boxed_local()
     }
 
-    fn logout(&self, _http: awc::Client) -> Option<LocalBoxFuture<'static, Result<(), Failure>>> {
-        None
-    }
-
     fn decoder(&self) -> Box<dyn SocketDecoder> {
         Box::new(TicketDecoder {
             config: self.config.clone(),
             ready: self.config.ready_type.is_none(),
         })
-    }
-
-    fn socket_keepalive(&self) -> Option<(Duration, String)> {
-        None
-    }
-
-    fn opening_frames(&self) -> Vec<String> {
-        Vec::new()
     }
 
     fn upgrade_refused(&self, status: u16) -> Failure {
@@ -451,10 +419,6 @@ impl Dialect for Ticket {
                 None => Confirmation::FirstMessage,
             },
         })
-    }
-
-    fn competing_policy(&self) -> CompetingPolicy {
-        CompetingPolicy::Compete
     }
 }
 

@@ -32,11 +32,7 @@ use futures_util::FutureExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use super::{
-    Confirmation, DialPlan, Dialect, Inbound, Issued, KeepaliveOutcome, SocketDecoder,
-    SubscriptionWire,
-};
-use crate::config::CompetingPolicy;
+use super::{Confirmation, DialPlan, Dialect, Inbound, Issued, SocketDecoder, SubscriptionWire};
 use crate::config::SecretSource;
 use crate::failure::{http_failure, Endpoint, Failure};
 use crate::subscription::Subscription;
@@ -361,22 +357,6 @@ impl Dialect for SignalR {
         "signalr"
     }
 
-    fn establish(&self, _http: awc::Client) -> LocalBoxFuture<'static, Result<(), Failure>> {
-        // Every connection negotiates anew at dial time (PrepareDial); no session to keep.
-        async { Ok(()) }.boxed_local()
-    }
-
-    fn keepalive(
-        &self,
-        _http: awc::Client,
-    ) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>> {
-        async { Ok(KeepaliveOutcome::default()) }.boxed_local()
-    }
-
-    fn keepalive_interval(&self) -> Option<Duration> {
-        None
-    }
-
     fn fetch_credentials(
         &self,
         http: awc::Client,
@@ -419,10 +399,6 @@ impl Dialect for SignalR {
             self.config.token_transport,
         )
         .boxed_local()
-    }
-
-    fn logout(&self, _http: awc::Client) -> Option<LocalBoxFuture<'static, Result<(), Failure>>> {
-        None
     }
 
     fn decoder(&self) -> Box<dyn SocketDecoder> {
@@ -479,10 +455,6 @@ impl Dialect for SignalR {
             resend_every: None,
             confirmation: Confirmation::Ack(key),
         })
-    }
-
-    fn competing_policy(&self) -> CompetingPolicy {
-        CompetingPolicy::Compete
     }
 }
 

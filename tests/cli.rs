@@ -411,3 +411,77 @@ fn emulate_prints_its_urls_and_takes_faults_through_the_admin_api() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+fn write_raw_config(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("keepwire-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("keepwire.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn doctor_with_env(config: &PathBuf, env: (&str, &str)) -> (bool, serde_json::Value) {
+    let out = Command::new(BIN)
+        .args(["doctor", "--json", "--config"])
+        .arg(config)
+        .env(env.0, env.1)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("not JSON: {stdout}"));
+    (out.status.success(), v)
+}
+
+#[test]
+fn doctor_checks_a_ticket_stream_end_to_end() {
+    let emu = Emulator::start(EmulatorConfig::default()).unwrap();
+    let config = write_raw_config(
+        "doc-ticket",
+        &format!(
+            r#"
+[[streams]]
+name = "feed"
+dialect = "ticket"
+url = "{}"
+origin = "https://app.example.test"
+token_secret_env = "KW_DOCTOR_TICKET_KEY"
+
+[[streams.subscriptions]]
+channel = "trades.BTC-USD"
+"#,
+            emu.base_url()
+        ),
+    );
+    let (ok, v) = doctor_with_env(&config, ("KW_DOCTOR_TICKET_KEY", "kw-ticket-key"));
+    assert!(ok, "{v:#}");
+    let (ok, v) = doctor_with_env(&config, ("KW_DOCTOR_TICKET_KEY", "wrong"));
+    assert!(!ok);
+    assert!(failed_remedy(&v).contains("sign in again"), "{v:#}");
+    emu.stop();
+}
+
+#[test]
+fn doctor_checks_a_signalr_stream_end_to_end() {
+    let emu = Emulator::start(EmulatorConfig::default()).unwrap();
+    let config = write_raw_config(
+        "doc-hub",
+        &format!(
+            r#"
+[[streams]]
+name = "hub"
+dialect = "signalr"
+url = "{}"
+user = "kwuser1"
+api_key_env = "KW_DOCTOR_HUB_KEY"
+
+[[streams.subscriptions]]
+hub = {{ method = "SubscribeContractQuotes", args = ["CON.F.US.EP.M25"], event = "GatewayQuote" }}
+"#,
+            emu.hub_url()
+        ),
+    );
+    let (ok, v) = doctor_with_env(&config, ("KW_DOCTOR_HUB_KEY", "kw-demo-key"));
+    assert!(ok, "{v:#}");
+    emu.stop();
+}

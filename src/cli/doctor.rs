@@ -241,115 +241,12 @@ async fn socket_checks(
     sub: &Subscription,
     list: &mut Checklist,
 ) {
-    let plan = match dialect.prepare_dial(http.clone(), session).await {
-        Ok(p) => p,
-        Err(f) => return list.fail_with("socket authenticated", &f, "check the configuration"),
-    };
-    let mut req = http.ws(plan.url.as_str());
-    for (k, v) in &plan.headers {
-        req = req.header(*k, v.expose_secret());
+    match dialect.prepare_dial(http.clone(), session).await {
+        Ok(plan) => socket_and_subscription(dialect, http, plan, sub, list).await,
+        Err(f) => list.fail_with("socket authenticated", &f, "check the configuration"),
     }
-    let mut socket = match req.connect().await {
-        Ok((_, framed)) => framed,
-        Err(e) => {
-            let f = keepwire::transport::ws_failure(&e, |s| dialect.upgrade_refused(s));
-            return list.fail_with("socket authenticated", &f, "log in at the gateway again");
-        }
-    };
-    let mut decoder = dialect.decoder();
-    let wire = match dialect.subscription(sub) {
-        Ok(w) => w,
-        Err(e) => {
-            return list.fail(
-                "subscription confirmed",
-                e,
-                "fix the subscription in the configuration",
-            )
-        }
-    };
-    let mut authenticated = false;
-    while let Some(frame) = socket.next().await {
-        let text = match frame {
-            Ok(Frame::Text(b) | Frame::Binary(b)) => String::from_utf8_lossy(&b).into_owned(),
-            Ok(Frame::Ping(p)) => {
-                let _ = socket.send(Message::Pong(p)).await;
-                continue;
-            }
-            Ok(Frame::Close(reason)) => {
-                let f = keepwire::failure::close_failure(
-                    reason.as_ref().map(|r| u16::from(r.code)),
-                    "",
-                );
-                let check = if authenticated {
-                    "subscription confirmed"
-                } else {
-                    "socket authenticated"
-                };
-                return list.fail_with(check, &f, "check the gateway logs");
-            }
-            Ok(_) => continue,
-            Err(e) => {
-                return list.fail(
-                    "socket authenticated",
-                    format!("websocket error: {e}"),
-                    "try again",
-                )
-            }
-        };
-        match decoder.decode(&text) {
-            Inbound::Authenticated if !authenticated => {
-                authenticated = true;
-                list.pass("socket authenticated", "sts says authenticated");
-                if socket
-                    .send(Message::Text(wire.subscribe.clone().into()))
-                    .await
-                    .is_err()
-                {
-                    return list.fail(
-                        "subscription confirmed",
-                        "could not send the subscription",
-                        "try again",
-                    );
-                }
-            }
-            Inbound::Failure(f) => {
-                return list.fail_with(
-                    "socket authenticated",
-                    &f,
-                    "log in at the gateway and approve 2FA",
-                );
-            }
-            Inbound::Data { topic, .. } if authenticated && *topic == *wire.key => {
-                list.pass(
-                    "subscription confirmed",
-                    format!("{sub} ({}) delivered data", wire.key),
-                );
-                if let Some(unsub) = &wire.unsubscribe {
-                    let _ = socket.send(Message::Text(unsub.clone().into())).await;
-                }
-                let _ = socket.close().await;
-                return;
-            }
-            Inbound::TopicError { message, .. } if authenticated => {
-                return list.fail(
-                    "subscription confirmed",
-                    format!("the gateway refused {sub}: {message}"),
-                    "check the contract id and your market-data permissions",
-                );
-            }
-            _ => {}
-        }
-    }
-    let check = if authenticated {
-        "subscription confirmed"
-    } else {
-        "socket authenticated"
-    };
-    list.fail(check, "the socket ended", "check the gateway logs");
 }
 
-/// The checklist of dialects without a gateway session (ticket, SignalR): credentials, dial plan,
-/// socket, one subscription.
 async fn generic_checks(cfg: &StreamConfig, subs: &[Subscription], list: &mut Checklist) {
     let dialect = keepwire::dialect::build(cfg);
     let clients = match ClientFactory::new(cfg) {
@@ -399,7 +296,19 @@ async fn generic_checks(cfg: &StreamConfig, subs: &[Subscription], list: &mut Ch
             "add a [[streams.subscriptions]] entry",
         );
     };
-    let wire = match dialect.subscription(&sub) {
+    socket_and_subscription(&*dialect, &http, plan, &sub, list).await;
+}
+
+/// Dials the planned socket, waits until it is usable, subscribes to `sub` and waits for its
+/// confirmation (data or an acknowledgement); then unsubscribes and closes.
+async fn socket_and_subscription(
+    dialect: &dyn Dialect,
+    http: &awc::Client,
+    plan: keepwire::dialect::DialPlan,
+    sub: &Subscription,
+    list: &mut Checklist,
+) {
+    let wire = match dialect.subscription(sub) {
         Ok(w) => w,
         Err(e) => {
             return list.fail(
@@ -482,6 +391,9 @@ async fn generic_checks(cfg: &StreamConfig, subs: &[Subscription], list: &mut Ch
                         return list.fail_with("socket authenticated", &f, "check the gateway logs")
                     }
                     Inbound::Data { topic, .. } if authenticated && *topic == *wire.key => {
+                        if let Some(unsub) = &wire.unsubscribe {
+                            let _ = socket.send(Message::Text(unsub.clone().into())).await;
+                        }
                         return list
                             .pass("subscription confirmed", format!("{sub} delivered data"));
                     }

@@ -1,11 +1,9 @@
 //! The IBKR WebSocket (`GET /v1/api/ws`): upgrade checks, then one task per socket that owns
 //! every frame it writes (so it can send non-UTF-8 text, fragments, any close code, or vanish).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use actix_http::body::{BodyStream, MessageBody};
-use actix_http::ws::{handshake, ProtocolError};
+use actix_http::ws::ProtocolError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -34,21 +32,8 @@ pub(crate) async fn upgrade(
         shared.lock().counters.ws_upgrades_rejected += 1;
         return rejection;
     }
-    let mut builder = match handshake(req.head()) {
-        Ok(builder) => builder,
-        Err(err) => {
-            shared.lock().counters.ws_upgrades_rejected += 1;
-            return HttpResponse::from_error(err);
-        }
-    };
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
-    let body = BodyStream::new(futures_util::stream::poll_fn(move |cx| {
-        out_rx
-            .poll_recv(cx)
-            .map(|frame| frame.map(Ok::<_, Infallible>))
-    }));
-    let response = match builder.message_body(body.boxed()) {
-        Ok(response) => HttpResponse::from(response),
+    let (response, out_tx) = match wsframe::accept(&req) {
+        Ok(accepted) => accepted,
         Err(err) => {
             shared.lock().counters.ws_upgrades_rejected += 1;
             return HttpResponse::from_error(err);

@@ -2,11 +2,8 @@
 //! every frame it writes (so faults can split messages, go silent or vanish).
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use actix_http::body::{BodyStream, MessageBody};
-use actix_http::ws::handshake;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -94,21 +91,8 @@ pub(crate) async fn upgrade(
         }
     };
     let id = id.unwrap_or_default();
-    let mut builder = match handshake(req.head()) {
-        Ok(builder) => builder,
-        Err(err) => {
-            shared.hub.upgrade_failed();
-            return HttpResponse::from_error(err);
-        }
-    };
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
-    let body = BodyStream::new(futures_util::stream::poll_fn(move |cx| {
-        out_rx
-            .poll_recv(cx)
-            .map(|frame| frame.map(Ok::<_, Infallible>))
-    }));
-    let response = match builder.message_body(body.boxed()) {
-        Ok(response) => HttpResponse::from(response),
+    let (response, out_tx) = match wsframe::accept(&req) {
+        Ok(accepted) => accepted,
         Err(err) => {
             shared.hub.upgrade_failed();
             return HttpResponse::from_error(err);

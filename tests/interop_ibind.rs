@@ -9,18 +9,17 @@
 //! ibind must be installed (`scripts/test.sh` installs it); without it this test fails, it does
 //! not skip.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
 
+mod common;
+
+use common::process::{drain, wait_bounded, TempFile};
 use keepwire::emulator::{Emulator, EmulatorConfig, EmulatorHandle, TlsMode};
 
 /// The whole Python run must end within this (the script bounds itself at 45 s).
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(60);
-/// How often the bounded wait checks whether the script ended.
-const POLL: Duration = Duration::from_millis(50);
 /// The failure message when ibind cannot be imported.
 const IBIND_MISSING: &str = "ibind is missing: install it with: python3 -m pip install ibind";
 
@@ -42,54 +41,6 @@ fn require_ibind() {
                 .unwrap_or_default()
         ),
         Err(err) => panic!("{IBIND_MISSING}\n(python3 could not be run: {err})"),
-    }
-}
-
-/// A file removed when dropped (the certificate handed to ibind).
-struct TempFile(PathBuf);
-
-impl TempFile {
-    /// Writes `contents` to a file whose name is unique to this process and test.
-    fn new(name: &str, contents: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("keepwire-{}-{name}", std::process::id()));
-        std::fs::write(&path, contents).expect("write the temp file");
-        Self(path)
-    }
-
-    /// The file's path.
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Drains a child's pipe on its own thread (so the child never blocks on a full pipe).
-fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-/// Waits for the child until `deadline` (bounded polling); kills it if it is still running then.
-fn wait_bounded(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
-    let started = Instant::now();
-    loop {
-        match child.try_wait().expect("poll the python process") {
-            Some(status) => return Some(status),
-            None if started.elapsed() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            None => std::thread::sleep(POLL),
-        }
     }
 }
 

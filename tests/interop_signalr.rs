@@ -13,19 +13,18 @@
 //! Node and the pinned package must be installed (`scripts/test.sh` runs
 //! `npm ci --prefix tests/interop/signalr`); without them this test fails, it does not skip.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
 
+mod common;
+
+use common::process::{drain, wait_bounded, TempFile};
 use keepwire::emulator::{Emulator, EmulatorConfig, EmulatorHandle, TlsMode};
 use serde_json::Value;
 
 /// The whole Node run must end within this (the script bounds itself at 45 s).
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(60);
-/// How often the bounded wait checks whether the script ended.
-const POLL: Duration = Duration::from_millis(50);
 /// How to install what this test needs.
 const INSTALL: &str = "npm ci --prefix tests/interop/signalr";
 
@@ -71,54 +70,6 @@ fn require_node_and_client() -> String {
             "@microsoft/signalr {v} is installed but package.json pins {pinned}: run: {INSTALL}"
         ),
         None => panic!("@microsoft/signalr is not installed: run: {INSTALL}"),
-    }
-}
-
-/// A file removed when dropped (the certificate handed to Node).
-struct TempFile(PathBuf);
-
-impl TempFile {
-    /// Writes `contents` to a file whose name is unique to this process and test.
-    fn new(name: &str, contents: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("keepwire-{}-{name}", std::process::id()));
-        std::fs::write(&path, contents).expect("write the temp file");
-        Self(path)
-    }
-
-    /// The file's path.
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Drains a child's pipe on its own thread (so the child never blocks on a full pipe).
-fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-/// Waits for the child until `deadline` (bounded polling); kills it if it is still running then.
-fn wait_bounded(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
-    let started = Instant::now();
-    loop {
-        match child.try_wait().expect("poll the node process") {
-            Some(status) => return Some(status),
-            None if started.elapsed() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            None => std::thread::sleep(POLL),
-        }
     }
 }
 

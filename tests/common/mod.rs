@@ -2,6 +2,8 @@
 //! wake on the status `watch` (no sleeps as synchronisation).
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::time::Duration;
 
 use keepwire::emulator::{Emulator, EmulatorConfig, EmulatorHandle};

@@ -43,7 +43,7 @@ if [ ! -f "$signalr_dir/node_modules/.package-lock.json" ] \
 fi
 # Prometheus's promtool and server (Debian's package; version tested: 2.42): tests/prometheus.rs runs
 # `promtool check metrics|rules`, `promtool test rules` and a real server scraping `keepwire run`.
-command -v promtool >/dev/null || { apt-get update && apt-get install -y prometheus; }
+command -v promtool >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus; }
 need promtool "apt-get install -y prometheus"
 need prometheus "apt-get install -y prometheus"
 echo "== cargo test"

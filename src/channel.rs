@@ -101,7 +101,12 @@ pub struct Receiver<T> {
 
 impl<T> Receiver<T> {
     /// The next item; `None` once the subscription ended and the queue is drained.
+    ///
+    /// Takes part in tokio's cooperative scheduling like tokio's own channels: a consumer that
+    /// always finds an item waiting still yields now and then, so it cannot starve the timers
+    /// and other tasks of its runtime.
     pub async fn recv(&mut self) -> Option<T> {
+        tokio::task::coop::consume_budget().await;
         let shared = self.shared.clone();
         loop {
             let notified = shared.notify.notified();

@@ -286,6 +286,10 @@ impl Handle {
     }
 
     /// A `watch` of the status of every stream.
+    ///
+    /// Clone what you need out of a `borrow()` (or a `wait_for` result) and drop the guard at
+    /// once: keepwire publishes into the same watch, and a guard held across an `.await` blocks
+    /// its supervisor thread until it is dropped.
     pub fn status(&self) -> watch::Receiver<Status> {
         self.inner.status.clone()
     }

@@ -327,3 +327,64 @@ async fn every_family_is_in_a_scrape_after_a_fault_a_recovery_and_a_hard_failure
     kw.shutdown().await;
     emu.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_expiry_of_a_jwt_is_exported_as_a_unix_time() {
+    use keepwire::dialect::ticket::{SecretSource, TicketConfig};
+    use keepwire::emulator::ticket::TicketConfig as ApiConfig;
+    use keepwire::emulator::EmulatorConfig;
+
+    const KEY_ENV: &str = "KEEPWIRE_TEST_METRICS_TICKET_KEY";
+    let ttl = Duration::from_secs(600);
+    let emu = Emulator::start(EmulatorConfig {
+        ticket: ApiConfig {
+            jwt_ttl: ttl,
+            heartbeat_interval: Duration::from_millis(100),
+            ..ApiConfig::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .unwrap();
+    std::env::set_var(KEY_ENV, ApiConfig::default().api_key);
+    let ticket = TicketConfig {
+        token_secret: Some(SecretSource::Env(KEY_ENV.into())),
+        origin: Some("https://app.example.test".into()),
+        ..TicketConfig::default()
+    };
+    let registry = Registry::new();
+    let kw = Handle::builder()
+        .registry(registry.clone())
+        .stream(keepwire::StreamConfig::ticket(
+            "feed",
+            emu.base_url(),
+            ticket,
+        ))
+        .start()
+        .unwrap();
+    wait_stream(&kw, "feed", 10, "ready", |s| s.state == StreamState::Ready).await;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let f = registry.gather();
+    let expiry = value(
+        &f,
+        "keepwire_credential_expiry_timestamp_seconds",
+        &[("stream", "feed")],
+    );
+    let left = expiry - now;
+    assert!(
+        left > ttl.as_secs_f64() - 30.0 && left <= ttl.as_secs_f64() + 1.0,
+        "expires in {left} s, the JWT lives {ttl:?}"
+    );
+    assert_eq!(
+        value(
+            &f,
+            "keepwire_credential_refreshes_total",
+            &[("stream", "feed"), ("result", "ok")]
+        ),
+        1.0
+    );
+    kw.shutdown().await;
+    emu.stop();
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::LocalBoxFuture;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{CompetingPolicy, DialectKind, StreamConfig};
 use crate::failure::Failure;
@@ -228,6 +228,41 @@ pub trait Dialect {
     fn competing_policy(&self) -> CompetingPolicy {
         CompetingPolicy::Compete
     }
+}
+
+/// Text placed inside a JSON string literal (quotes and control characters escaped).
+pub(crate) fn json_string_content(text: &str) -> String {
+    let quoted = serde_json::to_string(text).unwrap_or_default();
+    quoted[1..quoted.len().saturating_sub(1)].to_string()
+}
+
+/// Renders a JSON request-body template: `{user}` becomes `user` and `{secret}` the secret read
+/// from `secret` *now* (both JSON-escaped). `key` names the template in errors
+/// (`token_body`, `login_body`); `secret_keys` names the settings that provide the secret.
+pub(crate) fn render_body(
+    key: &str,
+    template: &str,
+    user: Option<&str>,
+    secret: Option<&crate::config::SecretSource>,
+    secret_keys: &str,
+) -> Result<serde_json::Value, Failure> {
+    let mut body = template.to_string();
+    if let Some(user) = user {
+        body = body.replace("{user}", &json_string_content(user));
+    }
+    if body.contains("{secret}") {
+        let secret = secret
+            .ok_or_else(|| Failure::Config {
+                detail: format!(
+                    "{key} uses {{secret}} but no secret is configured ({secret_keys})"
+                ),
+            })?
+            .read()?;
+        body = body.replace("{secret}", &json_string_content(secret.expose_secret()));
+    }
+    serde_json::from_str(&body).map_err(|e| Failure::Config {
+        detail: format!("{key} is not JSON: {e}"),
+    })
 }
 
 /// Builds the dialect of a stream.

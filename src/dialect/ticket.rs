@@ -153,10 +153,7 @@ impl Ticket {
     }
 
     fn render(template: &str, channel: &str) -> String {
-        // The channel is inserted as JSON string content.
-        let escaped = serde_json::to_string(channel).unwrap_or_default();
-        let inner = escaped.trim_matches('"');
-        template.replace("{channel}", inner)
+        template.replace("{channel}", &super::json_string_content(channel))
     }
 }
 
@@ -225,22 +222,13 @@ async fn fetch_jwt(
     url: Arc<str>,
     config: Arc<TicketConfig>,
 ) -> Result<Issued, Failure> {
-    let mut body = config.token_body.clone();
-    if body.contains("{secret}") {
-        let secret = config
-            .token_secret
-            .as_ref()
-            .ok_or_else(|| Failure::Config {
-                detail: "token_body uses {secret} but no token secret is configured (token_secret_env or token_secret_file)"
-                    .into(),
-            })?
-            .read()?;
-        let escaped = serde_json::to_string(secret.expose_secret()).unwrap_or_default();
-        body = body.replace("{secret}", escaped.trim_matches('"'));
-    }
-    let json: Value = serde_json::from_str(&body).map_err(|e| Failure::Config {
-        detail: format!("token_body is not JSON: {e}"),
-    })?;
+    let json = super::render_body(
+        "token_body",
+        &config.token_body,
+        None,
+        config.token_secret.as_ref(),
+        "token_secret_env or token_secret_file",
+    )?;
     let reply = call_json(
         &http,
         Method::POST,

@@ -116,11 +116,6 @@ fn origin_of(url: &str) -> &str {
     }
 }
 
-fn json_escape(text: &str) -> String {
-    let quoted = serde_json::to_string(text).unwrap_or_default();
-    quoted[1..quoted.len().saturating_sub(1)].to_string()
-}
-
 impl SignalR {
     /// A SignalR dialect for the hub at `hub_url`.
     pub fn new(hub_url: &str, config: SignalRConfig) -> Self {
@@ -158,20 +153,13 @@ async fn login(
     url: &str,
     config: &SignalRConfig,
 ) -> Result<SecretString, Failure> {
-    let mut body = config
-        .login_body
-        .replace("{user}", &json_escape(&config.user));
-    if body.contains("{secret}") {
-        let secret = config
-            .secret
-            .as_ref()
-            .ok_or_else(|| Failure::Config { detail: "login_body uses {secret} but no secret is configured (secret_env or secret_file)".into() })?
-            .read()?;
-        body = body.replace("{secret}", &json_escape(secret.expose_secret()));
-    }
-    let json: Value = serde_json::from_str(&body).map_err(|e| Failure::Config {
-        detail: format!("login_body is not JSON: {e}"),
-    })?;
+    let json = super::render_body(
+        "login_body",
+        &config.login_body,
+        Some(&config.user),
+        config.secret.as_ref(),
+        "api_key_env or api_key_file",
+    )?;
     let reply = call_json(
         http,
         Method::POST,

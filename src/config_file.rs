@@ -106,6 +106,17 @@ pub struct HttpSection {
     pub listen: Option<String>,
 }
 
+/// `[metrics]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Labels added to every keepwire series, e.g. `{ supervisor = "eu-1" }` (needed when several
+    /// keepwire processes' series meet in one Prometheus job, or several supervisors share one
+    /// registry).
+    #[serde(default)]
+    pub const_labels: std::collections::BTreeMap<String, String>,
+}
+
 /// `[streams.backoff]`.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -300,6 +311,9 @@ pub struct FileConfig {
     /// `[http]`.
     #[serde(default)]
     pub http: HttpSection,
+    /// `[metrics]`.
+    #[serde(default)]
+    pub metrics: MetricsSection,
     /// `[[streams]]`.
     #[serde(default)]
     pub streams: Vec<StreamSection>,
@@ -312,6 +326,8 @@ pub struct RunConfig {
     pub listen: Option<SocketAddr>,
     /// Streams and their subscriptions.
     pub streams: Vec<(StreamConfig, Vec<Subscription>)>,
+    /// Const labels for every metric.
+    pub const_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Reads and validates a configuration file.
@@ -392,7 +408,24 @@ pub fn parse(text: &str, base: &Path) -> Result<RunConfig, ConfigError> {
         }
         streams.push(stream(s, &at, base)?);
     }
-    Ok(RunConfig { listen, streams })
+    for (name, value) in &file.metrics.const_labels {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with("__");
+        if !valid || value.is_empty() {
+            return Err(ConfigError(format!(
+                "[metrics] const_labels: {name:?} = {value:?} is not a usable label: names are letters, digits and '_' (not starting with a digit or \"__\"), values non-empty"
+            )));
+        }
+    }
+    Ok(RunConfig {
+        listen,
+        streams,
+        const_labels: file.metrics.const_labels,
+    })
 }
 
 fn stream(
@@ -920,5 +953,22 @@ hub = { method = "SubscribeContractQuotes", args = ["CON.F.US.EP.M25"], unsubscr
             e.contains("origin applies to dialect = \"ticket\" only"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn const_labels_are_read_and_checked() {
+        let c = parse(
+            &format!("[metrics]\nconst_labels = {{ supervisor = \"eu-1\" }}\n{GOOD}"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            c.const_labels.get("supervisor").map(String::as_str),
+            Some("eu-1")
+        );
+        let e = err(&format!(
+            "[metrics]\nconst_labels = {{ \"bad-name\" = \"x\" }}\n{GOOD}"
+        ));
+        assert!(e.contains("bad-name"), "{e}");
     }
 }

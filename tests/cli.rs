@@ -485,3 +485,33 @@ hub = {{ method = "SubscribeContractQuotes", args = ["CON.F.US.EP.M25"], event =
     assert!(ok, "{v:#}");
     emu.stop();
 }
+
+#[test]
+fn run_puts_configured_const_labels_on_every_series() {
+    let emu = Emulator::start(EmulatorConfig::default()).unwrap();
+    let port = free_port();
+    let config = write_config("labels", &emu, Some(port), "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("[metrics]\nconst_labels = {{ supervisor = \"eu-1\" }}\n{text}"),
+    )
+    .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let run = Running::start(&config);
+    let metrics = poll(15, "ready in /metrics", || {
+        http_get(addr, "/metrics")
+            .map(|(_, b)| b)
+            .filter(|b| b.contains("keepwire_stream_up{") && b.contains(" 1\n"))
+    });
+    let up = metrics
+        .lines()
+        .find(|l| l.starts_with("keepwire_stream_up{"))
+        .unwrap();
+    assert!(
+        up.contains("supervisor=\"eu-1\"") && up.contains("stream=\"ibkr\""),
+        "{up}"
+    );
+    assert!(run.terminate(10).success());
+    emu.stop();
+}

@@ -64,7 +64,10 @@ pub async fn run(args: EmulateArgs) -> ExitCode {
     println!("socket   {}", emu.ws_url());
     println!("admin    {}  (POST /admin/faults, GET /admin/counters, GET /admin/state, POST /admin/schedule)", emu.admin_url());
     if let Some(pem) = emu.ca_pem() {
-        let path = std::env::temp_dir().join("keepwire-emulator-cert.pem");
+        let path = std::env::temp_dir().join(format!(
+            "keepwire-emulator-{}.pem",
+            emu.gateway_addr().port()
+        ));
         match std::fs::write(&path, pem) {
             Ok(()) => println!("cert     {}", path.display()),
             Err(e) => eprintln!("cannot write the certificate to {}: {e}", path.display()),

@@ -54,7 +54,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut builder = Handle::builder();
+    let mut builder = Handle::builder().const_labels(config.const_labels.clone());
     for (stream, _) in &config.streams {
         builder = builder.stream(stream.clone());
     }

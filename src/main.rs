@@ -1,5 +1,6 @@
-//! The `keepwire` binary: `demo` (emulator + supervisor in one process, faults injected) and
-//! `emulate` (the fault-injecting gateway alone).
+//! The `keepwire` binary: `run` (the sidecar), `doctor` (the troubleshooting checklist), `demo`
+//! (emulator + supervisor in one process, faults injected) and `emulate` (the fault-injecting
+//! gateway alone). Logs go to stderr (`RUST_LOG` filters them; `--log-format json` for machines).
 
 mod cli;
 
@@ -11,33 +12,53 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "keepwire", version, about)]
 struct Args {
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the IBKR gateway emulator and a supervisor in one process, inject every IBKR fault,
-    /// and print a summary. Exits 0 only when every fault was recovered from.
+    /// Run the emulator and a supervisor in one process (`--dialect ibkr|ticket|signalr`), inject
+    /// every fault of that dialect, and print a summary. Exits 0 only when every fault was
+    /// recovered from and every subscription is active at the end.
     Demo(cli::demo::DemoArgs),
     /// Supervise the streams of a configuration file: data and state as NDJSON on stdout,
     /// `/metrics`, `/healthz`, `/readyz`, `/status` on `[http].listen`.
     Run(cli::run::RunArgs),
     /// Run seed 001's troubleshooting checklist against every stream of a configuration file.
     Doctor(cli::doctor::DoctorArgs),
-    /// Run the fault-injecting IBKR gateway emulator alone.
+    /// Run the fault-injecting gateway emulator (IBKR, ticket API, SignalR hub) alone.
     Emulate(cli::emulate::EmulateArgs),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
+    // A sidecar and an emulator report what they do; the demo and doctor print their own output.
+    let default_filter = match args.command {
+        Command::Run(_) | Command::Emulate(_) => "keepwire=info",
+        Command::Demo(_) | Command::Doctor(_) => "keepwire=error",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_filter.into());
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "keepwire=error".into()),
-        )
-        .init();
+        .with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     // An actix system: awc and the emulator need one; tokio tasks and signals work inside it.
     let runtime = actix_rt::System::new();
     runtime.block_on(async {

@@ -515,3 +515,28 @@ fn run_puts_configured_const_labels_on_every_series() {
     assert!(run.terminate(10).success());
     emu.stop();
 }
+
+#[test]
+fn run_writes_json_logs_to_stderr_when_asked() {
+    let emu = Emulator::start(EmulatorConfig::default()).unwrap();
+    let config = write_config("jsonlogs", &emu, None, "");
+    let mut child = Command::new(BIN)
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let first = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .next()
+        .expect("a log line");
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value =
+        serde_json::from_str(&first).unwrap_or_else(|_| panic!("not JSON: {first}"));
+    assert!(v["level"].is_string() && v["fields"].is_object(), "{v}");
+    emu.stop();
+}

@@ -68,6 +68,26 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// A minimal HTTP/1.1 POST of a JSON body on loopback: (status, body).
+fn http_post(addr: SocketAddr, path: &str, json: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
 fn poll<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -408,6 +428,17 @@ fn emulate_prints_its_urls_and_takes_faults_through_the_admin_api() {
     let (status, body) = http_get(admin_addr, "/admin/state").unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"authenticated\":true"), "{body}");
+    let (status, body) =
+        http_post(admin_addr, "/admin/faults", r#"{"fault":"session_lost"}"#).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (_, state) = http_get(admin_addr, "/admin/state").unwrap();
+    assert!(
+        state.contains("\"authenticated\":false"),
+        "the fault took effect: {state}"
+    );
+    let (status, body) =
+        http_post(admin_addr, "/admin/faults", r#"{"fault":"no_such_fault"}"#).unwrap();
+    assert_eq!(status, 400, "an unknown fault is refused: {body}");
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -654,6 +654,20 @@ async fn a_panic_in_a_handler_rebuilds_only_that_actor() {
         .await;
     assert_eq!(restarts(&s, ActorKind::GatewaySession), 0);
     assert_eq!(restarts(&s, ActorKind::TokenManager), 0);
+
+    // The other two: rebuilt alone, and the socket is not touched.
+    let epoch = s.epoch;
+    for (actor, n) in [(ActorKind::TokenManager, 1), (ActorKind::GatewaySession, 1)] {
+        rig.kw.inject_panic(STREAM, actor).await.unwrap();
+        rig.wait(10, "rebuilt", |s| restarts(s, actor) == n).await;
+    }
+    let s = rig.wait(10, "still ready", |s| s.is_fully_ready()).await;
+    assert_eq!(
+        s.epoch, epoch,
+        "the socket survived panics in TokenManager and GatewaySession"
+    );
+    assert_eq!(restarts(&s, ActorKind::StreamConnection), 1);
+    assert_eq!(restarts(&s, ActorKind::Subscriptions), 1);
     rig.stop().await;
 }
 

@@ -748,3 +748,17 @@ async fn restarting_more_often_than_the_restart_intensity_escalates_to_a_hard_fa
     assert_eq!(s.last_failure.as_ref().unwrap().reason, "restart_intensity");
     rig.stop().await;
 }
+
+/// awc does not answer pings by itself: keepwire does, on the same socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_pings_are_answered_with_pongs() {
+    let rig = Rig::start();
+    let before = rig.fully_ready().await;
+    for _ in 0..3 {
+        rig.emu.inject(Fault::Ping);
+    }
+    wait_counters(&rig.emu, 5, "three pongs", |c| c.pongs_received == 3).await;
+    let s = rig.wait(5, "status", |_| true).await;
+    assert_eq!(s.epoch, before.epoch);
+    rig.stop().await;
+}

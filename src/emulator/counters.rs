@@ -39,6 +39,8 @@ pub struct Counters {
     pub faults_injected: u64,
     /// Requests and upgrades answered 429.
     pub rate_limited: u64,
+    /// RFC 6455 pongs received on sockets.
+    pub pongs_received: u64,
     /// The SignalR hub's counters.
     #[serde(default)]
     pub hub: crate::emulator::signalr::HubCounters,

@@ -90,6 +90,8 @@ pub enum Fault {
     },
     /// Send one text frame that is not JSON on each open socket.
     MalformedFrame,
+    /// Send an RFC 6455 ping on each open socket (the client must answer with a pong).
+    Ping,
     /// Every REST response is delayed by `millis` for the next `count` requests.
     SlowResponses {
         /// Delay per response in milliseconds.

@@ -263,7 +263,8 @@ impl SocketTask {
         }
         match message {
             Incoming::Ping(payload) => self.push(wsframe::pong(&payload)),
-            Incoming::Pong | Incoming::Binary(_) => {}
+            Incoming::Pong => self.shared.lock().counters.pongs_received += 1,
+            Incoming::Binary(_) => {}
             Incoming::Close(reason) => {
                 self.push(wsframe::close_echo(reason.as_ref()));
                 return Flow::End;
@@ -378,6 +379,7 @@ impl SocketTask {
             }
             SocketCmd::FragmentNext => self.fragment_next = true,
             SocketCmd::Oversized(bytes) => self.send_raw(&oversized(bytes)),
+            SocketCmd::Ping => self.push(wsframe::ping(b"kw")),
             SocketCmd::Malformed => self.send_raw(b"{\"topic\":\"smd+8314\",\"31\":189.6"),
         }
         Flow::Continue

@@ -94,6 +94,8 @@ pub(crate) enum SocketCmd {
     Oversized(usize),
     /// Send a text frame that is not JSON.
     Malformed,
+    /// Send an RFC 6455 ping.
+    Ping,
 }
 
 /// Commands to the controller running on the emulator thread.
@@ -408,6 +410,7 @@ impl Shared {
             Fault::FragmentedMessage => st.broadcast(&SocketCmd::FragmentNext),
             Fault::OversizedFrame { bytes } => st.broadcast(&SocketCmd::Oversized(bytes)),
             Fault::MalformedFrame => st.broadcast(&SocketCmd::Malformed),
+            Fault::Ping => st.broadcast(&SocketCmd::Ping),
             Fault::SlowResponses { millis, count } => {
                 st.budgets.slow = Budget {
                     value: Duration::from_millis(millis),

@@ -47,6 +47,13 @@ pub(crate) fn pong(payload: &[u8]) -> Bytes {
     buf.freeze()
 }
 
+/// Encodes a ping frame (server to client: unmasked).
+pub(crate) fn ping(payload: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(payload.len() + 2);
+    Parser::write_message(&mut buf, payload, OpCode::Ping, true, false);
+    buf.freeze()
+}
+
 /// Encodes a close frame with any code and a reason truncated to fit a control frame.
 pub(crate) fn close(code: u16, reason: &str) -> Bytes {
     let mut cut = reason.len().min(MAX_CLOSE_REASON);

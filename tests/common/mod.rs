@@ -2,6 +2,7 @@
 //! wake on the status `watch` (no sleeps as synchronisation).
 #![allow(dead_code)]
 
+pub mod http;
 pub mod process;
 
 use std::time::Duration;

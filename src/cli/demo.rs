@@ -60,19 +60,31 @@ struct Scripted {
     disconnects: bool,
 }
 
+impl Scripted {
+    /// A fault that takes the socket down.
+    fn disconnecting(name: &'static str, faults: Vec<Fault>) -> Self {
+        Self {
+            name,
+            faults,
+            approve_after: None,
+            disconnects: true,
+        }
+    }
+
+    /// A fault the socket survives (recovery means data keeps flowing).
+    fn quiet(name: &'static str, faults: Vec<Fault>) -> Self {
+        Self {
+            name,
+            faults,
+            approve_after: None,
+            disconnects: false,
+        }
+    }
+}
+
 fn ibkr_script() -> Vec<Scripted> {
-    let s = |name, faults| Scripted {
-        name,
-        faults,
-        approve_after: None,
-        disconnects: true,
-    };
-    let quiet = |name, faults| Scripted {
-        name,
-        faults,
-        approve_after: None,
-        disconnects: false,
-    };
+    let s = Scripted::disconnecting;
+    let quiet = Scripted::quiet;
     vec![
         s("sts authenticated:false", vec![Fault::SessionLost]),
         s(
@@ -161,12 +173,7 @@ fn ibkr_script() -> Vec<Scripted> {
 }
 
 fn ticket_script() -> Vec<Scripted> {
-    let s = |name, faults| Scripted {
-        name,
-        faults,
-        approve_after: None,
-        disconnects: true,
-    };
+    let s = Scripted::disconnecting;
     let t = Fault::Ticket;
     vec![
         s(
@@ -199,18 +206,8 @@ fn ticket_script() -> Vec<Scripted> {
 }
 
 fn signalr_script() -> Vec<Scripted> {
-    let s = |name, faults| Scripted {
-        name,
-        faults,
-        approve_after: None,
-        disconnects: true,
-    };
-    let quiet = |name, faults| Scripted {
-        name,
-        faults,
-        approve_after: None,
-        disconnects: false,
-    };
+    let s = Scripted::disconnecting;
+    let quiet = Scripted::quiet;
     let h = Fault::Hub;
     vec![
         s(

@@ -3,7 +3,7 @@
 //! the cost of parsing alone, measured in the same run, so the figures are ratios on this machine
 //! rather than absolutes that a noisy shared machine would make meaningless.
 //!
-//! `cargo bench --bench throughput` (5 s per figure). Run by `cargo test --all-targets` as a
+//! `cargo bench --bench throughput` (5 s per figure; `KW_BENCH_STREAMS=200` for a heavier load). Run by `cargo test --all-targets` as a
 //! 0.3 s smoke run that only checks that data flows.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +13,13 @@ use std::time::{Duration, Instant};
 use keepwire::emulator::{Emulator, EmulatorConfig};
 use keepwire::{Event, Handle, StreamConfig, Subscription};
 
-const CONIDS: u64 = 40;
+/// Streams subscribed (`KW_BENCH_STREAMS` overrides); each gets one message a millisecond.
+fn streams() -> u64 {
+    std::env::var("KW_BENCH_STREAMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40)
+}
 
 fn rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -57,7 +63,8 @@ async fn main() {
     let kw = Handle::builder().stream(cfg).start().expect("keepwire");
     let received = Arc::new(AtomicU64::new(0));
     let mut queues = Vec::new();
-    for conid in 0..CONIDS {
+    let count = streams();
+    for conid in 0..count {
         let mut rx = kw
             .subscribe_with_capacity(
                 "bench",
@@ -115,7 +122,7 @@ async fn main() {
     }
     let ceiling = parse_only(window);
     println!(
-        "keepwire throughput, {CONIDS} smd streams, {:.1} s window, one run on this machine:",
+        "keepwire throughput, {count} smd streams, {:.1} s window, one run on this machine:",
         secs
     );
     println!("  emulator sent            {sent:>12.0} msg/s");

@@ -634,16 +634,7 @@ async fn a_panic_in_a_handler_rebuilds_only_that_actor() {
         s.is_fully_ready() && s.subscriptions.desired == 1
     })
     .await;
-    let got_data = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(e) = rx[0].recv().await {
-            if matches!(e, Event::Data { .. }) {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(got_data, Ok(true));
+    common::next_data(&mut rx[0], 5, "data after the rebuild").await;
 
     rig.kw
         .inject_panic(STREAM, ActorKind::StreamConnection)

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::process::{drain, wait_bounded, TempFile};
+use common::process::{run_bounded, TempFile};
 use keepwire::emulator::{Emulator, EmulatorConfig, EmulatorHandle, TlsMode};
 
 /// The whole Python run must end within this (the script bounds itself at 45 s).
@@ -48,8 +48,8 @@ fn require_ibind() {
 /// stdout, stderr).
 fn run_ibind_script(emu: &EmulatorHandle, ca_file: &Path) -> (Option<ExitStatus>, String, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/ibind_client.py");
-    let mut child = Command::new("python3")
-        .arg(&script)
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
         .args(["--base-url", &emu.base_url()])
         .args(["--ws-url", &emu.ws_url()])
         .args(["--admin-url", &emu.admin_url()])
@@ -67,18 +67,8 @@ fn run_ibind_script(emu: &EmulatorHandle, ca_file: &Path) -> (Option<ExitStatus>
         .env("IBIND_WS_PING_INTERVAL", "10")
         .env("IBIND_WS_SUBSCRIPTION_TIMEOUT", "5")
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start python3");
-    let stdout = drain(child.stdout.take().expect("stdout is piped"));
-    let stderr = drain(child.stderr.take().expect("stderr is piped"));
-    let status = wait_bounded(&mut child, SCRIPT_DEADLINE);
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    (status, stdout, stderr)
+        .env("PYTHONUNBUFFERED", "1");
+    run_bounded(&mut cmd, SCRIPT_DEADLINE)
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::process::{drain, wait_bounded, TempFile};
+use common::process::{run_bounded, TempFile};
 use keepwire::emulator::{Emulator, EmulatorConfig, EmulatorHandle, TlsMode};
 use serde_json::Value;
 
@@ -75,8 +75,8 @@ fn require_node_and_client() -> String {
 
 /// Runs the client script; returns (exit status or None on timeout, stdout, stderr).
 fn run_client(emu: &EmulatorHandle, ca_file: &Path) -> (Option<ExitStatus>, String, String) {
-    let mut child = Command::new("node")
-        .arg(project_dir().join("client.mjs"))
+    let mut cmd = Command::new("node");
+    cmd.arg(project_dir().join("client.mjs"))
         .args(["--hub", &emu.hub_url()])
         .args(["--api", &emu.api_url()])
         .args(["--admin", &emu.admin_url()])
@@ -85,18 +85,8 @@ fn run_client(emu: &EmulatorHandle, ca_file: &Path) -> (Option<ExitStatus>, Stri
         .current_dir(project_dir())
         .env("NODE_EXTRA_CA_CERTS", ca_file)
         .env_remove("NODE_TLS_REJECT_UNAUTHORIZED")
-        .env_remove("NODE_OPTIONS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start node");
-    let stdout = drain(child.stdout.take().expect("stdout is piped"));
-    let stderr = drain(child.stderr.take().expect("stderr is piped"));
-    let status = wait_bounded(&mut child, SCRIPT_DEADLINE);
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    (status, stdout, stderr)
+        .env_remove("NODE_OPTIONS");
+    run_bounded(&mut cmd, SCRIPT_DEADLINE)
 }
 
 #[test]

@@ -89,16 +89,7 @@ impl Rig {
     /// Waits for a quote on every contract.
     async fn quotes_flow(&mut self) {
         for (i, rx) in self.quotes.iter_mut().enumerate() {
-            let got = tokio::time::timeout(Duration::from_secs(5), async {
-                while let Some(e) = rx.recv().await {
-                    if let Event::Data { data, .. } = e {
-                        return Some(data);
-                    }
-                }
-                None
-            })
-            .await;
-            let data = got.expect("a quote in time").expect("a quote");
+            let data = common::next_data(rx, 5, "a quote").await;
             assert_eq!(data[0], CONTRACTS[i], "GatewayQuote(contractId, quote)");
         }
     }

@@ -81,16 +81,7 @@ async fn ready_with_data(kw: &Handle) -> keepwire::channel::Receiver<Event> {
         .await
         .unwrap();
     wait(kw, 10, "fully ready", |s| s.is_fully_ready()).await;
-    let got = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(e) = rx.recv().await {
-            if let Event::Data { data, .. } = e {
-                return Some(data);
-            }
-        }
-        None
-    })
-    .await;
-    let data = got.expect("data in time").expect("data");
+    let data = common::next_data(&mut rx, 5, "data").await;
     assert_eq!(data["channel"], "trades.BTC-USD");
     rx
 }

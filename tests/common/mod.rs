@@ -138,6 +138,29 @@ pub async fn wait_stream(
     }
 }
 
+/// The next data event on `rx` (state events are skipped); panics naming `what` if none arrives
+/// within `secs` or the subscription ends.
+pub async fn next_data(
+    rx: &mut keepwire::channel::Receiver<keepwire::Event>,
+    secs: u64,
+    what: &str,
+) -> serde_json::Value {
+    let got = tokio::time::timeout(Duration::from_secs(secs), async {
+        while let Some(e) = rx.recv().await {
+            if let keepwire::Event::Data { data, .. } = e {
+                return Some(data);
+            }
+        }
+        None
+    })
+    .await;
+    match got {
+        Ok(Some(data)) => data,
+        Ok(None) => panic!("the subscription ended before {what}"),
+        Err(_) => panic!("no {what} within {secs}s"),
+    }
+}
+
 /// Restart count of one actor.
 pub fn restarts(s: &StreamStatus, actor: keepwire::ActorKind) -> u64 {
     s.restarts.get(&actor).copied().unwrap_or(0)

@@ -2,7 +2,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ impl Drop for TempFile {
 }
 
 /// Drains a child's pipe on its own thread (so the child never blocks on a full pipe).
-pub fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
     std::thread::spawn(move || {
         let mut bytes = Vec::new();
         let _ = pipe.read_to_end(&mut bytes);
@@ -42,7 +42,7 @@ pub fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
 }
 
 /// Waits for the child until `deadline` (bounded polling); kills it if it is still running then.
-pub fn wait_bounded(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
+fn wait_bounded(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
     let started = Instant::now();
     loop {
         match child.try_wait().expect("poll the child process") {
@@ -55,4 +55,23 @@ pub fn wait_bounded(child: &mut Child, deadline: Duration) -> Option<ExitStatus>
             None => std::thread::sleep(POLL),
         }
     }
+}
+
+/// Runs `cmd` with no stdin and both outputs captured, killing it if it is still running after
+/// `deadline`: (exit status, or `None` on timeout; stdout; stderr).
+pub fn run_bounded(cmd: &mut Command, deadline: Duration) -> (Option<ExitStatus>, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+    let stdout = drain(child.stdout.take().expect("stdout is piped"));
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    let status = wait_bounded(&mut child, deadline);
+    (
+        status,
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    )
 }

@@ -21,6 +21,18 @@ pub fn url_host(url: &str) -> Option<&str> {
     Some(authority.split(':').next().unwrap_or(authority))
 }
 
+/// Characters escaped in a query value: everything but RFC 3986's unreserved characters.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes a value for a URL query (tickets, tokens, connection ids).
+pub fn encode_query_value(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, QUERY_VALUE).to_string()
+}
+
 /// A URL with every query value replaced by `***` (tickets and tokens travel in queries).
 pub fn redact_url(url: &str) -> String {
     match url.split_once('?') {
@@ -262,6 +274,14 @@ mod tests {
             Some("api.ibkr.com")
         );
         assert_eq!(url_host("nonsense"), None);
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(
+            encode_query_value("a+b/c=d e~x_y.z-1"),
+            "a%2Bb%2Fc%3Dd%20e~x_y.z-1"
+        );
     }
 
     #[test]

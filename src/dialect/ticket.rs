@@ -25,7 +25,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use awc::http::Method;
 use futures_util::future::LocalBoxFuture;
 use futures_util::FutureExt;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
@@ -101,13 +100,6 @@ impl Default for TicketConfig {
         }
     }
 }
-
-/// Characters escaped in a ticket placed in a query string.
-const QUERY: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// The ticket dialect of one stream.
 #[derive(Debug)]
@@ -328,7 +320,7 @@ async fn buy_ticket(
     let sep = if socket_url.contains('?') { '&' } else { '?' };
     let url = format!(
         "{socket_url}{sep}ticket={}",
-        utf8_percent_encode(ticket, QUERY)
+        crate::transport::encode_query_value(ticket)
     );
     let mut headers = Vec::new();
     if let Some(origin) = &config.origin {
@@ -472,12 +464,6 @@ mod tests {
         assert_eq!(&*d.token_url, "http://127.0.0.1:8080/api/v1/auth/token");
         assert_eq!(&*d.ticket_url, "http://127.0.0.1:8080/api/v1/ws-ticket");
         assert_eq!(&*d.socket_url, "ws://127.0.0.1:8080/ws");
-    }
-
-    #[test]
-    fn tickets_are_percent_encoded_in_the_query() {
-        let enc = utf8_percent_encode("a+b/c=d e", QUERY).to_string();
-        assert_eq!(enc, "a%2Bb%2Fc%3Dd%20e");
     }
 
     #[test]

@@ -939,7 +939,7 @@ impl fmt::Debug for Negotiation {
             Self::Connect(c) => f.debug_tuple("Connect").field(c).finish(),
             Self::Redirect { url, access_token } => f
                 .debug_struct("Redirect")
-                .field("url", &redact_query(url))
+                .field("url", &crate::transport::redact_url(url))
                 .field("access_token", &access_token.as_ref().map(|_| "<redacted>"))
                 .finish(),
             Self::Error(error) => f.debug_tuple("Error").field(error).finish(),
@@ -1089,19 +1089,6 @@ impl Negotiation {
 // URLs
 // ---------------------------------------------------------------------------------------------
 
-/// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
-pub fn encode_query_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 /// Splits `url` at its query and fragment: `(path part, query without '?')`.
 fn split_query(url: &str) -> (&str, Option<&str>) {
     let url = url.split('#').next().unwrap_or(url);
@@ -1142,29 +1129,11 @@ pub fn connect_url(hub_url: &str, connection_token: &str, access_token: Option<&
             url.push(sep);
             url.push_str(name);
             url.push('=');
-            url.push_str(&encode_query_value(value));
+            url.push_str(&crate::transport::encode_query_value(value));
             sep = '&';
         }
     }
     url
-}
-
-/// The URL with every query value replaced by `<redacted>` (for logs).
-pub fn redact_query(url: &str) -> String {
-    let (base, query) = split_query(url);
-    match query {
-        None => base.to_owned(),
-        Some(query) => {
-            let redacted: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((name, _)) => format!("{name}=<redacted>"),
-                    None => pair.to_owned(),
-                })
-                .collect();
-            format!("{base}?{}", redacted.join("&"))
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1466,10 +1435,6 @@ mod tests {
         assert_eq!(
             connect_url("http://h/hub?x=1", "id", None),
             "ws://h/hub?x=1&id=id"
-        );
-        assert_eq!(
-            redact_query("wss://h/hub?id=abc&access_token=sek"),
-            "wss://h/hub?id=<redacted>&access_token=<redacted>"
         );
     }
 

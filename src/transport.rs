@@ -21,6 +21,23 @@ pub fn url_host(url: &str) -> Option<&str> {
     Some(authority.split(':').next().unwrap_or(authority))
 }
 
+/// The WebSocket form of a URL: `https://` → `wss://`, `http://` → `ws://`; others unchanged.
+pub fn socket_url(url: &str) -> String {
+    swap_scheme(url, &[("https://", "wss://"), ("http://", "ws://")])
+}
+
+/// The HTTP form of a URL: `wss://` → `https://`, `ws://` → `http://`; others unchanged.
+pub fn http_url(url: &str) -> String {
+    swap_scheme(url, &[("wss://", "https://"), ("ws://", "http://")])
+}
+
+fn swap_scheme(url: &str, pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .find_map(|(from, to)| url.strip_prefix(from).map(|rest| format!("{to}{rest}")))
+        .unwrap_or_else(|| url.to_string())
+}
+
 /// Characters escaped in a query value: everything but RFC 3986's unreserved characters.
 const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
@@ -274,6 +291,16 @@ mod tests {
             Some("api.ibkr.com")
         );
         assert_eq!(url_host("nonsense"), None);
+    }
+
+    #[test]
+    fn schemes_are_swapped_both_ways() {
+        assert_eq!(socket_url("https://h:1/x"), "wss://h:1/x");
+        assert_eq!(socket_url("http://h/x"), "ws://h/x");
+        assert_eq!(socket_url("wss://h/x"), "wss://h/x");
+        assert_eq!(http_url("wss://h/x"), "https://h/x");
+        assert_eq!(http_url("ws://h/x"), "http://h/x");
+        assert_eq!(http_url("https://h/x"), "https://h/x");
     }
 
     #[test]

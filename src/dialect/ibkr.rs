@@ -51,20 +51,10 @@ impl Ibkr {
     pub fn new(base_url: &str, config: IbkrConfig) -> Self {
         let base = base_url.trim_end_matches('/');
         let base = base.strip_suffix("/v1/api").unwrap_or(base);
-        let ws_base = if let Some(rest) = base.strip_prefix("https://") {
-            format!("wss://{rest}")
-        } else if let Some(rest) = base.strip_prefix("http://") {
-            format!("ws://{rest}")
-        } else {
-            base.to_string()
-        };
-        let http_base = if let Some(rest) = base.strip_prefix("wss://") {
-            format!("https://{rest}")
-        } else if let Some(rest) = base.strip_prefix("ws://") {
-            format!("http://{rest}")
-        } else {
-            base.to_string()
-        };
+        let (ws_base, http_base) = (
+            crate::transport::socket_url(base),
+            crate::transport::http_url(base),
+        );
         Self {
             api: format!("{http_base}/v1/api").into(),
             ws_url: format!("{ws_base}/v1/api/ws").into(),

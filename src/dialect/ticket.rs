@@ -110,16 +110,6 @@ pub struct Ticket {
     config: Arc<TicketConfig>,
 }
 
-fn ws_of(base: &str) -> String {
-    if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if let Some(rest) = base.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else {
-        base.to_string()
-    }
-}
-
 impl Ticket {
     /// A ticket dialect for the API at `base_url` (e.g. `https://api.example.com`).
     pub fn new(base_url: &str, config: TicketConfig) -> Self {
@@ -138,7 +128,7 @@ impl Ticket {
             socket_url: config
                 .socket_url
                 .clone()
-                .unwrap_or_else(|| format!("{}/ws", ws_of(base)))
+                .unwrap_or_else(|| format!("{}/ws", crate::transport::socket_url(base)))
                 .into(),
             config: Arc::new(config),
         }

@@ -1112,13 +1112,7 @@ pub fn negotiate_url(hub_url: &str) -> String {
 /// The transport URL: the hub URL with `http`→`ws`, `https`→`wss`, plus
 /// `id=<connection token>` and, when given, `access_token=<token>` (both percent-encoded).
 pub fn connect_url(hub_url: &str, connection_token: &str, access_token: Option<&str>) -> String {
-    let url = if let Some(rest) = hub_url.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if let Some(rest) = hub_url.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else {
-        hub_url.to_owned()
-    };
+    let url = crate::transport::socket_url(hub_url);
     let mut url = url.split('#').next().unwrap_or_default().to_owned();
     let mut sep = if url.contains('?') { '&' } else { '?' };
     for (name, value) in [

@@ -212,11 +212,11 @@ impl Failure {
                 ..
             } => Class::Hard,
             Failure::Http {
+                status: 408 | 429, ..
+            } => Class::Soft,
+            Failure::Http {
                 status: 400..=499, ..
-            } => match self.http_status() {
-                Some(408 | 429) => Class::Soft,
-                _ => Class::Hard,
-            },
+            } => Class::Hard,
             Failure::RestartIntensity { .. } | Failure::Config { .. } | Failure::Refused { .. } => {
                 Class::Hard
             }
@@ -241,13 +241,6 @@ impl Failure {
             | Failure::AuthTimeout
             | Failure::Oversized { .. }
             | Failure::MalformedBurst { .. } => Class::Soft,
-        }
-    }
-
-    fn http_status(&self) -> Option<u16> {
-        match self {
-            Failure::Http { status, .. } => Some(*status),
-            _ => None,
         }
     }
 

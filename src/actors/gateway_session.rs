@@ -42,8 +42,8 @@ pub struct GatewaySession {
     phase: Phase,
     backoff: Backoff,
     waiters: Vec<oneshot::Sender<Result<(), Failure>>>,
+    /// Why this actor was halted (shutdown or a hard failure); `None` while it works.
     halted: Option<Failure>,
-    stopped: bool,
 }
 
 impl GatewaySession {
@@ -57,7 +57,6 @@ impl GatewaySession {
             backoff,
             waiters: Vec::new(),
             halted: None,
-            stopped: false,
         }
     }
 
@@ -68,7 +67,7 @@ impl GatewaySession {
     }
 
     fn establish(&mut self, ctx: &mut Context<Self>) {
-        if self.stopped || matches!(self.phase, Phase::Establishing | Phase::Established) {
+        if self.halted.is_some() || matches!(self.phase, Phase::Establishing | Phase::Established) {
             return;
         }
         self.phase = Phase::Establishing;
@@ -82,7 +81,7 @@ impl GatewaySession {
     }
 
     fn established(&mut self, res: Result<(), Failure>, ctx: &mut Context<Self>) {
-        if self.stopped {
+        if self.halted.is_some() {
             return;
         }
         match res {
@@ -177,7 +176,7 @@ impl GatewaySession {
 
     /// The session is gone: tell the socket, then restart this actor to re-establish it.
     fn lost(&mut self, failure: Failure, ctx: &mut Context<Self>) {
-        if self.stopped {
+        if self.halted.is_some() {
             return;
         }
         tracing::warn!(stream = %self.ctx.name, %failure, "gateway session lost; re-establishing");
@@ -206,7 +205,7 @@ impl Actor for GatewaySession {
 impl Supervised for GatewaySession {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.phase = Phase::Idle;
-        if !self.stopped {
+        if self.halted.is_none() {
             self.ctx
                 .report(Report::Restarted(ActorKind::GatewaySession));
         }
@@ -278,7 +277,6 @@ impl Handler<Halt> for GatewaySession {
     type Result = ();
 
     fn handle(&mut self, _: Halt, ctx: &mut Context<Self>) {
-        self.stopped = true;
         self.halted = Some(Failure::Config {
             detail: "stream halted (hard failure or shutdown); call resume to retry".into(),
         });
@@ -296,7 +294,6 @@ impl Handler<Resume> for GatewaySession {
     type Result = ();
 
     fn handle(&mut self, _: Resume, ctx: &mut Context<Self>) {
-        self.stopped = false;
         self.halted = None;
         self.backoff.reset();
         self.phase = Phase::Idle;

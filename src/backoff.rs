@@ -1,36 +1,53 @@
 //! Reconnect delays: the `backoff` crate's exponential policy behind one small type.
 //!
 //! Rules keepwire adds on top of the crate:
-//! * every delay is clamped to `[initial·(1−r), max]` *after* jitter (the crate's jittered delay can
-//!   exceed its own maximum), so the first retry after a mass disconnect is never 0 ms for everyone;
+//! * the crate computes the exponential schedule (initial, multiplier, max); keepwire draws the
+//!   jitter itself from a seeded generator, so the same seed gives the same delays (the
+//!   deterministic simulator of [`crate::sim`] depends on it);
+//! * every delay is clamped to `[initial·(1−r), max]` *after* jitter, so the first retry after a
+//!   mass disconnect is never 0 ms for everyone;
 //! * the attempt counter resets only after the connection stayed healthy for `reset_after`
 //!   (a server that accepts and immediately drops must not cause a hot loop);
 //! * a server-requested delay (`Retry-After`, a 429 penalty) wins over a shorter backoff.
+//!
+//! Time is a [`Now`]: the time elapsed since an origin the caller fixes (the stream's start for
+//! the actors, the virtual clock for the simulator).
 
 use std::time::Duration;
 
 use backoff::backoff::Backoff as _;
 use backoff::ExponentialBackoff;
-use tokio::time::Instant;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::config::BackoffConfig;
+
+/// A moment, as the time elapsed since an origin fixed per stream.
+pub type Now = Duration;
 
 /// Reconnect delay policy for one actor.
 #[derive(Debug)]
 pub struct Backoff {
     config: BackoffConfig,
     inner: ExponentialBackoff,
+    rng: StdRng,
     attempt: u32,
-    healthy_since: Option<Instant>,
+    healthy_since: Option<Now>,
 }
 
 impl Backoff {
-    /// A fresh policy.
+    /// A fresh policy with jitter drawn from the thread's random generator.
     pub fn new(config: BackoffConfig) -> Self {
+        Self::seeded(config, rand::thread_rng().gen())
+    }
+
+    /// A fresh policy whose jitter is a function of `seed`.
+    pub fn seeded(config: BackoffConfig, seed: u64) -> Self {
         let inner = Self::build(&config);
         Self {
             config,
             inner,
+            rng: StdRng::seed_from_u64(seed),
             attempt: 0,
             healthy_since: None,
         }
@@ -40,28 +57,43 @@ impl Backoff {
         backoff::ExponentialBackoffBuilder::new()
             .with_initial_interval(config.initial)
             .with_max_interval(config.max)
-            .with_multiplier(config.multiplier.max(1.0))
-            .with_randomization_factor(config.randomization.clamp(0.0, 1.0))
+            .with_multiplier(if config.multiplier.is_finite() {
+                config.multiplier.max(1.0)
+            } else {
+                1.0
+            })
+            .with_randomization_factor(0.0)
             .with_max_elapsed_time(None)
             .build()
     }
 
+    fn randomization(&self) -> f64 {
+        let r = self.config.randomization;
+        if r.is_finite() {
+            r.clamp(0.0, 0.99)
+        } else {
+            0.0
+        }
+    }
+
     /// The smallest delay ever returned.
     pub fn floor(&self) -> Duration {
-        let r = self.config.randomization.clamp(0.0, 0.99);
         self.config
             .initial
-            .mul_f64(1.0 - r)
+            .mul_f64(1.0 - self.randomization())
             .max(Duration::from_millis(1))
-            .min(self.config.max)
+            .min(self.config.max.max(Duration::from_millis(1)))
     }
 
     /// The delay before the next attempt; counts the attempt.
     pub fn next_delay(&mut self) -> Duration {
         self.healthy_since = None;
         self.attempt = self.attempt.saturating_add(1);
-        let raw = self.inner.next_backoff().unwrap_or(self.config.max);
-        raw.clamp(self.floor(), self.config.max.max(self.floor()))
+        let base = self.inner.next_backoff().unwrap_or(self.config.max);
+        let r = self.randomization();
+        let u: f64 = self.rng.gen();
+        let jittered = base.mul_f64(1.0 - r + 2.0 * r * u);
+        jittered.clamp(self.floor(), self.config.max.max(self.floor()))
     }
 
     /// Like [`Backoff::next_delay`], but at least `server_delay` when the server asked for one.
@@ -79,14 +111,14 @@ impl Backoff {
     }
 
     /// The connection became healthy at `now`; the counter resets once it stays so for `reset_after`.
-    pub fn healthy(&mut self, now: Instant) {
+    pub fn healthy(&mut self, now: Now) {
         self.healthy_since.get_or_insert(now);
     }
 
     /// Resets the counter if the connection has been healthy long enough. Returns whether it did.
-    pub fn maybe_reset(&mut self, now: Instant) -> bool {
+    pub fn maybe_reset(&mut self, now: Now) -> bool {
         match self.healthy_since {
-            Some(since) if now.saturating_duration_since(since) >= self.config.reset_after => {
+            Some(since) if now.saturating_sub(since) >= self.config.reset_after => {
                 self.reset();
                 true
             }
@@ -124,18 +156,16 @@ mod tests {
         assert_eq!(got, vec![250, 500, 1000, 2000, 4000, 5000, 5000]);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn counter_resets_only_after_a_healthy_period() {
+    #[test]
+    fn counter_resets_only_after_a_healthy_period() {
         let mut b = Backoff::new(cfg(100, 10_000, 0.0));
         b.next_delay();
         b.next_delay();
-        let t0 = Instant::now();
+        let t0 = Duration::from_secs(5);
         b.healthy(t0);
-        tokio::time::advance(Duration::from_secs(29)).await;
-        assert!(!b.maybe_reset(Instant::now()), "29 s healthy is not enough");
-        b.healthy(Instant::now()); // a second report does not move the start
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(b.maybe_reset(Instant::now()));
+        assert!(!b.maybe_reset(t0 + Duration::from_secs(29)), "29 s healthy is not enough");
+        b.healthy(t0 + Duration::from_secs(29)); // a second report does not move the start
+        assert!(b.maybe_reset(t0 + Duration::from_secs(30)));
         assert_eq!(b.next_delay(), Duration::from_millis(100));
     }
 
@@ -143,7 +173,7 @@ mod tests {
     fn accept_then_drop_does_not_reset() {
         let mut b = Backoff::new(cfg(100, 10_000, 0.0));
         b.next_delay();
-        b.healthy(Instant::now());
+        b.healthy(Duration::ZERO);
         // dropped at once: the next delay keeps growing
         assert_eq!(b.next_delay(), Duration::from_millis(200));
     }
@@ -159,6 +189,26 @@ mod tests {
             b.next_delay_at_least(Some(Duration::from_millis(1))),
             Duration::from_millis(200)
         );
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_delays() {
+        let run = |seed| {
+            let mut b = Backoff::seeded(cfg(250, 5000, 0.5), seed);
+            (0..8).map(|_| b.next_delay()).collect::<Vec<_>>()
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn non_finite_numbers_do_not_panic() {
+        let mut c = cfg(250, 5000, f64::NAN);
+        c.multiplier = f64::INFINITY;
+        let mut b = Backoff::new(c);
+        for _ in 0..5 {
+            assert!(b.next_delay() >= Duration::from_millis(1));
+        }
     }
 
     #[test]

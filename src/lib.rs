@@ -28,6 +28,8 @@ pub mod config_file;
 pub mod dialect;
 pub mod failure;
 pub mod handle;
+pub mod ids;
+pub mod machine;
 pub mod messages;
 pub mod metrics;
 pub mod status;

@@ -332,6 +332,7 @@ impl Actor for StreamSupervisor {
             metrics: self.metrics.clone(),
             generation: Rc::new(Cell::new(0)),
             epoch: Rc::new(Cell::new(0)),
+            origin: self.created_at,
         });
         for kind in ActorKind::ALL {
             self.start_child(kind);

@@ -64,9 +64,16 @@ pub struct StreamCtx {
     pub generation: Rc<Cell<u64>>,
     /// Last socket epoch used (survives a rebuilt StreamConnection).
     pub epoch: Rc<Cell<u64>>,
+    /// The origin of this stream's machine clock ([`crate::machine::Now`]).
+    pub origin: tokio::time::Instant,
 }
 
 impl StreamCtx {
+    /// The machines' clock: time since the stream started.
+    pub fn now(&self) -> crate::machine::Now {
+        tokio::time::Instant::now().saturating_duration_since(self.origin)
+    }
+
     /// Sends a report to the stream supervisor.
     pub fn report(&self, report: Report) {
         self.report.do_send(report);

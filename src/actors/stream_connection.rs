@@ -235,7 +235,7 @@ impl StreamConnection {
         if silent_for > timeout {
             return self.fail(Failure::HeartbeatSilence { silent_for }, ctx);
         }
-        if open.ready && self.backoff.maybe_reset(now) {
+        if open.ready && self.backoff.maybe_reset(self.ctx.now()) {
             self.report_phase(ConnPhase::Ready);
         }
     }
@@ -272,7 +272,7 @@ impl StreamConnection {
                 open.ready = true;
                 let (epoch, generation) = (open.epoch, open.generation);
                 self.accepted_generation = Some(generation);
-                self.backoff.healthy(Instant::now());
+                self.backoff.healthy(self.ctx.now());
                 tracing::info!(stream = %self.ctx.name, epoch, "stream ready");
                 self.report_phase(ConnPhase::Ready);
                 if let Some(s) = self.ctx.subscriptions() {

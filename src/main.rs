@@ -41,6 +41,9 @@ enum Command {
     Doctor(cli::doctor::DoctorArgs),
     /// Run the fault-injecting gateway emulator (IBKR, ticket API, SignalR hub) alone.
     Emulate(cli::emulate::EmulateArgs),
+    /// Explore seeded fault schedules (`--sim`: the deterministic simulator) and check the
+    /// invariants after every step. Exits 1 when any is broken.
+    Chaos(cli::chaos::ChaosArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,7 +51,7 @@ fn main() -> ExitCode {
     // A sidecar and an emulator report what they do; the demo and doctor print their own output.
     let default_filter = match args.command {
         Command::Run(_) | Command::Emulate(_) => "keepwire=info",
-        Command::Demo(_) | Command::Doctor(_) => "keepwire=error",
+        Command::Demo(_) | Command::Doctor(_) | Command::Chaos(_) => "keepwire=error",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| default_filter.into());
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
             Command::Run(a) => cli::run::run(a).await,
             Command::Doctor(a) => cli::doctor::run(a).await,
             Command::Emulate(a) => cli::emulate::run(a).await,
+            Command::Chaos(a) => cli::chaos::run(a).await,
         }
     })
 }

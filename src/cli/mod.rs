@@ -1,5 +1,6 @@
 //! Subcommands of the binary.
 
+pub mod chaos;
 pub mod demo;
 pub mod doctor;
 pub mod emulate;

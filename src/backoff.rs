@@ -22,6 +22,10 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::BackoffConfig;
 
+/// The longest a server-requested delay (`Retry-After`) is honoured, unless `backoff.max` is
+/// longer: a gateway must not park a stream for years without it being reported.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
+
 /// A moment, as the time elapsed since an origin fixed per stream.
 pub type Now = Duration;
 
@@ -96,11 +100,17 @@ impl Backoff {
         jittered.clamp(self.floor(), self.config.max.max(self.floor()))
     }
 
-    /// Like [`Backoff::next_delay`], but at least `server_delay` when the server asked for one.
+    /// Like [`Backoff::next_delay`], but at least `server_delay` when the server asked for one,
+    /// capped at `max(backoff.max, RETRY_AFTER_CAP)` and jittered (up to +10 %) so that clients
+    /// told the same `Retry-After` do not come back in the same millisecond.
     pub fn next_delay_at_least(&mut self, server_delay: Option<Duration>) -> Duration {
         let d = self.next_delay();
+        let cap = self.config.max.max(RETRY_AFTER_CAP);
         match server_delay {
-            Some(s) if s > d => s,
+            Some(s) if s > d => {
+                let u: f64 = self.rng.gen();
+                s.min(cap).mul_f64(1.0 + 0.1 * u).min(cap).max(d)
+            }
             _ => d,
         }
     }
@@ -163,7 +173,10 @@ mod tests {
         b.next_delay();
         let t0 = Duration::from_secs(5);
         b.healthy(t0);
-        assert!(!b.maybe_reset(t0 + Duration::from_secs(29)), "29 s healthy is not enough");
+        assert!(
+            !b.maybe_reset(t0 + Duration::from_secs(29)),
+            "29 s healthy is not enough"
+        );
         b.healthy(t0 + Duration::from_secs(29)); // a second report does not move the start
         assert!(b.maybe_reset(t0 + Duration::from_secs(30)));
         assert_eq!(b.next_delay(), Duration::from_millis(100));

@@ -21,7 +21,14 @@ pub struct Presented {
     pub generation: Generation,
     /// They replaced a generation that the gateway rejected.
     pub replaced_rejected: bool,
+    /// When they were issued.
+    pub issued_at: Now,
 }
+
+/// A rejection of credentials that replaced rejected ones counts as "rejected right after a
+/// refresh" (hard) only while they are this fresh; older ones may simply have been revoked while
+/// the stream waited (a long `Retry-After`), and are refreshed once more.
+pub const FRESH: Duration = Duration::from_secs(60);
 
 /// Where the socket is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,8 +105,12 @@ pub enum ConnEffect {
     Close(Epoch),
     /// Tell Subscriptions socket `epoch` is Ready.
     Up(Epoch),
-    /// Tell TokenManager this generation was rejected.
+    /// Tell TokenManager this generation was rejected (it refreshes).
     Reject(Generation),
+    /// Tell TokenManager to forget this generation without refreshing now (the stream stops).
+    Discard(Generation),
+    /// Abandon the dial in flight: nothing it opens may outlive a halt.
+    CancelDial,
     /// Tell GatewaySession the session is gone.
     SessionLost(Failure),
     /// Publish the phase.
@@ -189,13 +200,18 @@ impl ConnMachine {
             }
             ConnEvent::DialFailed { failure, presented } => {
                 let failure = match presented {
-                    Some(p) => self.mark_after_refresh(failure, p),
+                    Some(p) => self.mark_after_refresh(failure, p, now),
                     None => failure,
                 };
                 self.fail(failure, presented.map(|p| p.generation), &mut fx);
             }
             ConnEvent::Opened { epoch, presented } => {
-                self.state = ConnState::Opening { epoch, presented };
+                if self.state == ConnState::Dialing {
+                    self.state = ConnState::Opening { epoch, presented };
+                } else {
+                    // A dial that finished after a halt or a restart: close what it opened.
+                    fx.push(ConnEffect::Close(epoch));
+                }
             }
             ConnEvent::Authenticated => {
                 if let ConnState::Opening { epoch, presented } = self.state {
@@ -210,6 +226,9 @@ impl ConnMachine {
                 if let ConnState::Opening { presented, .. } | ConnState::Ready { presented, .. } =
                     self.state
                 {
+                    // A rejection in the opening exchange (SignalR's handshake) counts like one
+                    // on the upgrade: twice with fresh credentials is hard.
+                    let failure = self.mark_after_refresh(failure, presented, now);
                     self.fail(failure, Some(presented.generation), &mut fx);
                 }
             }
@@ -238,6 +257,9 @@ impl ConnMachine {
                 }
             }
             ConnEvent::Halt => {
+                if self.state == ConnState::Dialing {
+                    fx.push(ConnEffect::CancelDial);
+                }
                 self.teardown(&mut fx);
                 self.state = ConnState::Halted;
                 fx.push(ConnEffect::Phase(ConnPhase::Waiting));
@@ -263,12 +285,13 @@ impl ConnMachine {
 
     /// A rejection of credentials that replaced rejected ones, before the gateway ever accepted
     /// them, is the "second 401 with a fresh token" of the failure table: hard.
-    fn mark_after_refresh(&self, failure: Failure, presented: Presented) -> Failure {
+    fn mark_after_refresh(&self, failure: Failure, presented: Presented, now: Now) -> Failure {
         match failure {
             Failure::Rejected { status, .. } => Failure::Rejected {
                 status,
                 after_refresh: presented.replaced_rejected
-                    && self.accepted != Some(presented.generation),
+                    && self.accepted != Some(presented.generation)
+                    && now.saturating_sub(presented.issued_at) <= FRESH,
             },
             other => other,
         }
@@ -283,6 +306,9 @@ impl ConnMachine {
         let retry_after = failure.retry_after();
         let delay = match class {
             Class::Hard => {
+                if let (Failure::Rejected { .. }, Some(g)) = (&failure, generation) {
+                    fx.push(ConnEffect::Discard(g));
+                }
                 fx.push(ConnEffect::Report(failure));
                 self.teardown(fx);
                 return;
@@ -297,7 +323,9 @@ impl ConnMachine {
                 fx.push(ConnEffect::Report(failure.clone()));
                 fx.extend(generation.map(ConnEffect::Reject));
                 fx.push(ConnEffect::SessionLost(failure));
-                self.backoff.floor()
+                // A session that keeps failing on the socket (a half-dead gateway) is paced
+                // like any other repeated failure: the delay grows to its maximum.
+                self.backoff.next_delay()
             }
             Class::Soft | Class::Ignore => {
                 fx.push(ConnEffect::Report(failure));

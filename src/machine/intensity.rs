@@ -33,8 +33,13 @@ impl Intensity {
         }
     }
 
-    /// Records a restart; returns the hard failure when the limit is exceeded.
-    pub fn restarted(&mut self, actor: ActorKind, _cause: Cause, now: Now) -> Option<Failure> {
+    /// Records a restart; returns the hard failure when the limit is exceeded. Only deaths
+    /// count: a planned restart answers a remote failure and is paced by backoff, and a soft
+    /// failure must never end a stream.
+    pub fn restarted(&mut self, actor: ActorKind, cause: Cause, now: Now) -> Option<Failure> {
+        if cause == Cause::Planned {
+            return None;
+        }
         let index = ActorKind::ALL.iter().position(|k| *k == actor).unwrap_or(0);
         let log = &mut self.log[index];
         log.push_back(now);

@@ -93,6 +93,10 @@ pub struct SessionMachine {
     backoff: Backoff,
     competing: CompetingPolicy,
     login_poll: Duration,
+    /// Delay to wait after the next restart.
+    next_delay: Option<Duration>,
+    /// Sessions lost since the socket was last healthy: each asks for a stronger repair.
+    losses: u32,
 }
 
 impl SessionMachine {
@@ -108,6 +112,18 @@ impl SessionMachine {
             backoff: Backoff::seeded(backoff, seed),
             competing,
             login_poll,
+            next_delay: None,
+            losses: 0,
+        }
+    }
+
+    /// The repair the next establishment attempts: none at first, then `reauthenticate` and
+    /// `ssodh/init` in turn while the session keeps failing on the socket.
+    pub fn repair(&self) -> Repair {
+        match self.losses {
+            0 => Repair::None,
+            n if n % 2 == 1 => Repair::Reauthenticate,
+            _ => Repair::Init,
         }
     }
 
@@ -130,9 +146,17 @@ impl SessionMachine {
         let mut fx = Vec::new();
         match event {
             SessionEvent::Started => {
-                if self.state != SessionState::Halted {
-                    self.state = SessionState::Idle;
-                    self.establish(&mut fx);
+                if self.state == SessionState::Halted {
+                    return fx;
+                }
+                self.state = SessionState::Idle;
+                match self.next_delay.take() {
+                    Some(delay) => {
+                        self.state = SessionState::Backoff;
+                        fx.push(SessionEffect::Phase(SessionPhase::Backoff { delay }));
+                        fx.push(SessionEffect::ArmRetry(delay));
+                    }
+                    None => self.establish(&mut fx),
                 }
             }
             SessionEvent::Established(res) => {
@@ -141,8 +165,10 @@ impl SessionMachine {
                 }
                 match res {
                     Ok(()) => {
+                        // The backoff is not reset here: a session the socket then finds dead
+                        // must not be rebuilt at the floor delay forever. It resets once the
+                        // socket has stayed healthy ([`SessionEvent::Healthy`]).
                         self.state = SessionState::Established;
-                        self.backoff.reset();
                         fx.push(SessionEffect::Phase(SessionPhase::Established));
                         fx.push(SessionEffect::Answer(Ok(())));
                         fx.push(SessionEffect::StartKeepalive);
@@ -159,15 +185,17 @@ impl SessionMachine {
                     self.establish(&mut fx);
                 }
             }
-            SessionEvent::KeepaliveDue | SessionEvent::Healthy => {}
+            SessionEvent::KeepaliveDue => {}
+            SessionEvent::Healthy => {
+                self.backoff.reset();
+                self.losses = 0;
+            }
             SessionEvent::KeepaliveFailed(failure) => {
                 if self.state != SessionState::Established {
                     return fx;
                 }
                 match failure.class(self.competing) {
-                    Class::Session | Class::NeedsLogin | Class::Hard => {
-                        self.lost(failure, &mut fx)
-                    }
+                    Class::Session | Class::NeedsLogin | Class::Hard => self.lost(failure, &mut fx),
                     _ => fx.push(SessionEffect::Report(failure)),
                 }
             }
@@ -186,6 +214,8 @@ impl SessionMachine {
                 if self.state == SessionState::Halted {
                     self.state = SessionState::Idle;
                     self.backoff.reset();
+                    self.losses = 0;
+                    self.next_delay = None;
                     self.establish(&mut fx);
                 }
             }
@@ -207,7 +237,7 @@ impl SessionMachine {
         }
         self.state = SessionState::Establishing;
         fx.push(SessionEffect::Phase(SessionPhase::Establishing));
-        fx.push(SessionEffect::Establish(Repair::None));
+        fx.push(SessionEffect::Establish(self.repair()));
     }
 
     fn not_established(&mut self, failure: Failure, fx: &mut Vec<SessionEffect>) {
@@ -246,6 +276,8 @@ impl SessionMachine {
         if class == Class::Hard {
             return;
         }
+        self.losses = self.losses.saturating_add(1);
+        self.next_delay = Some(self.backoff.next_delay_at_least(None));
         fx.push(SessionEffect::SessionDown);
         fx.push(SessionEffect::Restart);
     }

@@ -22,6 +22,20 @@ use crate::ids::Generation;
 /// Refresh credentials this long before they expire (at most a fifth of their lifetime).
 pub const SKEW: Duration = Duration::from_secs(30);
 
+/// The longest lifetime believed; a longer one (or an absurd one) is clamped to this.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Proactive refreshes are at least this far apart, whatever the source says.
+pub const REFRESH_FLOOR: Duration = Duration::from_secs(1);
+
+/// A lifetime as stated by a server, made safe: zero means unknown (refresh on rejection only,
+/// never on a timer of 0), absurd values are clamped to [`MAX_LIFETIME`].
+pub fn believable(expires_in: Option<Duration>) -> Option<Duration> {
+    expires_in
+        .filter(|d| !d.is_zero())
+        .map(|d| d.min(MAX_LIFETIME))
+}
+
 /// The refresh margin for a credential valid for `lifetime`.
 fn skew(lifetime: Duration) -> Duration {
     SKEW.min(lifetime / 5)
@@ -72,6 +86,8 @@ pub enum TokenEvent {
         /// It is not the current credential.
         differs: bool,
     },
+    /// Forget this generation (rejected for good) without fetching now.
+    Discard(Generation),
     /// The proactive refresh timer fired.
     RefreshDue,
     /// Stop for good.
@@ -187,6 +203,12 @@ impl TokenMachine {
                     }
                 }
             }
+            TokenEvent::Discard(generation) => {
+                if self.current.is_some_and(|c| c.generation == generation) {
+                    self.current = None;
+                    self.replacing_rejected = true;
+                }
+            }
             TokenEvent::RefreshDue => self.fetch(&mut fx),
             TokenEvent::Halt => {
                 self.state = TokenState::Halted;
@@ -206,7 +228,7 @@ impl TokenMachine {
     fn usable(&self, now: Now) -> Option<Held> {
         let c = self.current?;
         match c.expires_at {
-            Some(exp) if now + skew(exp.saturating_sub(c.issued_at)) >= exp => None,
+            Some(exp) if now.saturating_add(skew(exp.saturating_sub(c.issued_at))) >= exp => None,
             _ => Some(c),
         }
     }
@@ -229,7 +251,7 @@ impl TokenMachine {
         let held = Held {
             generation: self.last,
             issued_at: now.saturating_sub(age),
-            expires_at: expires_in.map(|d| now + d),
+            expires_at: believable(expires_in).and_then(|d| now.checked_add(d)),
             replaced_rejected: self.replacing_rejected,
         };
         self.replacing_rejected = false;
@@ -247,6 +269,7 @@ impl TokenMachine {
         let skew = skew(lifetime);
         let spread = (skew.as_millis().min(5_000) as u64) / 2 + 1;
         let jitter = Duration::from_millis(self.rng.gen_range(0..=spread));
-        fx.push(TokenEffect::ArmRefresh(lifetime.saturating_sub(skew + jitter)));
+        let at = lifetime.saturating_sub(skew + jitter).max(REFRESH_FLOOR);
+        fx.push(TokenEffect::ArmRefresh(at));
     }
 }

@@ -34,7 +34,7 @@ pub struct Gateway {
     half_dead: bool,
     /// Credentials below this generation are revoked.
     valid_from: Generation,
-    /// Generations the gateway rejected.
+    /// Generations keepwire was told were rejected.
     pub rejected: HashSet<Generation>,
     /// Tickets issued and not yet presented.
     tickets: HashSet<u64>,
@@ -74,7 +74,11 @@ impl Gateway {
     /// A fault starts (`on`) or ends.
     pub fn apply(&mut self, kind: FaultKind, on: bool, last_issued: Generation) {
         fn count(c: &mut u32, on: bool) {
-            *c = if on { c.saturating_add(1) } else { c.saturating_sub(1) };
+            *c = if on {
+                c.saturating_add(1)
+            } else {
+                c.saturating_sub(1)
+            };
         }
         fn list<T: PartialEq>(v: &mut Vec<T>, item: T, on: bool) {
             if on {
@@ -224,7 +228,6 @@ impl Gateway {
 
     fn check_credential(&mut self, generation: Generation) -> Result<(), Failure> {
         if generation < self.valid_from || self.now_in.refuse_account > 0 {
-            self.rejected.insert(generation);
             return Err(Failure::Rejected {
                 status: 401,
                 after_refresh: false,
@@ -244,7 +247,6 @@ impl Gateway {
         if self.dialect == SimDialect::SignalR {
             // negotiate accepts the bearer; the hub refuses the account after the handshake.
             if generation < self.valid_from {
-                self.rejected.insert(generation);
                 return Err(Failure::Rejected {
                     status: 401,
                     after_refresh: false,

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::schedule::{FaultKind, Schedule};
+use crate::backoff::RETRY_AFTER_CAP;
 use crate::config::CompetingPolicy;
 use crate::failure::{Class, Failure};
 
@@ -27,9 +28,6 @@ const WINDOW: Duration = Duration::from_secs(10);
 
 /// The proactive refresh floor: at most one a second.
 const REFRESH_FLOOR: Duration = Duration::from_secs(1);
-
-/// The longest a server-requested delay is honoured beyond the backoff maximum.
-pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
 
 /// What the monitor checks and remembers.
 #[derive(Debug)]
@@ -144,7 +142,9 @@ impl Monitor {
             ));
         }
         if failure.class(self.competing) != Class::Hard {
-            return Some(format!("stream stopped on a failure that is not hard: {failure}"));
+            return Some(format!(
+                "stream stopped on a failure that is not hard: {failure}"
+            ));
         }
         let grace = self.hard_bound;
         let hard_cause = self
@@ -157,7 +157,10 @@ impl Monitor {
                 after_refresh: true,
                 ..
             }
-        ) && self.revokes.iter().any(|t| *t + grace >= now);
+        ) && self
+            .revokes
+            .iter()
+            .any(|t| *t + grace + crate::machine::connection::FRESH >= now);
         (!hard_cause && !revoked_twice)
             .then(|| format!("stream stopped without a hard cause: {failure}"))
     }

@@ -176,7 +176,9 @@ impl<'s> World<'s> {
             self.step(ev);
             self.check();
         }
-        if self.outcome.violation.is_none() && self.hard.is_none() && self.conn.ready_epoch().is_none()
+        if self.outcome.violation.is_none()
+            && self.hard.is_none()
+            && self.conn.ready_epoch().is_none()
         {
             self.violate(format!(
                 "not Ready {} ms after the last fault ended",
@@ -317,7 +319,14 @@ impl<'s> World<'s> {
                 if self.conn.open_epoch() == Some(epoch) {
                     match res {
                         Ok(()) => self.conn(ConnEvent::Authenticated),
-                        Err(f) => self.conn(ConnEvent::SocketFailed(f)),
+                        Err(f) => {
+                            if let (Failure::Rejected { .. }, Some(g)) =
+                                (&f, self.socket_generation())
+                            {
+                                self.gateway.rejected.insert(g);
+                            }
+                            self.conn(ConnEvent::SocketFailed(f))
+                        }
                     }
                 }
             }
@@ -350,7 +359,11 @@ impl<'s> World<'s> {
         self.gateway.apply(f.kind, on, last);
         use super::schedule::FaultKind as K;
         if f.kind.lasts() {
-            self.faults_on = if on { self.faults_on + 1 } else { self.faults_on.saturating_sub(1) };
+            self.faults_on = if on {
+                self.faults_on + 1
+            } else {
+                self.faults_on.saturating_sub(1)
+            };
         }
         if on {
             if let Some(epoch) = self.gateway.open {
@@ -369,7 +382,10 @@ impl<'s> World<'s> {
                     K::Silence => {
                         let silent_for = self.s.heartbeat_timeout;
                         let d = silent_for + silent_for / 4;
-                        self.after(d, Ev::Socket(epoch, Err(Failure::HeartbeatSilence { silent_for })));
+                        self.after(
+                            d,
+                            Ev::Socket(epoch, Err(Failure::HeartbeatSilence { silent_for })),
+                        );
                     }
                     K::SessionLost | K::HalfDead if self.s.dialect == SimDialect::Ibkr => {
                         let failure = Failure::SessionLost {
@@ -571,6 +587,10 @@ impl<'s> World<'s> {
                 ConnEffect::Reject(g) => {
                     self.send(To::Token, Ev::Token(TokenEvent::Rejected(g)));
                 }
+                ConnEffect::Discard(g) => {
+                    self.send(To::Token, Ev::Token(TokenEvent::Discard(g)));
+                }
+                ConnEffect::CancelDial => self.dial = None,
                 ConnEffect::SessionLost(f) => {
                     self.send(To::Session, Ev::Session(SessionEvent::Lost(f)));
                 }
@@ -603,6 +623,9 @@ impl<'s> World<'s> {
         }
         let fail = |w: &mut Self, failure: Failure| {
             let presented = w.dial.take().and_then(|d| d.presented);
+            if let (Failure::Rejected { .. }, Some(p)) = (&failure, presented) {
+                w.gateway.rejected.insert(p.generation);
+            }
             w.conn(ConnEvent::DialFailed { failure, presented });
         };
         match step {
@@ -615,6 +638,7 @@ impl<'s> World<'s> {
                 let presented = Presented {
                     generation: held.generation,
                     replaced_rejected: held.replaced_rejected,
+                    issued_at: held.issued_at,
                 };
                 if let Some(d) = self.dial.as_mut() {
                     d.presented = Some(presented);
@@ -666,14 +690,20 @@ impl<'s> World<'s> {
                     SimDialect::Ticket => Ok(()),
                     _ => self.gateway.opening(),
                 };
-                if let Err(Failure::Rejected { .. }) = &res {
-                    self.gateway.rejected.insert(presented.generation);
-                }
                 let l = self.latency();
                 self.after(l, Ev::Socket(epoch, res));
                 let t = self.s.auth_timeout;
                 self.after(t, Ev::AuthTimeout(epoch));
             }
+        }
+    }
+
+    fn socket_generation(&self) -> Option<Generation> {
+        match self.conn.state() {
+            ConnState::Opening { presented, .. } | ConnState::Ready { presented, .. } => {
+                Some(presented.generation)
+            }
+            _ => None,
         }
     }
 

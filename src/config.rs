@@ -4,8 +4,20 @@
 //! TOML loader (and tests) fill it in. Secrets never live here: credentials are fetched at dial
 //! time by the dialect (see [`crate::dialect`]).
 
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+pub use crate::backoff::BackoffConfig;
+pub use crate::dialect::ibkr::IbkrConfig;
+pub use crate::failure::CompetingPolicy;
+pub use crate::secret::SecretSource;
+pub use crate::tls::TlsConfig;
+
+use crate::dialect::signalr::SignalRConfig;
+use crate::dialect::ticket::TicketConfig;
+use crate::dialect::{ibkr, signalr, ticket, DialectSend};
+use crate::failure::Failure;
+use crate::transport::ClientFactory;
 
 /// Which wire dialect a stream speaks.
 #[derive(Clone, Debug)]
@@ -13,88 +25,9 @@ pub enum DialectKind {
     /// IBKR Client Portal Gateway (REST session + `/v1/api/ws`).
     Ibkr(IbkrConfig),
     /// A WebSocket opened with a one-time ticket bought with a JWT (seed 004).
-    Ticket(Box<crate::dialect::ticket::TicketConfig>),
+    Ticket(Box<TicketConfig>),
     /// An ASP.NET Core SignalR hub with a token factory (seed 003).
-    SignalR(Box<crate::dialect::signalr::SignalRConfig>),
-}
-
-/// What to do when the gateway reports a competing brokerage session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum CompetingPolicy {
-    /// Take the session over (`ssodh/init` with `compete:true`).
-    #[default]
-    Compete,
-    /// Leave the other session alone: a hard failure until [`crate::Handle::resume`] is called.
-    Yield,
-}
-
-/// IBKR-specific settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IbkrConfig {
-    /// What to do about a competing session.
-    pub competing: CompetingPolicy,
-    /// How often `/tickle` keeps the gateway session alive (IBKR asks for about once a minute).
-    pub tickle_interval: Duration,
-    /// How often `tic` is written on the socket.
-    pub tic_interval: Duration,
-    /// How often a confirmed `smd` subscription is re-sent (IBKR ends `smd` streams silently
-    /// after 10–15 minutes since 2026).
-    pub resubscribe_interval: Duration,
-    /// Log out of the gateway when the supervisor shuts down.
-    pub logout_on_shutdown: bool,
-}
-
-impl Default for IbkrConfig {
-    fn default() -> Self {
-        Self {
-            competing: CompetingPolicy::Compete,
-            tickle_interval: Duration::from_secs(60),
-            tic_interval: Duration::from_secs(50),
-            resubscribe_interval: Duration::from_secs(9 * 60),
-            logout_on_shutdown: false,
-        }
-    }
-}
-
-/// Exponential backoff with jitter (see [`crate::backoff`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct BackoffConfig {
-    /// First delay (before jitter).
-    pub initial: Duration,
-    /// Upper bound of any delay, jitter included.
-    pub max: Duration,
-    /// Growth factor per attempt.
-    pub multiplier: f64,
-    /// Jitter: each delay is drawn from `[d·(1−r), d·(1+r)]`, then clamped.
-    pub randomization: f64,
-    /// How long a connection must stay healthy before the attempt counter resets.
-    pub reset_after: Duration,
-}
-
-impl Default for BackoffConfig {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(250),
-            max: Duration::from_secs(5),
-            multiplier: 2.0,
-            randomization: 0.5,
-            reset_after: Duration::from_secs(30),
-        }
-    }
-}
-
-/// How the gateway's TLS certificate is checked.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub enum TlsConfig {
-    /// Verify against the bundled public roots (webpki-roots).
-    #[default]
-    Verified,
-    /// Verify against this PEM file (the gateway's self-signed certificate or its CA).
-    CaFile(PathBuf),
-    /// Verify against this PEM text.
-    CaPem(String),
-    /// Do not verify. Refused unless the host is loopback (`127.0.0.0/8`, `::1`, `localhost`).
-    InsecureSkipVerifyLoopbackOnly,
+    SignalR(Box<SignalRConfig>),
 }
 
 /// Restart intensity: more than `max_restarts` restarts of one actor within `window` escalate to
@@ -177,11 +110,7 @@ impl StreamConfig {
     }
 
     /// A stream to a ticket-authenticated WebSocket API at `url` with default settings.
-    pub fn ticket(
-        name: impl Into<String>,
-        url: impl Into<String>,
-        ticket: crate::dialect::ticket::TicketConfig,
-    ) -> Self {
+    pub fn ticket(name: impl Into<String>, url: impl Into<String>, ticket: TicketConfig) -> Self {
         Self {
             dialect: DialectKind::Ticket(Box::new(ticket)),
             ..Self::ibkr(name, url)
@@ -193,7 +122,7 @@ impl StreamConfig {
     pub fn signalr(
         name: impl Into<String>,
         hub_url: impl Into<String>,
-        signalr: crate::dialect::signalr::SignalRConfig,
+        signalr: SignalRConfig,
     ) -> Self {
         let mut cfg = Self::ibkr(name, hub_url);
         cfg.heartbeat_timeout = Duration::from_secs(30);
@@ -210,7 +139,7 @@ impl StreamConfig {
     }
 
     /// The SignalR settings, when this is a SignalR stream.
-    pub fn signalr_config_mut(&mut self) -> Option<&mut crate::dialect::signalr::SignalRConfig> {
+    pub fn signalr_config_mut(&mut self) -> Option<&mut SignalRConfig> {
         match &mut self.dialect {
             DialectKind::SignalR(c) => Some(c),
             _ => None,
@@ -218,7 +147,7 @@ impl StreamConfig {
     }
 
     /// The ticket settings, when this is a ticket stream.
-    pub fn ticket_config_mut(&mut self) -> Option<&mut crate::dialect::ticket::TicketConfig> {
+    pub fn ticket_config_mut(&mut self) -> Option<&mut TicketConfig> {
         match &mut self.dialect {
             DialectKind::Ticket(c) => Some(c),
             _ => None,
@@ -226,28 +155,19 @@ impl StreamConfig {
     }
 }
 
-/// Where a secret comes from. Never from configuration text.
-#[derive(Clone, Debug)]
-pub enum SecretSource {
-    /// An environment variable, read at each fetch.
-    Env(String),
-    /// A file, read at each fetch (trailing whitespace trimmed).
-    File(PathBuf),
-    /// Given by the embedding program.
-    Value(secrecy::SecretString),
+/// Builds the dialect of a stream: the dialect modules take their own settings and the gateway
+/// URL, and know nothing of [`StreamConfig`].
+pub fn build_dialect(config: &StreamConfig) -> Arc<dyn DialectSend> {
+    match &config.dialect {
+        DialectKind::Ibkr(c) => Arc::new(ibkr::Ibkr::new(&config.url, c.clone())),
+        DialectKind::Ticket(c) => Arc::new(ticket::Ticket::new(&config.url, (**c).clone())),
+        DialectKind::SignalR(c) => Arc::new(signalr::SignalR::new(&config.url, (**c).clone())),
+    }
 }
 
-impl SecretSource {
-    /// Reads the secret now (each fetch reads it again, so a rotated secret is picked up).
-    pub fn read(&self) -> Result<secrecy::SecretString, crate::failure::Failure> {
-        match self {
-            SecretSource::Env(var) => std::env::var(var).map(secrecy::SecretString::from).map_err(|_| crate::failure::Failure::Config {
-                detail: format!("environment variable {var} (token secret) is not set: export it before starting keepwire"),
-            }),
-            SecretSource::File(path) => std::fs::read_to_string(path)
-                .map(|s| secrecy::SecretString::from(s.trim_end().to_string()))
-                .map_err(|e| crate::failure::Failure::Config { detail: format!("token secret file {}: {e}", path.display()) }),
-            SecretSource::Value(v) => Ok(v.clone()),
-        }
+impl ClientFactory {
+    /// Validates the stream's URL and TLS settings once (see [`ClientFactory::for_gateway`]).
+    pub fn new(config: &StreamConfig) -> Result<Self, Failure> {
+        Self::for_gateway(&config.url, &config.tls, config.request_timeout)
     }
 }

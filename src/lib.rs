@@ -30,6 +30,7 @@ pub mod failure;
 pub mod handle;
 pub mod messages;
 pub mod metrics;
+pub mod secret;
 pub mod status;
 pub mod subscription;
 pub mod supervisor;

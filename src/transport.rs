@@ -78,7 +78,7 @@ impl ClientFactory {
     /// Validates a gateway's URL and TLS settings once: `timeout` bounds TCP connect, the TLS
     /// handshake and every REST request. (`ClientFactory::new` takes them from a stream's config.)
     pub fn for_gateway(url: &str, tls: &TlsConfig, timeout: Duration) -> Result<Self, Failure> {
-        let host = url_host(&url).ok_or_else(|| Failure::Config {
+        let host = url_host(url).ok_or_else(|| Failure::Config {
             detail: format!("url {:?} has no host", url),
         })?;
         if !(url.starts_with("http://")

@@ -4,6 +4,7 @@
 //! TOML loader (and tests) fill it in. Secrets never live here: credentials are fetched at dial
 //! time by the dialect (see [`crate::dialect`]).
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -169,5 +170,311 @@ impl ClientFactory {
     /// Validates the stream's URL and TLS settings once (see [`ClientFactory::for_gateway`]).
     pub fn new(config: &StreamConfig) -> Result<Self, Failure> {
         Self::for_gateway(&config.url, &config.tls, config.request_timeout)
+    }
+}
+
+/// The shortest first reconnect delay (`backoff.initial`): below it a mass reconnect is a storm.
+pub const MIN_BACKOFF_INITIAL: Duration = Duration::from_millis(10);
+/// The shortest timeout (`heartbeat_timeout`, `auth_timeout`, `request_timeout`,
+/// `confirm_timeout`): anything shorter fails healthy gateways and redials in a loop.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+/// The shortest periodic interval (IBKR `tickle_interval` and `tic_interval`,
+/// `login_poll_interval`, SignalR `ping_interval`). Production values are seconds to a minute;
+/// the floor is low enough for the fast test and demo gateways and still ≤ 10 timer wake-ups a
+/// second on the thread every stream shares (`0s` would be a busy loop).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// The shortest slow period (`backoff.reset_after`, IBKR `resubscribe_interval`,
+/// `restart_intensity.window`, SignalR `token_lifetime`).
+pub const MIN_SLOW_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest duration of any setting (a year): beyond it `Instant + Duration` can overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+/// The largest `backoff.multiplier`.
+pub const MAX_MULTIPLIER: f64 = 100.0;
+
+/// One thing wrong with a [`StreamConfig`], found by [`StreamConfig::validate`].
+///
+/// `value` is rendered from numbers and durations only, and every text is passed through a
+/// redaction of URL userinfo when shown: no problem ever prints a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The setting, as a path into [`StreamConfig`]: `backoff.max`, `ibkr.tic_interval`,
+    /// `signalr.ping_interval`, `heartbeat_timeout`.
+    pub field: String,
+    /// The value found, as written in a configuration file (`"0s"`, `"250ms"`, `NaN`).
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+    /// How to fix it.
+    pub remedy: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} = {}: {}; {}",
+            redact_userinfo(&self.field),
+            redact_userinfo(&self.value),
+            redact_userinfo(&self.reason),
+            redact_userinfo(&self.remedy)
+        )
+    }
+}
+
+impl std::error::Error for ConfigProblem {}
+
+/// Text with the `user:password@` of every URL in it replaced by `***@`.
+fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '"' | '\''))
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(i) => {
+                out.push_str("***@");
+                out.push_str(&authority[i + 1..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A duration as a configuration file writes it: `"0s"`, `"250ms"`, `"1.5s"`, `"9m"`.
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        format!("\"{}s\"", d.as_secs_f64())
+    } else if ms % 60_000 == 0 && ms > 0 {
+        format!("\"{}m\"", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("\"{}s\"", ms / 1000)
+    } else {
+        format!("\"{ms}ms\"")
+    }
+}
+
+/// Collects problems while [`StreamConfig::validate`] walks the settings.
+#[derive(Default)]
+struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    fn push(&mut self, field: &str, value: String, reason: String, remedy: String) {
+        self.0.push(ConfigProblem {
+            field: field.to_string(),
+            value,
+            reason,
+            remedy,
+        });
+    }
+
+    /// A duration within `[min, MAX_DURATION]`; `what` says what a too-small value would cause.
+    fn duration(&mut self, field: &str, d: Duration, min: Duration, what: &str) {
+        if d < min {
+            self.push(
+                field,
+                human_duration(d),
+                format!("is below the floor of {} ({what})", human_duration(min)),
+                format!("set {field} to at least {}", human_duration(min)),
+            );
+        } else if d > MAX_DURATION {
+            self.push(
+                field,
+                human_duration(d),
+                "is longer than a year".into(),
+                format!("set {field} to at most \"8760h\""),
+            );
+        }
+    }
+
+    fn positive(&mut self, field: &str, n: u64, what: &str) {
+        if n == 0 {
+            self.push(
+                field,
+                "0".into(),
+                format!("must be above zero ({what})"),
+                format!("set {field} to a positive number"),
+            );
+        }
+    }
+}
+
+impl StreamConfig {
+    /// Checks every setting against its floor and range; `Err` lists every problem found, each
+    /// naming the field, the value and the fix. [`crate::Handle`]'s builder runs it for every
+    /// stream, and so does the TOML loader, so a library user gets the same checks as a file.
+    ///
+    /// Floors: [`MIN_BACKOFF_INITIAL`] for `backoff.initial`; [`MIN_TIMEOUT`] for the timeouts;
+    /// [`MIN_INTERVAL`] for periodic intervals; [`MIN_SLOW_INTERVAL`] for `backoff.reset_after`,
+    /// `ibkr.resubscribe_interval`, `restart_intensity.window`, `signalr.token_lifetime`; every
+    /// duration at most [`MAX_DURATION`]. Also: `backoff.max ≥ backoff.initial`, a finite
+    /// `backoff.multiplier` in `[1, MAX_MULTIPLIER]`, a finite `backoff.randomization` in
+    /// `[0, 1)`, sizes and counts above zero, and a SignalR `heartbeat_timeout` longer than
+    /// `signalr.ping_interval`. URLs and TLS are checked when the stream starts.
+    pub fn validate(&self) -> Result<(), Vec<ConfigProblem>> {
+        let mut p = Problems::default();
+        if self.name.trim().is_empty() {
+            p.push(
+                "name",
+                "\"\"".into(),
+                "is empty (it labels status, metrics and logs)".into(),
+                "give the stream a name, e.g. \"ibkr\"".into(),
+            );
+        }
+        let b = &self.backoff;
+        p.duration(
+            "backoff.initial",
+            b.initial,
+            MIN_BACKOFF_INITIAL,
+            "a reconnect storm",
+        );
+        if b.max < b.initial {
+            p.push(
+                "backoff.max",
+                human_duration(b.max),
+                format!(
+                    "is below backoff.initial = {}: initial must be at most max",
+                    human_duration(b.initial)
+                ),
+                format!(
+                    "set backoff.max to at least {} (e.g. \"5s\")",
+                    human_duration(b.initial.max(MIN_BACKOFF_INITIAL))
+                ),
+            );
+        } else {
+            p.duration(
+                "backoff.max",
+                b.max,
+                MIN_BACKOFF_INITIAL,
+                "a reconnect storm",
+            );
+        }
+        if !b.multiplier.is_finite() || !(1.0..=MAX_MULTIPLIER).contains(&b.multiplier) {
+            p.push(
+                "backoff.multiplier",
+                b.multiplier.to_string(),
+                format!("must be a number from 1 to {MAX_MULTIPLIER}"),
+                "set backoff.multiplier to e.g. 2".into(),
+            );
+        }
+        if !b.randomization.is_finite() || !(0.0..1.0).contains(&b.randomization) {
+            p.push(
+                "backoff.randomization",
+                b.randomization.to_string(),
+                "must be a number from 0 up to (not including) 1".into(),
+                "set backoff.randomization to e.g. 0.5".into(),
+            );
+        }
+        p.duration(
+            "backoff.reset_after",
+            b.reset_after,
+            MIN_SLOW_INTERVAL,
+            "a gateway that accepts and drops at once would be redialled without backoff",
+        );
+        p.duration(
+            "login_poll_interval",
+            self.login_poll_interval,
+            MIN_INTERVAL,
+            "a busy poll",
+        );
+        for (field, d) in [
+            ("heartbeat_timeout", self.heartbeat_timeout),
+            ("auth_timeout", self.auth_timeout),
+            ("request_timeout", self.request_timeout),
+            ("confirm_timeout", self.confirm_timeout),
+        ] {
+            p.duration(field, d, MIN_TIMEOUT, "healthy gateways would time out");
+        }
+        p.positive(
+            "max_frame_size",
+            self.max_frame_size as u64,
+            "no frame would be accepted",
+        );
+        p.positive(
+            "max_message_size",
+            self.max_message_size as u64,
+            "no message would be accepted",
+        );
+        p.positive(
+            "consumer_capacity",
+            self.consumer_capacity as u64,
+            "consumers would receive nothing",
+        );
+        p.positive(
+            "max_subscribe_attempts",
+            u64::from(self.max_subscribe_attempts),
+            "no subscription would be sent",
+        );
+        p.duration(
+            "restart_intensity.window",
+            self.restart_intensity.window,
+            MIN_SLOW_INTERVAL,
+            "restart intensity would never trip",
+        );
+        match &self.dialect {
+            DialectKind::Ibkr(c) => {
+                p.duration(
+                    "ibkr.tickle_interval",
+                    c.tickle_interval,
+                    MIN_INTERVAL,
+                    "a busy keepalive loop",
+                );
+                p.duration(
+                    "ibkr.tic_interval",
+                    c.tic_interval,
+                    MIN_INTERVAL,
+                    "a busy keepalive loop",
+                );
+                p.duration(
+                    "ibkr.resubscribe_interval",
+                    c.resubscribe_interval,
+                    MIN_SLOW_INTERVAL,
+                    "subscriptions re-sent in a loop",
+                );
+            }
+            DialectKind::SignalR(c) => {
+                p.duration(
+                    "signalr.ping_interval",
+                    c.ping_interval,
+                    MIN_INTERVAL,
+                    "a busy ping loop",
+                );
+                if let Some(life) = c.token_lifetime {
+                    p.duration(
+                        "signalr.token_lifetime",
+                        life,
+                        MIN_SLOW_INTERVAL,
+                        "tokens fetched in a loop",
+                    );
+                }
+                if self.heartbeat_timeout <= c.ping_interval {
+                    p.push(
+                        "heartbeat_timeout",
+                        human_duration(self.heartbeat_timeout),
+                        format!(
+                            "is not longer than signalr.ping_interval = {}: a healthy hub would be declared dead between pings",
+                            human_duration(c.ping_interval)
+                        ),
+                        format!(
+                            "set heartbeat_timeout to about twice signalr.ping_interval ({})",
+                            human_duration(c.ping_interval.saturating_mul(2))
+                        ),
+                    );
+                }
+            }
+            DialectKind::Ticket(_) => {}
+        }
+        if p.0.is_empty() {
+            Ok(())
+        } else {
+            Err(p.0)
+        }
     }
 }

@@ -33,7 +33,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::config::SecretSource;
 use crate::config::{
-    BackoffConfig, CompetingPolicy, DialectKind, IbkrConfig, StreamConfig, TlsConfig,
+    BackoffConfig, CompetingPolicy, ConfigProblem, DialectKind, IbkrConfig, StreamConfig, TlsConfig,
 };
 use crate::dialect::signalr::{SignalRConfig, TokenTransport};
 use crate::dialect::ticket::TicketConfig;
@@ -529,37 +529,44 @@ fn stream(
         randomization: s.backoff.randomization.unwrap_or(b.randomization),
         reset_after: s.backoff.reset_after.map_or(b.reset_after, |h| h.0),
     };
-    if cfg.backoff.initial.is_zero() || cfg.backoff.initial > cfg.backoff.max {
-        return Err(ConfigError(format!(
-            "{at}: backoff initial = {:?} must be above zero and at most max = {:?}",
-            cfg.backoff.initial, cfg.backoff.max
-        )));
-    }
-    if !(0.0..=1.0).contains(&cfg.backoff.randomization) || cfg.backoff.multiplier < 1.0 {
-        return Err(ConfigError(format!(
-            "{at}: backoff randomization must be within 0–1 and multiplier at least 1 (got {} and {})",
-            cfg.backoff.randomization, cfg.backoff.multiplier
-        )));
-    }
-    let tickle = cfg
-        .ibkr_config_mut()
-        .map_or(d.tickle_interval, |c| c.tickle_interval);
-    for (key, v) in [
-        ("heartbeat_timeout", cfg.heartbeat_timeout),
-        ("tickle_interval", tickle),
-    ] {
-        if v < Duration::from_millis(100) {
-            return Err(ConfigError(format!(
-                "{at}: {key} = {v:?} is too short: use at least \"100ms\""
-            )));
-        }
-    }
+    cfg.validate().map_err(|problems| {
+        ConfigError(
+            problems
+                .iter()
+                .map(|p| format!("{at}: {}", toml_problem(p)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
     let subs = s
         .subscriptions
         .into_iter()
         .map(Subscription::from)
         .collect();
     Ok((cfg, subs))
+}
+
+/// The TOML spelling of a [`StreamConfig`] field: dialect settings sit directly in
+/// `[[streams]]` (`ibkr.tic_interval` → `tic_interval`); backoff keys as dotted keys
+/// (`backoff.max`, i.e. `max` in `[streams.backoff]`).
+fn toml_key(field: &str) -> &str {
+    field
+        .strip_prefix("ibkr.")
+        .or_else(|| field.strip_prefix("signalr."))
+        .unwrap_or(field)
+}
+
+/// A [`ConfigProblem`] in the file's terms: `key = value: reason; remedy`, with every field
+/// named by its TOML key.
+fn toml_problem(p: &ConfigProblem) -> String {
+    let text = |t: &str| t.replace("ibkr.", "").replace("signalr.", "");
+    ConfigProblem {
+        field: toml_key(&p.field).to_string(),
+        value: p.value.clone(),
+        reason: text(&p.reason),
+        remedy: text(&p.remedy),
+    }
+    .to_string()
 }
 
 impl StreamSection {
@@ -569,7 +576,7 @@ impl StreamSection {
         const TICKET: &[&str] = &["ticket"];
         const SIGNALR: &[&str] = &["signalr"];
         const TOKENS: &[&str] = &["ticket", "signalr"];
-        let keys: [(&str, bool, &[&str]); 33] = [
+        let keys: [(&str, bool, &[&str]); 34] = [
             ("tickle_interval", self.tickle_interval.is_some(), IBKR),
             ("tic_interval", self.tic_interval.is_some(), IBKR),
             (
@@ -630,11 +637,8 @@ impl StreamSection {
                 SIGNALR,
             ),
             ("token_lifetime", self.token_lifetime.is_some(), SIGNALR),
-            (
-                "token_transport",
-                self.token_transport.is_some() || self.ping_interval.is_some(),
-                SIGNALR,
-            ),
+            ("token_transport", self.token_transport.is_some(), SIGNALR),
+            ("ping_interval", self.ping_interval.is_some(), SIGNALR),
         ];
         match keys
             .iter()

@@ -41,8 +41,8 @@ pub mod transport;
 pub mod emulator;
 
 pub use config::{
-    BackoffConfig, CompetingPolicy, DialectKind, IbkrConfig, RestartIntensity, StreamConfig,
-    TlsConfig,
+    BackoffConfig, CompetingPolicy, ConfigProblem, DialectKind, IbkrConfig, RestartIntensity,
+    StreamConfig, TlsConfig,
 };
 pub use failure::{Class, Failure};
 pub use handle::{Builder, Error, Handle};

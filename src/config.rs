@@ -478,3 +478,259 @@ impl StreamConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::signalr::SignalRConfig;
+
+    fn ibkr() -> StreamConfig {
+        StreamConfig::ibkr("gw", "https://127.0.0.1:5000")
+    }
+
+    fn signalr() -> StreamConfig {
+        StreamConfig::signalr(
+            "hub",
+            "https://127.0.0.1:5001/hub",
+            SignalRConfig::default(),
+        )
+    }
+
+    fn problems(cfg: &StreamConfig) -> Vec<ConfigProblem> {
+        cfg.validate().err().unwrap_or_default()
+    }
+
+    #[test]
+    fn the_defaults_of_every_dialect_are_valid() {
+        assert_eq!(ibkr().validate(), Ok(()));
+        assert_eq!(signalr().validate(), Ok(()));
+        let ticket = StreamConfig::ticket("t", "https://127.0.0.1:5002", TicketConfig::default());
+        assert_eq!(ticket.validate(), Ok(()));
+    }
+
+    type Edit = fn(&mut StreamConfig);
+
+    /// Each row: a base config, one bad value, the field that must be named and a fragment of
+    /// the value as shown.
+    #[test]
+    fn every_zero_or_absurd_value_is_named_with_its_value_and_a_fix() {
+        let rows: Vec<(fn() -> StreamConfig, Edit, &str, &str)> = vec![
+            (
+                ibkr,
+                |c| c.backoff.initial = Duration::from_millis(1),
+                "backoff.initial",
+                "\"1ms\"",
+            ),
+            (
+                ibkr,
+                |c| c.backoff.max = Duration::ZERO,
+                "backoff.max",
+                "\"0s\"",
+            ),
+            (
+                ibkr,
+                |c| c.backoff.multiplier = 0.5,
+                "backoff.multiplier",
+                "0.5",
+            ),
+            (
+                ibkr,
+                |c| c.backoff.multiplier = f64::INFINITY,
+                "backoff.multiplier",
+                "inf",
+            ),
+            (
+                ibkr,
+                |c| c.backoff.randomization = f64::NAN,
+                "backoff.randomization",
+                "NaN",
+            ),
+            (
+                ibkr,
+                |c| c.backoff.randomization = 1.0,
+                "backoff.randomization",
+                "1",
+            ),
+            (
+                ibkr,
+                |c| c.backoff.randomization = -0.1,
+                "backoff.randomization",
+                "-0.1",
+            ),
+            (
+                ibkr,
+                |c| c.backoff.reset_after = Duration::ZERO,
+                "backoff.reset_after",
+                "\"0s\"",
+            ),
+            (
+                ibkr,
+                |c| c.login_poll_interval = Duration::ZERO,
+                "login_poll_interval",
+                "\"0s\"",
+            ),
+            (
+                ibkr,
+                |c| c.heartbeat_timeout = Duration::from_millis(50),
+                "heartbeat_timeout",
+                "\"50ms\"",
+            ),
+            (
+                ibkr,
+                |c| c.auth_timeout = Duration::ZERO,
+                "auth_timeout",
+                "\"0s\"",
+            ),
+            (
+                ibkr,
+                |c| c.request_timeout = Duration::ZERO,
+                "request_timeout",
+                "\"0s\"",
+            ),
+            (
+                ibkr,
+                |c| c.confirm_timeout = Duration::ZERO,
+                "confirm_timeout",
+                "\"0s\"",
+            ),
+            (
+                ibkr,
+                |c| c.request_timeout = Duration::MAX,
+                "request_timeout",
+                "s\"",
+            ),
+            (ibkr, |c| c.max_frame_size = 0, "max_frame_size", "0"),
+            (ibkr, |c| c.max_message_size = 0, "max_message_size", "0"),
+            (ibkr, |c| c.consumer_capacity = 0, "consumer_capacity", "0"),
+            (
+                ibkr,
+                |c| c.max_subscribe_attempts = 0,
+                "max_subscribe_attempts",
+                "0",
+            ),
+            (
+                ibkr,
+                |c| c.restart_intensity.window = Duration::ZERO,
+                "restart_intensity.window",
+                "\"0s\"",
+            ),
+            (ibkr, |c| c.name = String::new(), "name", "\"\""),
+            (
+                ibkr,
+                |c| set_ibkr(c, |i| i.tic_interval = Duration::ZERO),
+                "ibkr.tic_interval",
+                "\"0s\"",
+            ),
+            (
+                ibkr,
+                |c| set_ibkr(c, |i| i.tickle_interval = Duration::from_millis(10)),
+                "ibkr.tickle_interval",
+                "\"10ms\"",
+            ),
+            (
+                ibkr,
+                |c| set_ibkr(c, |i| i.resubscribe_interval = Duration::ZERO),
+                "ibkr.resubscribe_interval",
+                "\"0s\"",
+            ),
+            (
+                signalr,
+                |c| set_hub(c, |h| h.ping_interval = Duration::ZERO),
+                "signalr.ping_interval",
+                "\"0s\"",
+            ),
+            (
+                signalr,
+                |c| set_hub(c, |h| h.token_lifetime = Some(Duration::ZERO)),
+                "signalr.token_lifetime",
+                "\"0s\"",
+            ),
+            (
+                signalr,
+                |c| c.heartbeat_timeout = Duration::from_secs(15),
+                "heartbeat_timeout",
+                "\"15s\"",
+            ),
+        ];
+        for (base, edit, field, value) in rows {
+            let mut cfg = base();
+            edit(&mut cfg);
+            let found = problems(&cfg);
+            assert_eq!(found.len(), 1, "{field}: {found:?}");
+            let p = &found[0];
+            assert_eq!(p.field, field, "{p}");
+            assert!(p.value.contains(value), "{field}: value {:?}", p.value);
+            let shown = p.to_string();
+            assert!(
+                shown.starts_with(field) && shown.contains(&p.remedy) && !p.remedy.is_empty(),
+                "{shown}"
+            );
+        }
+    }
+
+    fn set_ibkr(c: &mut StreamConfig, f: fn(&mut IbkrConfig)) {
+        if let Some(i) = c.ibkr_config_mut() {
+            f(i);
+        }
+    }
+
+    fn set_hub(c: &mut StreamConfig, f: fn(&mut SignalRConfig)) {
+        if let Some(h) = c.signalr_config_mut() {
+            f(h);
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut cfg = ibkr();
+        cfg.backoff.max = Duration::ZERO;
+        cfg.backoff.randomization = f64::NAN;
+        set_ibkr(&mut cfg, |i| i.tic_interval = Duration::ZERO);
+        let fields: Vec<String> = problems(&cfg).into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            ["backoff.max", "backoff.randomization", "ibkr.tic_interval"]
+        );
+    }
+
+    #[test]
+    fn the_floors_themselves_are_accepted() {
+        let mut cfg = ibkr();
+        cfg.backoff.initial = MIN_BACKOFF_INITIAL;
+        cfg.backoff.max = MIN_BACKOFF_INITIAL;
+        cfg.backoff.reset_after = MIN_SLOW_INTERVAL;
+        cfg.heartbeat_timeout = MIN_TIMEOUT;
+        cfg.login_poll_interval = MIN_INTERVAL;
+        set_ibkr(&mut cfg, |i| i.tic_interval = MIN_INTERVAL);
+        assert_eq!(cfg.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_problem_never_shows_url_userinfo() {
+        let p = ConfigProblem {
+            field: "url".into(),
+            value: "\"https://alice:hunter2@gw.example.com:5000/v1?x=1\"".into(),
+            reason: "see wss://bob:pw@h/ws".into(),
+            remedy: "write https://gw.example.com".into(),
+        };
+        let shown = p.to_string();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("alice") && !shown.contains("pw@"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("https://***@gw.example.com:5000/v1"),
+            "{shown}"
+        );
+        assert!(shown.contains("https://gw.example.com"), "{shown}");
+    }
+
+    #[test]
+    fn durations_are_shown_as_a_file_writes_them() {
+        assert_eq!(human_duration(Duration::ZERO), "\"0s\"");
+        assert_eq!(human_duration(Duration::from_millis(250)), "\"250ms\"");
+        assert_eq!(human_duration(Duration::from_secs(50)), "\"50s\"");
+        assert_eq!(human_duration(Duration::from_secs(540)), "\"9m\"");
+        assert_eq!(human_duration(Duration::from_micros(1500)), "\"0.0015s\"");
+    }
+}

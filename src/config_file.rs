@@ -878,6 +878,53 @@ market_data = { conid = 265598, fields = ["31", "84", "86"] }
         assert!(e.contains("at most max"), "{e}");
     }
 
+    #[test]
+    fn a_zero_interval_is_an_error_naming_the_key_the_value_and_the_floor() {
+        let e = err(&GOOD.replace("tickle_interval = \"60s\"", "tic_interval = \"0s\""));
+        assert!(
+            e.contains("streams[0] (\"ibkr\"): tic_interval = \"0s\"")
+                && e.contains("set tic_interval to at least \"100ms\""),
+            "{e}"
+        );
+        assert!(
+            !e.contains("ibkr.tic_interval"),
+            "named as in the file: {e}"
+        );
+    }
+
+    #[test]
+    fn every_range_problem_of_a_stream_is_listed() {
+        let e = err(&GOOD
+            .replace("max = \"5s\"", "max = \"0s\"\nreset_after = \"0s\"")
+            .replace("heartbeat_timeout = \"30s\"", "heartbeat_timeout = \"0s\""));
+        for key in [
+            "backoff.max = \"0s\"",
+            "backoff.reset_after = \"0s\"",
+            "heartbeat_timeout = \"0s\"",
+        ] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let e = err(&GOOD.replace("max = \"5s\"", "max = \"5s\"\nrandomization = nan"));
+        assert!(e.contains("backoff.randomization = NaN"), "{e}");
+    }
+
+    #[test]
+    fn a_signalr_ping_must_come_before_the_heartbeat_timeout() {
+        let text = "[[streams]]\nname = \"hub\"\ndialect = \"signalr\"\nurl = \"https://api.example.com/hub\"\napi_key_env = \"K\"\nping_interval = \"0s\"\n";
+        let e = err(text);
+        assert!(e.contains("ping_interval = \"0s\""), "{e}");
+        let e = err(&text.replace("\"0s\"", "\"40s\""));
+        assert!(
+            e.contains("heartbeat_timeout = \"30s\"") && e.contains("ping_interval = \"40s\""),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("competing = \"compete\"", "ping_interval = \"5s\""));
+        assert!(
+            e.contains("ping_interval applies to dialect = \"signalr\" only"),
+            "{e}"
+        );
+    }
+
     const TICKET: &str = r#"
 [[streams]]
 name = "feed"

@@ -509,12 +509,14 @@ mod tests {
     }
 
     type Edit = fn(&mut StreamConfig);
+    /// A base config, an edit that breaks one field, the field, a fragment of the value shown.
+    type Row = (fn() -> StreamConfig, Edit, &'static str, &'static str);
 
     /// Each row: a base config, one bad value, the field that must be named and a fragment of
     /// the value as shown.
     #[test]
     fn every_zero_or_absurd_value_is_named_with_its_value_and_a_fix() {
-        let rows: Vec<(fn() -> StreamConfig, Edit, &str, &str)> = vec![
+        let rows: Vec<Row> = vec![
             (
                 ibkr,
                 |c| c.backoff.initial = Duration::from_millis(1),

@@ -20,7 +20,32 @@ use backoff::ExponentialBackoff;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::config::BackoffConfig;
+/// Exponential backoff with jitter (see [`Backoff`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackoffConfig {
+    /// First delay (before jitter).
+    pub initial: Duration,
+    /// Upper bound of any delay, jitter included.
+    pub max: Duration,
+    /// Growth factor per attempt.
+    pub multiplier: f64,
+    /// Jitter: each delay is drawn from `[d·(1−r), d·(1+r)]`, then clamped.
+    pub randomization: f64,
+    /// How long a connection must stay healthy before the attempt counter resets.
+    pub reset_after: Duration,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(250),
+            max: Duration::from_secs(5),
+            multiplier: 2.0,
+            randomization: 0.5,
+            reset_after: Duration::from_secs(30),
+        }
+    }
+}
 
 /// The longest a server-requested delay (`Retry-After`) is honoured, unless `backoff.max` is
 /// longer: a gateway must not park a stream for years without it being reported.

@@ -4,8 +4,21 @@
 //! TOML loader (and tests) fill it in. Secrets never live here: credentials are fetched at dial
 //! time by the dialect (see [`crate::dialect`]).
 
-use std::path::PathBuf;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+pub use crate::backoff::BackoffConfig;
+pub use crate::dialect::ibkr::IbkrConfig;
+pub use crate::failure::CompetingPolicy;
+pub use crate::secret::SecretSource;
+pub use crate::tls::TlsConfig;
+
+use crate::dialect::signalr::SignalRConfig;
+use crate::dialect::ticket::TicketConfig;
+use crate::dialect::{ibkr, signalr, ticket, DialectSend};
+use crate::failure::Failure;
+use crate::transport::ClientFactory;
 
 /// Which wire dialect a stream speaks.
 #[derive(Clone, Debug)]
@@ -13,88 +26,9 @@ pub enum DialectKind {
     /// IBKR Client Portal Gateway (REST session + `/v1/api/ws`).
     Ibkr(IbkrConfig),
     /// A WebSocket opened with a one-time ticket bought with a JWT (seed 004).
-    Ticket(Box<crate::dialect::ticket::TicketConfig>),
+    Ticket(Box<TicketConfig>),
     /// An ASP.NET Core SignalR hub with a token factory (seed 003).
-    SignalR(Box<crate::dialect::signalr::SignalRConfig>),
-}
-
-/// What to do when the gateway reports a competing brokerage session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum CompetingPolicy {
-    /// Take the session over (`ssodh/init` with `compete:true`).
-    #[default]
-    Compete,
-    /// Leave the other session alone: a hard failure until [`crate::Handle::resume`] is called.
-    Yield,
-}
-
-/// IBKR-specific settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IbkrConfig {
-    /// What to do about a competing session.
-    pub competing: CompetingPolicy,
-    /// How often `/tickle` keeps the gateway session alive (IBKR asks for about once a minute).
-    pub tickle_interval: Duration,
-    /// How often `tic` is written on the socket.
-    pub tic_interval: Duration,
-    /// How often a confirmed `smd` subscription is re-sent (IBKR ends `smd` streams silently
-    /// after 10–15 minutes since 2026).
-    pub resubscribe_interval: Duration,
-    /// Log out of the gateway when the supervisor shuts down.
-    pub logout_on_shutdown: bool,
-}
-
-impl Default for IbkrConfig {
-    fn default() -> Self {
-        Self {
-            competing: CompetingPolicy::Compete,
-            tickle_interval: Duration::from_secs(60),
-            tic_interval: Duration::from_secs(50),
-            resubscribe_interval: Duration::from_secs(9 * 60),
-            logout_on_shutdown: false,
-        }
-    }
-}
-
-/// Exponential backoff with jitter (see [`crate::backoff`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct BackoffConfig {
-    /// First delay (before jitter).
-    pub initial: Duration,
-    /// Upper bound of any delay, jitter included.
-    pub max: Duration,
-    /// Growth factor per attempt.
-    pub multiplier: f64,
-    /// Jitter: each delay is drawn from `[d·(1−r), d·(1+r)]`, then clamped.
-    pub randomization: f64,
-    /// How long a connection must stay healthy before the attempt counter resets.
-    pub reset_after: Duration,
-}
-
-impl Default for BackoffConfig {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(250),
-            max: Duration::from_secs(5),
-            multiplier: 2.0,
-            randomization: 0.5,
-            reset_after: Duration::from_secs(30),
-        }
-    }
-}
-
-/// How the gateway's TLS certificate is checked.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub enum TlsConfig {
-    /// Verify against the bundled public roots (webpki-roots).
-    #[default]
-    Verified,
-    /// Verify against this PEM file (the gateway's self-signed certificate or its CA).
-    CaFile(PathBuf),
-    /// Verify against this PEM text.
-    CaPem(String),
-    /// Do not verify. Refused unless the host is loopback (`127.0.0.0/8`, `::1`, `localhost`).
-    InsecureSkipVerifyLoopbackOnly,
+    SignalR(Box<SignalRConfig>),
 }
 
 /// Restart intensity: more than `max_restarts` restarts of one actor within `window` escalate to
@@ -177,11 +111,7 @@ impl StreamConfig {
     }
 
     /// A stream to a ticket-authenticated WebSocket API at `url` with default settings.
-    pub fn ticket(
-        name: impl Into<String>,
-        url: impl Into<String>,
-        ticket: crate::dialect::ticket::TicketConfig,
-    ) -> Self {
+    pub fn ticket(name: impl Into<String>, url: impl Into<String>, ticket: TicketConfig) -> Self {
         Self {
             dialect: DialectKind::Ticket(Box::new(ticket)),
             ..Self::ibkr(name, url)
@@ -193,7 +123,7 @@ impl StreamConfig {
     pub fn signalr(
         name: impl Into<String>,
         hub_url: impl Into<String>,
-        signalr: crate::dialect::signalr::SignalRConfig,
+        signalr: SignalRConfig,
     ) -> Self {
         let mut cfg = Self::ibkr(name, hub_url);
         cfg.heartbeat_timeout = Duration::from_secs(30);
@@ -210,7 +140,7 @@ impl StreamConfig {
     }
 
     /// The SignalR settings, when this is a SignalR stream.
-    pub fn signalr_config_mut(&mut self) -> Option<&mut crate::dialect::signalr::SignalRConfig> {
+    pub fn signalr_config_mut(&mut self) -> Option<&mut SignalRConfig> {
         match &mut self.dialect {
             DialectKind::SignalR(c) => Some(c),
             _ => None,
@@ -218,7 +148,7 @@ impl StreamConfig {
     }
 
     /// The ticket settings, when this is a ticket stream.
-    pub fn ticket_config_mut(&mut self) -> Option<&mut crate::dialect::ticket::TicketConfig> {
+    pub fn ticket_config_mut(&mut self) -> Option<&mut TicketConfig> {
         match &mut self.dialect {
             DialectKind::Ticket(c) => Some(c),
             _ => None,
@@ -226,28 +156,583 @@ impl StreamConfig {
     }
 }
 
-/// Where a secret comes from. Never from configuration text.
-#[derive(Clone, Debug)]
-pub enum SecretSource {
-    /// An environment variable, read at each fetch.
-    Env(String),
-    /// A file, read at each fetch (trailing whitespace trimmed).
-    File(PathBuf),
-    /// Given by the embedding program.
-    Value(secrecy::SecretString),
+/// Builds the dialect of a stream: the dialect modules take their own settings and the gateway
+/// URL, and know nothing of [`StreamConfig`].
+pub fn build_dialect(config: &StreamConfig) -> Arc<dyn DialectSend> {
+    match &config.dialect {
+        DialectKind::Ibkr(c) => Arc::new(ibkr::Ibkr::new(&config.url, c.clone())),
+        DialectKind::Ticket(c) => Arc::new(ticket::Ticket::new(&config.url, (**c).clone())),
+        DialectKind::SignalR(c) => Arc::new(signalr::SignalR::new(&config.url, (**c).clone())),
+    }
 }
 
-impl SecretSource {
-    /// Reads the secret now (each fetch reads it again, so a rotated secret is picked up).
-    pub fn read(&self) -> Result<secrecy::SecretString, crate::failure::Failure> {
-        match self {
-            SecretSource::Env(var) => std::env::var(var).map(secrecy::SecretString::from).map_err(|_| crate::failure::Failure::Config {
-                detail: format!("environment variable {var} (token secret) is not set: export it before starting keepwire"),
-            }),
-            SecretSource::File(path) => std::fs::read_to_string(path)
-                .map(|s| secrecy::SecretString::from(s.trim_end().to_string()))
-                .map_err(|e| crate::failure::Failure::Config { detail: format!("token secret file {}: {e}", path.display()) }),
-            SecretSource::Value(v) => Ok(v.clone()),
+impl ClientFactory {
+    /// Validates the stream's URL and TLS settings once (see [`ClientFactory::for_gateway`]).
+    pub fn new(config: &StreamConfig) -> Result<Self, Failure> {
+        Self::for_gateway(&config.url, &config.tls, config.request_timeout)
+    }
+}
+
+/// The shortest first reconnect delay (`backoff.initial`): below it a mass reconnect is a storm.
+pub const MIN_BACKOFF_INITIAL: Duration = Duration::from_millis(10);
+/// The shortest timeout (`heartbeat_timeout`, `auth_timeout`, `request_timeout`,
+/// `confirm_timeout`): anything shorter fails healthy gateways and redials in a loop.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+/// The shortest periodic interval (IBKR `tickle_interval` and `tic_interval`,
+/// `login_poll_interval`, SignalR `ping_interval`). Production values are seconds to a minute;
+/// the floor is low enough for the fast test and demo gateways and still ≤ 10 timer wake-ups a
+/// second on the thread every stream shares (`0s` would be a busy loop).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// The shortest slow period (`backoff.reset_after`, IBKR `resubscribe_interval`,
+/// `restart_intensity.window`, SignalR `token_lifetime`).
+pub const MIN_SLOW_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest duration of any setting (a year): beyond it `Instant + Duration` can overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+/// The largest `backoff.multiplier`.
+pub const MAX_MULTIPLIER: f64 = 100.0;
+
+/// One thing wrong with a [`StreamConfig`], found by [`StreamConfig::validate`].
+///
+/// `value` is rendered from numbers and durations only, and every text is passed through a
+/// redaction of URL userinfo when shown: no problem ever prints a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The setting, as a path into [`StreamConfig`]: `backoff.max`, `ibkr.tic_interval`,
+    /// `signalr.ping_interval`, `heartbeat_timeout`.
+    pub field: String,
+    /// The value found, as written in a configuration file (`"0s"`, `"250ms"`, `NaN`).
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+    /// How to fix it.
+    pub remedy: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} = {}: {}; {}",
+            redact_userinfo(&self.field),
+            redact_userinfo(&self.value),
+            redact_userinfo(&self.reason),
+            redact_userinfo(&self.remedy)
+        )
+    }
+}
+
+impl std::error::Error for ConfigProblem {}
+
+/// Text with the `user:password@` of every URL in it replaced by `***@`.
+fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '"' | '\''))
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(i) => {
+                out.push_str("***@");
+                out.push_str(&authority[i + 1..]);
+            }
+            None => out.push_str(authority),
         }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A duration as a configuration file writes it: `"0s"`, `"250ms"`, `"1.5s"`, `"9m"`.
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        format!("\"{}s\"", d.as_secs_f64())
+    } else if ms % 60_000 == 0 && ms > 0 {
+        format!("\"{}m\"", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("\"{}s\"", ms / 1000)
+    } else {
+        format!("\"{ms}ms\"")
+    }
+}
+
+/// Collects problems while [`StreamConfig::validate`] walks the settings.
+#[derive(Default)]
+struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    fn push(&mut self, field: &str, value: String, reason: String, remedy: String) {
+        self.0.push(ConfigProblem {
+            field: field.to_string(),
+            value,
+            reason,
+            remedy,
+        });
+    }
+
+    /// A duration within `[min, MAX_DURATION]`; `what` says what a too-small value would cause.
+    fn duration(&mut self, field: &str, d: Duration, min: Duration, what: &str) {
+        if d < min {
+            self.push(
+                field,
+                human_duration(d),
+                format!("is below the floor of {} ({what})", human_duration(min)),
+                format!("set {field} to at least {}", human_duration(min)),
+            );
+        } else if d > MAX_DURATION {
+            self.push(
+                field,
+                human_duration(d),
+                "is longer than a year".into(),
+                format!("set {field} to at most \"8760h\""),
+            );
+        }
+    }
+
+    fn positive(&mut self, field: &str, n: u64, what: &str) {
+        if n == 0 {
+            self.push(
+                field,
+                "0".into(),
+                format!("must be above zero ({what})"),
+                format!("set {field} to a positive number"),
+            );
+        }
+    }
+}
+
+impl StreamConfig {
+    /// Checks every setting against its floor and range; `Err` lists every problem found, each
+    /// naming the field, the value and the fix. [`crate::Handle`]'s builder runs it for every
+    /// stream, and so does the TOML loader, so a library user gets the same checks as a file.
+    ///
+    /// Floors: [`MIN_BACKOFF_INITIAL`] for `backoff.initial`; [`MIN_TIMEOUT`] for the timeouts;
+    /// [`MIN_INTERVAL`] for periodic intervals; [`MIN_SLOW_INTERVAL`] for `backoff.reset_after`,
+    /// `ibkr.resubscribe_interval`, `restart_intensity.window`, `signalr.token_lifetime`; every
+    /// duration at most [`MAX_DURATION`]. Also: `backoff.max ≥ backoff.initial`, a finite
+    /// `backoff.multiplier` in `[1, MAX_MULTIPLIER]`, a finite `backoff.randomization` in
+    /// `[0, 1)`, sizes and counts above zero, and a SignalR `heartbeat_timeout` longer than
+    /// `signalr.ping_interval`. URLs and TLS are checked when the stream starts.
+    pub fn validate(&self) -> Result<(), Vec<ConfigProblem>> {
+        let mut p = Problems::default();
+        if self.name.trim().is_empty() {
+            p.push(
+                "name",
+                "\"\"".into(),
+                "is empty (it labels status, metrics and logs)".into(),
+                "give the stream a name, e.g. \"ibkr\"".into(),
+            );
+        }
+        let b = &self.backoff;
+        p.duration(
+            "backoff.initial",
+            b.initial,
+            MIN_BACKOFF_INITIAL,
+            "a reconnect storm",
+        );
+        if b.max < b.initial {
+            p.push(
+                "backoff.max",
+                human_duration(b.max),
+                format!(
+                    "is below backoff.initial = {}: initial must be at most max",
+                    human_duration(b.initial)
+                ),
+                format!(
+                    "set backoff.max to at least {} (e.g. \"5s\")",
+                    human_duration(b.initial.max(MIN_BACKOFF_INITIAL))
+                ),
+            );
+        } else {
+            p.duration(
+                "backoff.max",
+                b.max,
+                MIN_BACKOFF_INITIAL,
+                "a reconnect storm",
+            );
+        }
+        if !b.multiplier.is_finite() || !(1.0..=MAX_MULTIPLIER).contains(&b.multiplier) {
+            p.push(
+                "backoff.multiplier",
+                b.multiplier.to_string(),
+                format!("must be a number from 1 to {MAX_MULTIPLIER}"),
+                "set backoff.multiplier to e.g. 2".into(),
+            );
+        }
+        if !b.randomization.is_finite() || !(0.0..1.0).contains(&b.randomization) {
+            p.push(
+                "backoff.randomization",
+                b.randomization.to_string(),
+                "must be a number from 0 up to (not including) 1".into(),
+                "set backoff.randomization to e.g. 0.5".into(),
+            );
+        }
+        p.duration(
+            "backoff.reset_after",
+            b.reset_after,
+            MIN_SLOW_INTERVAL,
+            "a gateway that accepts and drops at once would be redialled without backoff",
+        );
+        p.duration(
+            "login_poll_interval",
+            self.login_poll_interval,
+            MIN_INTERVAL,
+            "a busy poll",
+        );
+        for (field, d) in [
+            ("heartbeat_timeout", self.heartbeat_timeout),
+            ("auth_timeout", self.auth_timeout),
+            ("request_timeout", self.request_timeout),
+            ("confirm_timeout", self.confirm_timeout),
+        ] {
+            p.duration(field, d, MIN_TIMEOUT, "healthy gateways would time out");
+        }
+        p.positive(
+            "max_frame_size",
+            self.max_frame_size as u64,
+            "no frame would be accepted",
+        );
+        p.positive(
+            "max_message_size",
+            self.max_message_size as u64,
+            "no message would be accepted",
+        );
+        p.positive(
+            "consumer_capacity",
+            self.consumer_capacity as u64,
+            "consumers would receive nothing",
+        );
+        p.positive(
+            "max_subscribe_attempts",
+            u64::from(self.max_subscribe_attempts),
+            "no subscription would be sent",
+        );
+        p.duration(
+            "restart_intensity.window",
+            self.restart_intensity.window,
+            MIN_SLOW_INTERVAL,
+            "restart intensity would never trip",
+        );
+        match &self.dialect {
+            DialectKind::Ibkr(c) => {
+                p.duration(
+                    "ibkr.tickle_interval",
+                    c.tickle_interval,
+                    MIN_INTERVAL,
+                    "a busy keepalive loop",
+                );
+                p.duration(
+                    "ibkr.tic_interval",
+                    c.tic_interval,
+                    MIN_INTERVAL,
+                    "a busy keepalive loop",
+                );
+                p.duration(
+                    "ibkr.resubscribe_interval",
+                    c.resubscribe_interval,
+                    MIN_SLOW_INTERVAL,
+                    "subscriptions re-sent in a loop",
+                );
+            }
+            DialectKind::SignalR(c) => {
+                p.duration(
+                    "signalr.ping_interval",
+                    c.ping_interval,
+                    MIN_INTERVAL,
+                    "a busy ping loop",
+                );
+                if let Some(life) = c.token_lifetime {
+                    p.duration(
+                        "signalr.token_lifetime",
+                        life,
+                        MIN_SLOW_INTERVAL,
+                        "tokens fetched in a loop",
+                    );
+                }
+                if self.heartbeat_timeout <= c.ping_interval {
+                    p.push(
+                        "heartbeat_timeout",
+                        human_duration(self.heartbeat_timeout),
+                        format!(
+                            "is not longer than signalr.ping_interval = {}: a healthy hub would be declared dead between pings",
+                            human_duration(c.ping_interval)
+                        ),
+                        format!(
+                            "set heartbeat_timeout to about twice signalr.ping_interval ({})",
+                            human_duration(c.ping_interval.saturating_mul(2))
+                        ),
+                    );
+                }
+            }
+            DialectKind::Ticket(_) => {}
+        }
+        if p.0.is_empty() {
+            Ok(())
+        } else {
+            Err(p.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::signalr::SignalRConfig;
+
+    fn ibkr() -> StreamConfig {
+        StreamConfig::ibkr("gw", "https://127.0.0.1:5000")
+    }
+
+    fn signalr() -> StreamConfig {
+        StreamConfig::signalr(
+            "hub",
+            "https://127.0.0.1:5001/hub",
+            SignalRConfig::default(),
+        )
+    }
+
+    fn problems(cfg: &StreamConfig) -> Vec<ConfigProblem> {
+        cfg.validate().err().unwrap_or_default()
+    }
+
+    #[test]
+    fn the_defaults_of_every_dialect_are_valid() {
+        assert_eq!(ibkr().validate(), Ok(()));
+        assert_eq!(signalr().validate(), Ok(()));
+        let ticket = StreamConfig::ticket("t", "https://127.0.0.1:5002", TicketConfig::default());
+        assert_eq!(ticket.validate(), Ok(()));
+    }
+
+    type Edit = fn(&mut StreamConfig);
+    /// A base config, an edit that breaks one field, the field, a fragment of the value shown.
+    type Row = (fn() -> StreamConfig, Edit, &'static str, &'static str);
+
+    /// Each row: a base config, one bad value, the field that must be named and a fragment of
+    /// the value as shown.
+    #[test]
+    fn every_zero_or_absurd_value_is_named_with_its_value_and_a_fix() {
+        let rows: Vec<Row> = vec![
+            (
+                ibkr,
+                |c| c.backoff.initial = Duration::from_millis(1),
+                "backoff.initial",
+                "\"1ms\"",
+            ),
+            (
+                ibkr,
+                |c| c.backoff.max = Duration::ZERO,
+                "backoff.max",
+                "\"0s\"",
+            ),
+            (
+                ibkr,
+                |c| c.backoff.multiplier = 0.5,
+                "backoff.multiplier",
+                "0.5",
+            ),
+            (
+                ibkr,
+                |c| c.backoff.multiplier = f64::INFINITY,
+                "backoff.multiplier",
+                "inf",
+            ),
+            (
+                ibkr,
+                |c| c.backoff.randomization = f64::NAN,
+                "backoff.randomization",
+                "NaN",
+            ),
+            (
+                ibkr,
+                |c| c.backoff.randomization = 1.0,
+                "backoff.randomization",
+                "1",
+            ),
+            (
+                ibkr,
+                |c| c.backoff.randomization = -0.1,
+                "backoff.randomization",
+                "-0.1",
+            ),
+            (
+                ibkr,
+                |c| c.backoff.reset_after = Duration::ZERO,
+                "backoff.reset_after",
+                "\"0s\"",
+            ),
+            (
+                ibkr,
+                |c| c.login_poll_interval = Duration::ZERO,
+                "login_poll_interval",
+                "\"0s\"",
+            ),
+            (
+                ibkr,
+                |c| c.heartbeat_timeout = Duration::from_millis(50),
+                "heartbeat_timeout",
+                "\"50ms\"",
+            ),
+            (
+                ibkr,
+                |c| c.auth_timeout = Duration::ZERO,
+                "auth_timeout",
+                "\"0s\"",
+            ),
+            (
+                ibkr,
+                |c| c.request_timeout = Duration::ZERO,
+                "request_timeout",
+                "\"0s\"",
+            ),
+            (
+                ibkr,
+                |c| c.confirm_timeout = Duration::ZERO,
+                "confirm_timeout",
+                "\"0s\"",
+            ),
+            (
+                ibkr,
+                |c| c.request_timeout = Duration::MAX,
+                "request_timeout",
+                "s\"",
+            ),
+            (ibkr, |c| c.max_frame_size = 0, "max_frame_size", "0"),
+            (ibkr, |c| c.max_message_size = 0, "max_message_size", "0"),
+            (ibkr, |c| c.consumer_capacity = 0, "consumer_capacity", "0"),
+            (
+                ibkr,
+                |c| c.max_subscribe_attempts = 0,
+                "max_subscribe_attempts",
+                "0",
+            ),
+            (
+                ibkr,
+                |c| c.restart_intensity.window = Duration::ZERO,
+                "restart_intensity.window",
+                "\"0s\"",
+            ),
+            (ibkr, |c| c.name = String::new(), "name", "\"\""),
+            (
+                ibkr,
+                |c| set_ibkr(c, |i| i.tic_interval = Duration::ZERO),
+                "ibkr.tic_interval",
+                "\"0s\"",
+            ),
+            (
+                ibkr,
+                |c| set_ibkr(c, |i| i.tickle_interval = Duration::from_millis(10)),
+                "ibkr.tickle_interval",
+                "\"10ms\"",
+            ),
+            (
+                ibkr,
+                |c| set_ibkr(c, |i| i.resubscribe_interval = Duration::ZERO),
+                "ibkr.resubscribe_interval",
+                "\"0s\"",
+            ),
+            (
+                signalr,
+                |c| set_hub(c, |h| h.ping_interval = Duration::ZERO),
+                "signalr.ping_interval",
+                "\"0s\"",
+            ),
+            (
+                signalr,
+                |c| set_hub(c, |h| h.token_lifetime = Some(Duration::ZERO)),
+                "signalr.token_lifetime",
+                "\"0s\"",
+            ),
+            (
+                signalr,
+                |c| c.heartbeat_timeout = Duration::from_secs(15),
+                "heartbeat_timeout",
+                "\"15s\"",
+            ),
+        ];
+        for (base, edit, field, value) in rows {
+            let mut cfg = base();
+            edit(&mut cfg);
+            let found = problems(&cfg);
+            assert_eq!(found.len(), 1, "{field}: {found:?}");
+            let p = &found[0];
+            assert_eq!(p.field, field, "{p}");
+            assert!(p.value.contains(value), "{field}: value {:?}", p.value);
+            let shown = p.to_string();
+            assert!(
+                shown.starts_with(field) && shown.contains(&p.remedy) && !p.remedy.is_empty(),
+                "{shown}"
+            );
+        }
+    }
+
+    fn set_ibkr(c: &mut StreamConfig, f: fn(&mut IbkrConfig)) {
+        if let Some(i) = c.ibkr_config_mut() {
+            f(i);
+        }
+    }
+
+    fn set_hub(c: &mut StreamConfig, f: fn(&mut SignalRConfig)) {
+        if let Some(h) = c.signalr_config_mut() {
+            f(h);
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut cfg = ibkr();
+        cfg.backoff.max = Duration::ZERO;
+        cfg.backoff.randomization = f64::NAN;
+        set_ibkr(&mut cfg, |i| i.tic_interval = Duration::ZERO);
+        let fields: Vec<String> = problems(&cfg).into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            ["backoff.max", "backoff.randomization", "ibkr.tic_interval"]
+        );
+    }
+
+    #[test]
+    fn the_floors_themselves_are_accepted() {
+        let mut cfg = ibkr();
+        cfg.backoff.initial = MIN_BACKOFF_INITIAL;
+        cfg.backoff.max = MIN_BACKOFF_INITIAL;
+        cfg.backoff.reset_after = MIN_SLOW_INTERVAL;
+        cfg.heartbeat_timeout = MIN_TIMEOUT;
+        cfg.login_poll_interval = MIN_INTERVAL;
+        set_ibkr(&mut cfg, |i| i.tic_interval = MIN_INTERVAL);
+        assert_eq!(cfg.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_problem_never_shows_url_userinfo() {
+        let p = ConfigProblem {
+            field: "url".into(),
+            value: "\"https://alice:hunter2@gw.example.com:5000/v1?x=1\"".into(),
+            reason: "see wss://bob:pw@h/ws".into(),
+            remedy: "write https://gw.example.com".into(),
+        };
+        let shown = p.to_string();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("alice") && !shown.contains("pw@"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("https://***@gw.example.com:5000/v1"),
+            "{shown}"
+        );
+        assert!(shown.contains("https://gw.example.com"), "{shown}");
+    }
+
+    #[test]
+    fn durations_are_shown_as_a_file_writes_them() {
+        assert_eq!(human_duration(Duration::ZERO), "\"0s\"");
+        assert_eq!(human_duration(Duration::from_millis(250)), "\"250ms\"");
+        assert_eq!(human_duration(Duration::from_secs(50)), "\"50s\"");
+        assert_eq!(human_duration(Duration::from_secs(540)), "\"9m\"");
+        assert_eq!(human_duration(Duration::from_micros(1500)), "\"0.0015s\"");
     }
 }

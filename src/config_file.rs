@@ -33,7 +33,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::config::SecretSource;
 use crate::config::{
-    BackoffConfig, CompetingPolicy, DialectKind, IbkrConfig, StreamConfig, TlsConfig,
+    BackoffConfig, CompetingPolicy, ConfigProblem, DialectKind, IbkrConfig, StreamConfig, TlsConfig,
 };
 use crate::dialect::signalr::{SignalRConfig, TokenTransport};
 use crate::dialect::ticket::TicketConfig;
@@ -529,37 +529,44 @@ fn stream(
         randomization: s.backoff.randomization.unwrap_or(b.randomization),
         reset_after: s.backoff.reset_after.map_or(b.reset_after, |h| h.0),
     };
-    if cfg.backoff.initial.is_zero() || cfg.backoff.initial > cfg.backoff.max {
-        return Err(ConfigError(format!(
-            "{at}: backoff initial = {:?} must be above zero and at most max = {:?}",
-            cfg.backoff.initial, cfg.backoff.max
-        )));
-    }
-    if !(0.0..=1.0).contains(&cfg.backoff.randomization) || cfg.backoff.multiplier < 1.0 {
-        return Err(ConfigError(format!(
-            "{at}: backoff randomization must be within 0–1 and multiplier at least 1 (got {} and {})",
-            cfg.backoff.randomization, cfg.backoff.multiplier
-        )));
-    }
-    let tickle = cfg
-        .ibkr_config_mut()
-        .map_or(d.tickle_interval, |c| c.tickle_interval);
-    for (key, v) in [
-        ("heartbeat_timeout", cfg.heartbeat_timeout),
-        ("tickle_interval", tickle),
-    ] {
-        if v < Duration::from_millis(100) {
-            return Err(ConfigError(format!(
-                "{at}: {key} = {v:?} is too short: use at least \"100ms\""
-            )));
-        }
-    }
+    cfg.validate().map_err(|problems| {
+        ConfigError(
+            problems
+                .iter()
+                .map(|p| format!("{at}: {}", toml_problem(p)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
     let subs = s
         .subscriptions
         .into_iter()
         .map(Subscription::from)
         .collect();
     Ok((cfg, subs))
+}
+
+/// The TOML spelling of a [`StreamConfig`] field: dialect settings sit directly in
+/// `[[streams]]` (`ibkr.tic_interval` → `tic_interval`); backoff keys as dotted keys
+/// (`backoff.max`, i.e. `max` in `[streams.backoff]`).
+fn toml_key(field: &str) -> &str {
+    field
+        .strip_prefix("ibkr.")
+        .or_else(|| field.strip_prefix("signalr."))
+        .unwrap_or(field)
+}
+
+/// A [`ConfigProblem`] in the file's terms: `key = value: reason; remedy`, with every field
+/// named by its TOML key.
+fn toml_problem(p: &ConfigProblem) -> String {
+    let text = |t: &str| t.replace("ibkr.", "").replace("signalr.", "");
+    ConfigProblem {
+        field: toml_key(&p.field).to_string(),
+        value: p.value.clone(),
+        reason: text(&p.reason),
+        remedy: text(&p.remedy),
+    }
+    .to_string()
 }
 
 impl StreamSection {
@@ -569,7 +576,7 @@ impl StreamSection {
         const TICKET: &[&str] = &["ticket"];
         const SIGNALR: &[&str] = &["signalr"];
         const TOKENS: &[&str] = &["ticket", "signalr"];
-        let keys: [(&str, bool, &[&str]); 33] = [
+        let keys: [(&str, bool, &[&str]); 34] = [
             ("tickle_interval", self.tickle_interval.is_some(), IBKR),
             ("tic_interval", self.tic_interval.is_some(), IBKR),
             (
@@ -630,11 +637,8 @@ impl StreamSection {
                 SIGNALR,
             ),
             ("token_lifetime", self.token_lifetime.is_some(), SIGNALR),
-            (
-                "token_transport",
-                self.token_transport.is_some() || self.ping_interval.is_some(),
-                SIGNALR,
-            ),
+            ("token_transport", self.token_transport.is_some(), SIGNALR),
+            ("ping_interval", self.ping_interval.is_some(), SIGNALR),
         ];
         match keys
             .iter()
@@ -872,6 +876,53 @@ market_data = { conid = 265598, fields = ["31", "84", "86"] }
     fn backoff_bounds_are_checked() {
         let e = err(&GOOD.replace("initial = \"250ms\"", "initial = \"10s\""));
         assert!(e.contains("at most max"), "{e}");
+    }
+
+    #[test]
+    fn a_zero_interval_is_an_error_naming_the_key_the_value_and_the_floor() {
+        let e = err(&GOOD.replace("tickle_interval = \"60s\"", "tic_interval = \"0s\""));
+        assert!(
+            e.contains("streams[0] (\"ibkr\"): tic_interval = \"0s\"")
+                && e.contains("set tic_interval to at least \"100ms\""),
+            "{e}"
+        );
+        assert!(
+            !e.contains("ibkr.tic_interval"),
+            "named as in the file: {e}"
+        );
+    }
+
+    #[test]
+    fn every_range_problem_of_a_stream_is_listed() {
+        let e = err(&GOOD
+            .replace("max = \"5s\"", "max = \"0s\"\nreset_after = \"0s\"")
+            .replace("heartbeat_timeout = \"30s\"", "heartbeat_timeout = \"0s\""));
+        for key in [
+            "backoff.max = \"0s\"",
+            "backoff.reset_after = \"0s\"",
+            "heartbeat_timeout = \"0s\"",
+        ] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let e = err(&GOOD.replace("max = \"5s\"", "max = \"5s\"\nrandomization = nan"));
+        assert!(e.contains("backoff.randomization = NaN"), "{e}");
+    }
+
+    #[test]
+    fn a_signalr_ping_must_come_before_the_heartbeat_timeout() {
+        let text = "[[streams]]\nname = \"hub\"\ndialect = \"signalr\"\nurl = \"https://api.example.com/hub\"\napi_key_env = \"K\"\nping_interval = \"0s\"\n";
+        let e = err(text);
+        assert!(e.contains("ping_interval = \"0s\""), "{e}");
+        let e = err(&text.replace("\"0s\"", "\"40s\""));
+        assert!(
+            e.contains("heartbeat_timeout = \"30s\"") && e.contains("ping_interval = \"40s\""),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("competing = \"compete\"", "ping_interval = \"5s\""));
+        assert!(
+            e.contains("ping_interval applies to dialect = \"signalr\" only"),
+            "{e}"
+        );
     }
 
     const TICKET: &str = r#"

@@ -18,7 +18,15 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::CompetingPolicy;
+/// What to do when the gateway reports a competing brokerage session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CompetingPolicy {
+    /// Take the session over (`ssodh/init` with `compete:true`).
+    #[default]
+    Compete,
+    /// Leave the other session alone: a hard failure until `Handle::resume` is called.
+    Yield,
+}
 
 /// The least a 429 answered without `Retry-After` is waited out.
 pub const RATE_LIMIT_FLOOR: Duration = Duration::from_secs(1);

@@ -12,7 +12,7 @@ use prometheus::Registry;
 use tokio::sync::{oneshot, watch};
 
 use crate::channel;
-use crate::config::StreamConfig;
+use crate::config::{ConfigProblem, StreamConfig};
 use crate::messages::{Resume, Subscribe, Unsubscribe};
 use crate::metrics::Metrics;
 use crate::status::{ActorKind, Status};
@@ -58,9 +58,26 @@ pub enum Error {
         /// What the registry said.
         detail: String,
     },
+    /// A stream's settings are out of range (see [`StreamConfig::validate`]); every problem is
+    /// listed with its field, value and fix.
+    #[error("stream {stream:?} is misconfigured: {}", list_problems(problems))]
+    InvalidConfig {
+        /// The stream.
+        stream: String,
+        /// Everything wrong with it.
+        problems: Vec<ConfigProblem>,
+    },
     /// The supervisor thread could not start.
     #[error("cannot start the keepwire thread: {0}")]
     Thread(#[from] std::io::Error),
+}
+
+fn list_problems(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; and ")
 }
 
 /// Builds a supervisor. Start it with [`Builder::start`].
@@ -100,12 +117,19 @@ impl Builder {
     }
 
     /// Starts keepwire on its own thread and returns a handle. Each stream's actors start at once.
+    ///
+    /// Every stream is checked first ([`StreamConfig::validate`]): a setting out of range is
+    /// [`Error::InvalidConfig`] and nothing starts.
     pub fn start(self) -> Result<Handle, Error> {
         let mut seen = std::collections::BTreeSet::new();
         for s in &self.streams {
             if !seen.insert(s.name.clone()) {
                 return Err(Error::DuplicateStream(s.name.clone()));
             }
+            s.validate().map_err(|problems| Error::InvalidConfig {
+                stream: s.name.clone(),
+                problems,
+            })?;
         }
         let registry = self.registry.unwrap_or_default();
         let metrics = register_metrics(&registry, &self.const_labels)?;

@@ -32,6 +32,7 @@ pub mod ids;
 pub mod machine;
 pub mod messages;
 pub mod metrics;
+pub mod secret;
 pub mod sim;
 pub mod status;
 pub mod subscription;
@@ -43,8 +44,8 @@ pub mod transport;
 pub mod emulator;
 
 pub use config::{
-    BackoffConfig, CompetingPolicy, DialectKind, IbkrConfig, RestartIntensity, StreamConfig,
-    TlsConfig,
+    BackoffConfig, CompetingPolicy, ConfigProblem, DialectKind, IbkrConfig, RestartIntensity,
+    StreamConfig, TlsConfig,
 };
 pub use failure::{Class, Failure};
 pub use handle::{Builder, Error, Handle};

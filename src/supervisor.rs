@@ -76,7 +76,7 @@ impl StreamSupervisor {
         metrics: StreamMetrics,
         status_tx: Arc<watch::Sender<Status>>,
     ) -> Self {
-        let dialect = crate::dialect::build(&config);
+        let dialect = crate::config::build_dialect(&config);
         let config = Arc::new(config);
         let (clients, hard) = match ClientFactory::new(&config) {
             Ok(c) => (Some(c), None),

@@ -2,6 +2,7 @@
 //! explicit, loopback-only escape hatch.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -9,8 +10,21 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::config::TlsConfig;
 use crate::failure::Failure;
+
+/// How the gateway's TLS certificate is checked.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum TlsConfig {
+    /// Verify against the bundled public roots (webpki-roots).
+    #[default]
+    Verified,
+    /// Verify against this PEM file (the gateway's self-signed certificate or its CA).
+    CaFile(PathBuf),
+    /// Verify against this PEM text.
+    CaPem(String),
+    /// Do not verify. Refused unless the host is loopback (`127.0.0.0/8`, `::1`, `localhost`).
+    InsecureSkipVerifyLoopbackOnly,
+}
 
 /// Whether `host` (as in a URL, brackets allowed) names this machine.
 pub fn is_loopback_host(host: &str) -> bool {

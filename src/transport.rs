@@ -7,8 +7,8 @@ use std::time::Duration;
 use awc::error::{ConnectError, SendRequestError, WsClientError};
 use bytes::{Bytes, BytesMut};
 
-use crate::config::StreamConfig;
 use crate::failure::{Endpoint, Failure};
+use crate::tls::TlsConfig;
 
 /// Host part of a URL (`https://127.0.0.1:5000/x` → `127.0.0.1`, `[::1]` → `[::1]`).
 pub fn url_host(url: &str) -> Option<&str> {
@@ -75,28 +75,26 @@ pub struct ClientFactory {
 }
 
 impl ClientFactory {
-    /// Validates the stream's URL and TLS settings once.
-    pub fn new(config: &StreamConfig) -> Result<Self, Failure> {
-        let host = url_host(&config.url).ok_or_else(|| Failure::Config {
-            detail: format!("url {:?} has no host", config.url),
+    /// Validates a gateway's URL and TLS settings once: `timeout` bounds TCP connect, the TLS
+    /// handshake and every REST request. (`ClientFactory::new` takes them from a stream's config.)
+    pub fn for_gateway(url: &str, tls: &TlsConfig, timeout: Duration) -> Result<Self, Failure> {
+        let host = url_host(url).ok_or_else(|| Failure::Config {
+            detail: format!("url {:?} has no host", url),
         })?;
-        if !(config.url.starts_with("http://")
-            || config.url.starts_with("https://")
-            || config.url.starts_with("ws://")
-            || config.url.starts_with("wss://"))
+        if !(url.starts_with("http://")
+            || url.starts_with("https://")
+            || url.starts_with("ws://")
+            || url.starts_with("wss://"))
         {
             return Err(Failure::Config {
                 detail: format!(
                     "url {:?} must start with https:// (or http:// for a loopback test gateway)",
-                    config.url
+                    url
                 ),
             });
         }
-        let tls = crate::tls::client_config(&config.tls, host)?;
-        Ok(Self {
-            tls,
-            timeout: config.request_timeout,
-        })
+        let tls = crate::tls::client_config(tls, host)?;
+        Ok(Self { tls, timeout })
     }
 
     /// A new awc client (one per actor: awc clients are `!Send`).

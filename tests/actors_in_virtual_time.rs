@@ -110,6 +110,7 @@ fn ctx_with(dialect: Arc<dyn keepwire::dialect::DialectSend>, tape: &Tape) -> St
         metrics,
         generation: Rc::new(std::cell::Cell::new(0)),
         epoch: Rc::new(std::cell::Cell::new(0)),
+        origin: tokio::time::Instant::now(),
     }
 }
 

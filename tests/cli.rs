@@ -227,6 +227,24 @@ fn run_refuses_an_invalid_config_naming_the_key_the_value_and_the_fix() {
     emu.stop();
 }
 
+#[test]
+fn run_refuses_a_zero_interval_naming_the_key_the_value_and_the_floor() {
+    let emu = Emulator::start(EmulatorConfig::default()).unwrap();
+    let config = write_config("zero-tic", &emu, None, "tic_interval = \"0s\"");
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tic_interval = \"0s\"") && err.contains("at least \"100ms\""),
+        "{err}"
+    );
+    emu.stop();
+}
+
 fn doctor(config: &PathBuf) -> (bool, serde_json::Value) {
     let out = Command::new(BIN)
         .args(["doctor", "--json", "--config"])

@@ -248,7 +248,7 @@ async fn socket_checks(
 }
 
 async fn generic_checks(cfg: &StreamConfig, subs: &[Subscription], list: &mut Checklist) {
-    let dialect = keepwire::dialect::build(cfg);
+    let dialect = keepwire::config::build_dialect(cfg);
     let clients = match ClientFactory::new(cfg) {
         Ok(c) => c,
         Err(f) => return list.fail_with("configuration", &f, "fix the configuration"),

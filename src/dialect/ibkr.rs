@@ -23,10 +23,37 @@ use super::{
     Confirmation, DialPlan, Dialect, Inbound, Issued, KeepaliveOutcome, SocketDecoder,
     SubscriptionWire,
 };
-use crate::config::{CompetingPolicy, IbkrConfig};
-use crate::failure::{http_failure, Endpoint, Failure};
+use crate::failure::{http_failure, CompetingPolicy, Endpoint, Failure};
 use crate::subscription::Subscription;
 use crate::transport::{call_json, JsonReply};
+
+/// IBKR-specific settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IbkrConfig {
+    /// What to do about a competing session.
+    pub competing: CompetingPolicy,
+    /// How often `/tickle` keeps the gateway session alive (IBKR asks for about once a minute).
+    pub tickle_interval: Duration,
+    /// How often `tic` is written on the socket.
+    pub tic_interval: Duration,
+    /// How often a confirmed `smd` subscription is re-sent (IBKR ends `smd` streams silently
+    /// after 10–15 minutes since 2026).
+    pub resubscribe_interval: Duration,
+    /// Log out of the gateway when the supervisor shuts down.
+    pub logout_on_shutdown: bool,
+}
+
+impl Default for IbkrConfig {
+    fn default() -> Self {
+        Self {
+            competing: CompetingPolicy::Compete,
+            tickle_interval: Duration::from_secs(60),
+            tic_interval: Duration::from_secs(50),
+            resubscribe_interval: Duration::from_secs(9 * 60),
+            logout_on_shutdown: false,
+        }
+    }
+}
 
 /// The IBKR dialect of one stream.
 #[derive(Clone, Debug)]

@@ -14,8 +14,8 @@ use std::time::Duration;
 use futures_util::future::LocalBoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::{CompetingPolicy, DialectKind, StreamConfig};
-use crate::failure::Failure;
+use crate::failure::{CompetingPolicy, Failure};
+use crate::secret::SecretSource;
 use crate::subscription::Subscription;
 
 /// A credential as issued by the dialect's source, before TokenManager gives it a generation.
@@ -243,7 +243,7 @@ pub(crate) fn render_body(
     key: &str,
     template: &str,
     user: Option<&str>,
-    secret: Option<&crate::config::SecretSource>,
+    secret: Option<&SecretSource>,
     secret_keys: &str,
 ) -> Result<serde_json::Value, Failure> {
     let mut body = template.to_string();
@@ -263,17 +263,6 @@ pub(crate) fn render_body(
     serde_json::from_str(&body).map_err(|e| Failure::Config {
         detail: format!("{key} is not JSON: {e}"),
     })
-}
-
-/// Builds the dialect of a stream.
-pub fn build(config: &StreamConfig) -> Arc<dyn DialectSend> {
-    match &config.dialect {
-        DialectKind::Ibkr(ibkr) => Arc::new(ibkr::Ibkr::new(&config.url, ibkr.clone())),
-        DialectKind::Ticket(ticket) => {
-            Arc::new(ticket::Ticket::new(&config.url, (**ticket).clone()))
-        }
-        DialectKind::SignalR(hub) => Arc::new(signalr::SignalR::new(&config.url, (**hub).clone())),
-    }
 }
 
 /// A dialect that can cross threads (dialects are plain data; their futures are not).

@@ -33,7 +33,7 @@ use crate::failure::{http_failure, Endpoint, Failure};
 use crate::subscription::Subscription;
 use crate::transport::{call_json, JsonReply};
 
-pub use crate::config::SecretSource;
+pub use crate::secret::SecretSource;
 
 /// Settings of the ticket dialect. URLs default to the stream's base URL.
 #[derive(Clone, Debug)]

@@ -33,8 +33,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use super::{Confirmation, DialPlan, Dialect, Inbound, Issued, SocketDecoder, SubscriptionWire};
-use crate::config::SecretSource;
 use crate::failure::{http_failure, Endpoint, Failure};
+use crate::secret::SecretSource;
 use crate::subscription::Subscription;
 use crate::transport::call_json;
 use wire::{

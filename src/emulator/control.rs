@@ -14,7 +14,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::faults::Fault;
 use super::state::{deadline_after, ControlCmd, Shared, SocketCmd};
-use super::{admin, ibkr_rest};
+use super::{admin, ibkr};
 
 /// How long to keep retrying to re-bind the gateway port after a `GatewayDown`.
 const REBIND_ATTEMPTS: u32 = 100;
@@ -62,8 +62,8 @@ fn start_gateway(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
-            .service(web::scope("/v1/api").configure(ibkr_rest::routes))
-            .service(web::scope("/v1/portal").configure(ibkr_rest::routes))
+            .service(web::scope("/v1/api").configure(ibkr::routes))
+            .service(web::scope("/v1/portal").configure(ibkr::routes))
             .configure(crate::emulator::signalr::routes)
             .configure(crate::emulator::ticket::routes)
     })

@@ -11,18 +11,18 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 
-use super::config::StsStyle;
-use super::cookie::api_session;
-use super::ibkr_rest::{error_json, too_many_requests};
-use super::market::{parse_fields, MarketBook};
-use super::state::{
+use super::rest::{error_json, too_many_requests};
+use crate::emulator::config::StsStyle;
+use crate::emulator::cookie::api_session;
+use crate::emulator::market::{parse_fields, MarketBook};
+use crate::emulator::state::{
     deadline_after, epoch_ms, Shared, SocketCmd, ACCOUNT_ID, SERVER_NAME, SERVER_VERSION,
 };
-use super::wsframe::{self, FrameReader, Incoming};
+use crate::emulator::wsframe::{self, FrameReader, Incoming};
 
 /// `GET /v1/api/ws`: applies the upgrade faults and the cookie check, then hands the connection
 /// to a socket task.
-pub(crate) async fn upgrade(
+pub(super) async fn upgrade(
     req: HttpRequest,
     payload: web::Payload,
     shared: web::Data<Shared>,

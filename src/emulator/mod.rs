@@ -13,6 +13,7 @@ mod control;
 mod cookie;
 mod counters;
 mod faults;
+mod gateway;
 mod ibkr;
 mod market;
 mod schedule;
@@ -34,7 +35,8 @@ pub use faults::Fault;
 pub use schedule::FaultSchedule;
 pub use state::EmulatorState;
 
-use state::{ControlCmd, Shared};
+use gateway::Gateway;
+use state::ControlCmd;
 
 /// Entry point of the emulator.
 #[derive(Debug)]
@@ -58,19 +60,19 @@ impl Emulator {
             }
         }
         let tls = tls::setup(&config.tls)?;
-        let gateway = TcpListener::bind(config.bind)?;
+        let gateway_listener = TcpListener::bind(config.bind)?;
         let admin = TcpListener::bind(config.admin_bind)?;
-        let gateway_addr = gateway.local_addr()?;
+        let gateway_addr = gateway_listener.local_addr()?;
         let admin_addr = admin.local_addr()?;
         let (control_tx, commands) = tokio::sync::mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(&config, control_tx));
+        let gateway = Arc::new(Gateway::new(&config, control_tx));
         let (cert_pem, tls_config) = match tls {
             Some(setup) => (Some(setup.cert_pem), Some(setup.config)),
             None => (None, None),
         };
         let startup = control::Startup {
-            shared: Arc::clone(&shared),
-            gateway,
+            gateway: Arc::clone(&gateway),
+            gateway_listener,
             admin,
             tls: tls_config,
             commands,
@@ -93,7 +95,7 @@ impl Emulator {
         tracing::info!(%gateway_addr, %admin_addr, "emulator listening");
         Ok(EmulatorHandle {
             inner: Arc::new(HandleInner {
-                shared,
+                gateway,
                 gateway_addr,
                 admin_addr,
                 ca_pem: cert_pem,
@@ -115,7 +117,7 @@ pub struct EmulatorHandle {
 #[derive(Debug)]
 struct HandleInner {
     /// Emulator state.
-    shared: Arc<Shared>,
+    gateway: Arc<Gateway>,
     /// Gateway address.
     gateway_addr: SocketAddr,
     /// Admin address.
@@ -129,7 +131,7 @@ struct HandleInner {
 impl HandleInner {
     /// Stops the servers and joins the emulator thread (idempotent).
     fn stop(&self) {
-        self.shared.control(ControlCmd::Stop);
+        self.gateway.control(ControlCmd::Stop);
         let thread = self
             .thread
             .lock()
@@ -206,27 +208,29 @@ impl EmulatorHandle {
 
     /// Applies a fault now.
     pub fn inject(&self, fault: Fault) {
-        self.inner.shared.inject(fault);
+        self.inner.gateway.inject(fault);
     }
 
     /// Applies each fault at its offset from now (see [`FaultSchedule::seeded`]).
     pub fn run_schedule(&self, schedule: Vec<(Duration, Fault)>) {
-        self.inner.shared.control(ControlCmd::RunSchedule(schedule));
+        self.inner
+            .gateway
+            .control(ControlCmd::RunSchedule(schedule));
     }
 
     /// A snapshot of the counters.
     pub fn counters(&self) -> Counters {
-        self.inner.shared.counters()
+        self.inner.gateway.counters()
     }
 
     /// A snapshot of the session and auth state.
     pub fn state(&self) -> EmulatorState {
-        self.inner.shared.snapshot()
+        self.inner.gateway.snapshot()
     }
 
     /// The current gateway session id (what tickle returns).
     pub fn session_id(&self) -> String {
-        self.inner.shared.lock().session_id.clone()
+        self.inner.gateway.ibkr.lock().session_id.clone()
     }
 
     /// Stops both servers and the emulator thread; blocks until the thread ended. Idempotent.

@@ -13,12 +13,11 @@ use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior};
 
 use super::auth::{bearer, query_param};
 use super::quotes::QuoteWalk;
-use super::{HubCmd, UpgradeRefusal};
+use super::{Hub, HubCmd, UpgradeRefusal};
 use crate::dialect::signalr::wire::{
     AvailableTransport, Close, Completion, Framer, HandshakeRequest, HandshakeResponse, HubMessage,
     Invocation, NegotiateConnect, Negotiation, WireError,
 };
-use crate::emulator::state::Shared;
 use crate::emulator::wsframe::{self, FrameReader, Incoming};
 
 /// Hub method that starts a quote stream.
@@ -42,12 +41,12 @@ fn status_answer(status: u16, text: &str) -> HttpResponse {
 }
 
 /// `POST /hubs/market/negotiate?negotiateVersion=1` (Bearer token required).
-pub(crate) async fn negotiate(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+pub(crate) async fn negotiate(req: HttpRequest, hub: web::Data<Hub>) -> HttpResponse {
     let token = bearer(&req);
     let version = query_param(&req, "negotiateVersion")
         .and_then(|v| v.parse::<u32>().ok())
         .map_or(0, |v| v.min(1));
-    match shared.hub.negotiate(token.as_deref(), version) {
+    match hub.negotiate(token.as_deref(), version) {
         Ok((connection_id, connection_token)) => {
             let body = Negotiation::Connect(NegotiateConnect {
                 negotiate_version: version,
@@ -71,11 +70,11 @@ pub(crate) async fn negotiate(req: HttpRequest, shared: web::Data<Shared>) -> Ht
 pub(crate) async fn upgrade(
     req: HttpRequest,
     payload: web::Payload,
-    shared: web::Data<Shared>,
+    hub: web::Data<Hub>,
 ) -> HttpResponse {
     let token = bearer(&req);
     let id = query_param(&req, "id");
-    let token_expires = match shared.hub.check_upgrade(token.as_deref(), id.as_deref()) {
+    let token_expires = match hub.check_upgrade(token.as_deref(), id.as_deref()) {
         Ok(expires) => expires,
         Err(refusal) => {
             tracing::debug!(?refusal, "emulator hub: upgrade refused");
@@ -94,20 +93,20 @@ pub(crate) async fn upgrade(
     let (response, out_tx) = match wsframe::accept(&req) {
         Ok(accepted) => accepted,
         Err(err) => {
-            shared.hub.upgrade_failed();
+            hub.upgrade_failed();
             return HttpResponse::from_error(err);
         }
     };
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    shared.hub.attach(&id, cmd_tx);
-    let shared = shared.into_inner();
-    let settings = shared.hub.settings.clone();
+    hub.attach(&id, cmd_tx);
+    let hub = hub.into_inner();
+    let settings = hub.settings.clone();
     let task = ConnectionTask {
         registration: Registration {
-            shared: Arc::clone(&shared),
+            hub: Arc::clone(&hub),
             id,
         },
-        shared,
+        hub,
         out: out_tx,
         phase: Phase::AwaitingHandshake,
         split: false,
@@ -125,15 +124,15 @@ pub(crate) async fn upgrade(
 
 /// Forgets the connection when its task ends (or is dropped with its worker).
 struct Registration {
-    /// Shared state.
-    shared: Arc<Shared>,
+    /// The hub.
+    hub: Arc<Hub>,
     /// The id the socket presented.
     id: String,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.shared.hub.detach(&self.id);
+        self.hub.detach(&self.id);
     }
 }
 
@@ -170,8 +169,8 @@ struct QuoteStream {
 struct ConnectionTask {
     /// Detaches the connection on drop.
     registration: Registration,
-    /// Shared state.
-    shared: Arc<Shared>,
+    /// The hub.
+    hub: Arc<Hub>,
     /// Encoded frames to the client (the response body).
     out: UnboundedSender<Bytes>,
     /// Life-cycle phase.
@@ -212,7 +211,7 @@ enum Deadline {
 impl ConnectionTask {
     /// Serves the connection until the client leaves or a fault ends it.
     async fn run(mut self, mut payload: web::Payload, mut cmds: UnboundedReceiver<HubCmd>) {
-        let hub = &self.shared.hub.settings;
+        let hub = &self.hub.settings;
         let (ping_every, quote_every) = (hub.ping_interval, hub.quote_interval);
         let mut ping = interval_at(Instant::now() + ping_every, ping_every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -253,7 +252,7 @@ impl ConnectionTask {
             Phase::AwaitingHandshake => vec![(self.handshake_deadline, Deadline::Handshake)],
             Phase::Live => {
                 let mut c = vec![(
-                    self.last_received + self.shared.hub.settings.client_timeout,
+                    self.last_received + self.hub.settings.client_timeout,
                     Deadline::ClientTimeout,
                 )];
                 if let Some(at) = self.token_expires {
@@ -315,7 +314,7 @@ impl ConnectionTask {
                 error,
                 allow_reconnect,
             })]);
-            self.shared.hub.count(|c| c.closes_sent += 1);
+            self.hub.count(|c| c.closes_sent += 1);
             self.push(wsframe::close(1000, ""));
         }
         Flow::End
@@ -385,9 +384,9 @@ impl ConnectionTask {
     /// A record the hub cannot read: Close with an error, as ASP.NET Core does.
     fn protocol_error(&self, err: &WireError) -> Flow {
         tracing::debug!(%err, "emulator hub: bad client record");
-        self.shared.hub.count(|c| c.protocol_errors += 1);
+        self.hub.count(|c| c.protocol_errors += 1);
         if self.phase == Phase::AwaitingHandshake {
-            self.shared.hub.count(|c| c.handshake_errors += 1);
+            self.hub.count(|c| c.handshake_errors += 1);
             self.send_records(&[HandshakeResponse::Error(format!(
                 "An error occurred during the handshake: {err}"
             ))
@@ -408,7 +407,7 @@ impl ConnectionTask {
             Err(err) => return self.protocol_error(&err),
         };
         let mut reply = request.check_json();
-        if reply == HandshakeResponse::Ok && self.shared.hub.take_handshake_error() {
+        if reply == HandshakeResponse::Ok && self.hub.take_handshake_error() {
             reply = HandshakeResponse::Error(
                 "Handshake was rejected by the server (injected fault).".to_owned(),
             );
@@ -416,11 +415,11 @@ impl ConnectionTask {
         self.send_records(&[reply.encode()]);
         if let HandshakeResponse::Error(error) = reply {
             tracing::debug!(%error, "emulator hub: handshake refused");
-            self.shared.hub.count(|c| c.handshake_errors += 1);
+            self.hub.count(|c| c.handshake_errors += 1);
             self.push(wsframe::close(1000, ""));
             return Flow::End;
         }
-        self.shared.hub.count(|c| c.handshakes += 1);
+        self.hub.count(|c| c.handshakes += 1);
         self.phase = Phase::Live;
         Flow::Continue
     }
@@ -434,17 +433,17 @@ impl ConnectionTask {
             Err(err) => return self.protocol_error(&err),
         };
         match message {
-            HubMessage::Ping => self.shared.hub.count(|c| c.pings_received += 1),
+            HubMessage::Ping => self.hub.count(|c| c.pings_received += 1),
             HubMessage::Invocation(invocation) => self.on_invocation(invocation),
             HubMessage::StreamInvocation(stream) => {
-                self.shared.hub.count(|c| c.unknown_invocations += 1);
+                self.hub.count(|c| c.unknown_invocations += 1);
                 self.send_messages(&[HubMessage::Completion(Completion::error(
                     stream.invocation_id,
                     format!("Unknown hub method '{}'", stream.target),
                 ))]);
             }
             HubMessage::Close(_) => {
-                self.shared.hub.count(|c| c.closes_received += 1);
+                self.hub.count(|c| c.closes_received += 1);
                 self.push(wsframe::close(1000, ""));
                 return Flow::End;
             }
@@ -459,7 +458,7 @@ impl ConnectionTask {
     fn on_invocation(&mut self, invocation: Invocation) {
         let outcome = match invocation.target.as_str() {
             SUBSCRIBE => {
-                self.shared.hub.count(|c| c.subscribe_invocations += 1);
+                self.hub.count(|c| c.subscribe_invocations += 1);
                 self.contract_arg(&invocation).map(|(key, contract)| {
                     self.quotes
                         .entry(key.clone())
@@ -470,13 +469,13 @@ impl ConnectionTask {
                 })
             }
             UNSUBSCRIBE => {
-                self.shared.hub.count(|c| c.unsubscribe_invocations += 1);
+                self.hub.count(|c| c.unsubscribe_invocations += 1);
                 self.contract_arg(&invocation).map(|(key, _)| {
                     self.quotes.remove(&key);
                 })
             }
             other => {
-                self.shared.hub.count(|c| c.unknown_invocations += 1);
+                self.hub.count(|c| c.unknown_invocations += 1);
                 Err(format!("Unknown hub method '{other}'"))
             }
         };
@@ -546,7 +545,7 @@ impl ConnectionTask {
     fn on_ping_tick(&self) -> Flow {
         if self.phase == Phase::Live {
             self.send_records(&[crate::dialect::signalr::wire::ping_record().to_owned()]);
-            self.shared.hub.count(|c| c.pings_sent += 1);
+            self.hub.count(|c| c.pings_sent += 1);
         }
         Flow::Continue
     }
@@ -568,7 +567,7 @@ impl ConnectionTask {
             .collect();
         let n = messages.len() as u64;
         self.send_messages(&messages);
-        self.shared.hub.count(|c| c.quotes_sent += n);
+        self.hub.count(|c| c.quotes_sent += n);
         Flow::Continue
     }
 
@@ -576,12 +575,12 @@ impl ConnectionTask {
     fn on_deadline(&mut self, which: Deadline) -> Flow {
         match which {
             Deadline::Handshake => {
-                self.shared.hub.count(|c| c.handshake_errors += 1);
+                self.hub.count(|c| c.handshake_errors += 1);
                 self.push(wsframe::close(1000, ""));
                 Flow::End
             }
             Deadline::ClientTimeout => {
-                self.shared.hub.count(|c| c.client_timeouts += 1);
+                self.hub.count(|c| c.client_timeouts += 1);
                 self.close(
                     Some(
                         "Server timeout elapsed without receiving a message from the client."

@@ -21,111 +21,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
-use super::state::Shared;
 use super::wsframe::{self, FrameReader, Incoming};
-
-/// Settings of the ticket API.
-#[derive(Clone, Debug)]
-pub struct TicketConfig {
-    /// The API key the token endpoint accepts.
-    pub api_key: String,
-    /// Lifetime of a JWT.
-    pub jwt_ttl: Duration,
-    /// Lifetime of a ticket.
-    pub ticket_ttl: Duration,
-    /// Origins allowed on the socket (`None`: any, including none).
-    pub allowed_origins: Option<Vec<String>>,
-    /// Heartbeat interval on the socket.
-    pub heartbeat_interval: Duration,
-    /// One data message per subscribed channel this often.
-    pub data_interval: Duration,
-}
-
-impl Default for TicketConfig {
-    fn default() -> Self {
-        Self {
-            api_key: "kw-ticket-key".into(),
-            jwt_ttl: Duration::from_secs(900),
-            ticket_ttl: Duration::from_secs(30),
-            allowed_origins: Some(vec!["https://app.example.test".into()]),
-            heartbeat_interval: Duration::from_secs(1),
-            data_interval: Duration::from_millis(100),
-        }
-    }
-}
-
-/// Faults of the ticket API, injected as `Fault::Ticket(..)` (admin API:
-/// `{"fault":"ticket","ticket_fault":"store_down","millis":3000}`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "ticket_fault", rename_all = "snake_case")]
-pub enum TicketFault {
-    /// Every JWT issued so far expires now (the ticket endpoint answers `INVALID_TOKEN`).
-    ExpireJwts,
-    /// JWTs (issued so far and from now on) lack their session: `MISSING_SESSION` until cleared.
-    MissingSession {
-        /// Whether the session is missing.
-        on: bool,
-    },
-    /// The ticket store is unavailable (503 `REDIS_UNAVAILABLE`) for `millis`.
-    StoreDown {
-        /// How long.
-        millis: u64,
-    },
-    /// The next issued ticket is consumed before the client can use it (a reused ticket).
-    ReuseNextTicket,
-    /// Block every origin (accepted, then closed with 1008 `ORIGIN_BLOCKED`) or lift the block.
-    BlockOrigins {
-        /// Whether origins are blocked.
-        on: bool,
-    },
-    /// Abort every open socket without a close frame.
-    Drop,
-    /// Close every open socket with this code.
-    Close {
-        /// The close code.
-        code: u16,
-    },
-}
-
-/// What the ticket API counts.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TicketCounters {
-    /// Token requests (any outcome).
-    pub token_requests: u64,
-    /// Ticket requests (any outcome).
-    pub ticket_requests: u64,
-    /// Ticket requests refused with `INVALID_TOKEN`.
-    pub invalid_token: u64,
-    /// Ticket requests refused with `MISSING_SESSION`.
-    pub missing_session: u64,
-    /// Ticket requests answered 503.
-    pub store_unavailable: u64,
-    /// Ticket requests made without any bearer token.
-    pub ticket_without_jwt: u64,
-    /// Upgrades accepted.
-    pub upgrades_accepted: u64,
-    /// Upgrades refused (missing, unknown, used or expired ticket).
-    pub upgrades_rejected: u64,
-    /// Upgrades refused because their ticket had already been used.
-    pub ticket_reused: u64,
-    /// Tickets the client presented more than once (a client must never do this).
-    pub ticket_presented_twice: u64,
-    /// Sockets closed with 1008 `ORIGIN_BLOCKED`.
-    pub origin_blocked: u64,
-    /// Subscribe commands received.
-    pub subscribes: u64,
-    /// Unsubscribe commands received.
-    pub unsubscribes: u64,
-    /// Data messages sent.
-    pub data_sent: u64,
-    /// Sockets open now.
-    pub open_sockets: u64,
-}
+pub use crate::emulator::config::TicketConfig;
+pub use crate::emulator::counters::TicketCounters;
+pub use crate::emulator::faults::TicketFault;
 
 /// What a socket task is told to do.
 #[derive(Clone, Debug)]
@@ -232,8 +135,7 @@ fn code(status: actix_web::http::StatusCode, code: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "code": code }))
 }
 
-async fn token(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
-    let api = &shared.ticket;
+async fn token(api: web::Data<TicketApi>, body: web::Bytes) -> HttpResponse {
     api.lock().counters.token_requests += 1;
     let given: Option<String> = serde_json::from_slice::<Value>(&body)
         .ok()
@@ -264,9 +166,8 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
         .map(str::trim)
 }
 
-async fn ticket(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+async fn ticket(req: HttpRequest, api: web::Data<TicketApi>) -> HttpResponse {
     use actix_web::http::StatusCode;
-    let api = &shared.ticket;
     let mut st = api.lock();
     st.counters.ticket_requests += 1;
     let now = Instant::now();
@@ -316,9 +217,8 @@ fn query_ticket(req: &HttpRequest) -> Option<String> {
 async fn socket(
     req: HttpRequest,
     payload: web::Payload,
-    shared: web::Data<Shared>,
+    api: web::Data<TicketApi>,
 ) -> HttpResponse {
-    let api = &shared.ticket;
     let origin_ok = {
         let mut st = api.lock();
         let now = Instant::now();
@@ -370,7 +270,7 @@ async fn socket(
         st.sockets.insert(id, cmd_tx);
     }
     let task = SocketTask {
-        shared: shared.into_inner(),
+        api: api.into_inner(),
         out,
         channels: BTreeSet::new(),
         seq: 0,
@@ -380,7 +280,7 @@ async fn socket(
 }
 
 struct SocketTask {
-    shared: Arc<Shared>,
+    api: Arc<TicketApi>,
     out: UnboundedSender<Bytes>,
     channels: BTreeSet<String>,
     seq: u64,
@@ -398,7 +298,7 @@ impl SocketTask {
         mut cmds: UnboundedReceiver<Cmd>,
         origin_ok: bool,
     ) {
-        let api = &self.shared.ticket;
+        let api = &self.api;
         if !origin_ok {
             api.lock().counters.origin_blocked += 1;
             let _ = self.out.send(wsframe::close(1008, "ORIGIN_BLOCKED"));
@@ -434,7 +334,7 @@ impl SocketTask {
                 break;
             }
         }
-        self.shared.ticket.lock().sockets.remove(&id);
+        self.api.lock().sockets.remove(&id);
     }
 
     /// Handles every complete client message; false when the socket should end.
@@ -466,12 +366,12 @@ impl SocketTask {
             .to_string();
         match op {
             "subscribe" if !channel.is_empty() => {
-                self.shared.ticket.lock().counters.subscribes += 1;
+                self.api.lock().counters.subscribes += 1;
                 self.send(&json!({"type": "subscribed", "channel": channel}));
                 self.channels.insert(channel);
             }
             "unsubscribe" if !channel.is_empty() => {
-                self.shared.ticket.lock().counters.unsubscribes += 1;
+                self.api.lock().counters.unsubscribes += 1;
                 self.channels.remove(&channel);
                 self.send(&json!({"type": "unsubscribed", "channel": channel}));
             }
@@ -489,7 +389,7 @@ impl SocketTask {
             );
         }
         if n > 0 {
-            self.shared.ticket.lock().counters.data_sent += n;
+            self.api.lock().counters.data_sent += n;
         }
     }
 }

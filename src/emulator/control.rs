@@ -14,7 +14,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::faults::Fault;
 use super::gateway::Gateway;
-use super::state::{deadline_after, ControlCmd, SocketCmd};
+use super::state::{deadline_after, sleep_until_opt, ControlCmd, SocketCmd};
 use super::{admin, ibkr, signalr, ticket};
 
 /// How long to keep retrying to re-bind the gateway port after a `GatewayDown`.
@@ -128,14 +128,6 @@ async fn run_schedule(gateway: Arc<Gateway>, entries: Vec<(Duration, Fault)>) {
         let at = start.checked_add(at).unwrap_or_else(|| deadline_after(at));
         sleep_until(Instant::from_std(at)).await;
         gateway.inject(fault);
-    }
-}
-
-/// Sleeps until `at`, or forever without one.
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

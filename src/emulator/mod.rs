@@ -22,6 +22,7 @@ mod state;
 pub mod ticket;
 mod tls;
 mod wsframe;
+mod wsloop;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};

@@ -39,6 +39,14 @@ pub(crate) fn deadline_after(d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
+/// Sleeps until `at`, or forever without one.
+pub(crate) async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A fresh random gateway session id (32 hex digits).
 pub(crate) fn new_session_id() -> String {
     format!("{:032x}", rand::random::<u128>())

@@ -17,18 +17,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use actix_http::ws::ProtocolError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use rand::Rng;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
-use tokio::time::{interval, Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
-use super::wsframe::{self, FrameReader, Incoming};
 pub use crate::emulator::config::TicketConfig;
 pub use crate::emulator::counters::TicketCounters;
 pub use crate::emulator::faults::TicketFault;
+use crate::emulator::state::epoch_ms;
+use crate::emulator::wsframe::{self, Incoming};
+use crate::emulator::wsloop::{self, Connection, Flow};
 
 /// What a socket task is told to do.
 #[derive(Clone, Debug)]
@@ -270,92 +272,60 @@ async fn socket(
         st.sockets.insert(id, cmd_tx);
     }
     let task = SocketTask {
+        id,
         api: api.into_inner(),
         out,
         channels: BTreeSet::new(),
         seq: 0,
     };
-    actix_web::rt::spawn(task.run(id, payload, cmd_rx, origin_ok));
+    actix_web::rt::spawn(task.run(payload, cmd_rx, origin_ok));
     response
 }
 
+/// One open socket (forgotten by the API when its task ends or is dropped with its worker).
 struct SocketTask {
+    /// Registry id.
+    id: u64,
+    /// The API.
     api: Arc<TicketApi>,
+    /// Encoded frames to the client (the response body).
     out: UnboundedSender<Bytes>,
+    /// Subscribed channels.
     channels: BTreeSet<String>,
+    /// Sequence number of the last data message.
     seq: u64,
 }
 
+impl Drop for SocketTask {
+    fn drop(&mut self) {
+        self.api.lock().sockets.remove(&self.id);
+    }
+}
+
 impl SocketTask {
+    /// Sends one JSON message.
     fn send(&self, value: &Value) {
-        let _ = self.out.send(wsframe::text(value.to_string().as_bytes()));
+        self.push(wsframe::text(value.to_string().as_bytes()));
     }
 
-    async fn run(
-        mut self,
-        id: u64,
-        mut payload: web::Payload,
-        mut cmds: UnboundedReceiver<Cmd>,
-        origin_ok: bool,
-    ) {
-        let api = &self.api;
+    /// Serves the socket until the client leaves or a fault ends it (at once, with 1008
+    /// `ORIGIN_BLOCKED`, for an origin outside the allow-list).
+    async fn run(mut self, payload: web::Payload, cmds: UnboundedReceiver<Cmd>, origin_ok: bool) {
         if !origin_ok {
-            api.lock().counters.origin_blocked += 1;
-            let _ = self.out.send(wsframe::close(1008, "ORIGIN_BLOCKED"));
-            api.lock().sockets.remove(&id);
+            self.api.lock().counters.origin_blocked += 1;
+            self.push(wsframe::close(1008, "ORIGIN_BLOCKED"));
             return;
         }
         self.send(&json!({"type": "hello"}));
-        let mut hb = interval(api.config.heartbeat_interval.max(Duration::from_millis(10)));
-        hb.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut data = interval(api.config.data_interval.max(Duration::from_millis(1)));
-        data.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut reader = FrameReader::default();
-        loop {
-            tokio::select! {
-                chunk = payload.next() => {
-                    let Some(Ok(bytes)) = chunk else { break };
-                    reader.push(&bytes);
-                    if !self.read(&mut reader) {
-                        break;
-                    }
-                }
-                cmd = cmds.recv() => match cmd {
-                    Some(Cmd::Close(code)) => {
-                        let _ = self.out.send(wsframe::close(code, "closed by fault"));
-                        break;
-                    }
-                    Some(Cmd::Drop) | None => break,
-                },
-                _ = hb.tick() => self.send(&json!({"type": "heartbeat", "ts": epoch_ms()})),
-                _ = data.tick() => self.tick(),
-            }
-            if self.out.is_closed() {
-                break;
-            }
-        }
-        self.api.lock().sockets.remove(&id);
+        let config = &self.api.config;
+        let hb_every = config.heartbeat_interval.max(Duration::from_millis(10));
+        let data_every = config.data_interval.max(Duration::from_millis(1));
+        let hb = wsloop::timer(Instant::now(), hb_every);
+        let data = wsloop::timer(Instant::now(), data_every);
+        wsloop::serve(&mut self, payload, cmds, hb, data).await;
     }
 
-    /// Handles every complete client message; false when the socket should end.
-    fn read(&mut self, reader: &mut FrameReader) -> bool {
-        loop {
-            match reader.next_message() {
-                Ok(Some(Incoming::Text(bytes))) => self.command(&String::from_utf8_lossy(&bytes)),
-                Ok(Some(Incoming::Ping(p))) => {
-                    let _ = self.out.send(wsframe::pong(&p));
-                }
-                Ok(Some(Incoming::Close(reason))) => {
-                    let _ = self.out.send(wsframe::close_echo(reason.as_ref()));
-                    return false;
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => return true,
-                Err(_) => return false,
-            }
-        }
-    }
-
+    /// A subscribe or unsubscribe command.
     fn command(&mut self, text: &str) {
         let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
         let op = v.get("op").and_then(Value::as_str).unwrap_or_default();
@@ -379,6 +349,7 @@ impl SocketTask {
         }
     }
 
+    /// One data message per subscribed channel.
     fn tick(&mut self) {
         let n = self.channels.len() as u64;
         for channel in &self.channels {
@@ -394,8 +365,45 @@ impl SocketTask {
     }
 }
 
-fn epoch_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+impl Connection for SocketTask {
+    type Cmd = Cmd;
+
+    fn out(&self) -> &UnboundedSender<Bytes> {
+        &self.out
+    }
+
+    fn on_message(&mut self, message: Incoming) -> Flow {
+        match message {
+            Incoming::Text(bytes) => self.command(&String::from_utf8_lossy(&bytes)),
+            Incoming::Ping(payload) => self.push(wsframe::pong(&payload)),
+            Incoming::Close(reason) => {
+                self.push(wsframe::close_echo(reason.as_ref()));
+                return Flow::End;
+            }
+            Incoming::Pong | Incoming::Binary(_) => {}
+        }
+        Flow::Continue
+    }
+
+    /// The socket just ends (no close frame).
+    fn on_protocol_error(&mut self, _err: &ProtocolError) -> Flow {
+        Flow::End
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) -> Flow {
+        if let Cmd::Close(code) = cmd {
+            self.push(wsframe::close(code, "closed by fault"));
+        }
+        Flow::End
+    }
+
+    fn on_keepalive(&mut self) -> Flow {
+        self.send(&json!({"type": "heartbeat", "ts": epoch_ms()}));
+        Flow::Continue
+    }
+
+    fn on_data_tick(&mut self) -> Flow {
+        self.tick();
+        Flow::Continue
+    }
 }

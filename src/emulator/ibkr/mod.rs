@@ -3,6 +3,7 @@
 //! [`state`](crate::emulator::state).
 
 mod rest;
+mod smd;
 mod socket;
 
 use actix_web::web;

@@ -11,9 +11,9 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 
 use super::rest::{error_json, too_many_requests};
+use super::smd::{parse_fields, MarketBook};
 use crate::emulator::config::StsStyle;
 use crate::emulator::cookie::api_session;
-use crate::emulator::market::{parse_fields, MarketBook};
 use crate::emulator::state::{
     deadline_after, epoch_ms, Shared, SocketCmd, ACCOUNT_ID, SERVER_NAME, SERVER_VERSION,
 };

@@ -156,22 +156,26 @@ impl EmulatorHandle {
     /// Base URL of the gateway: `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`
     /// (REST lives under `/v1/api`).
     pub fn base_url(&self) -> String {
-        let scheme = if self.inner.ca_pem.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        format!("{scheme}://{}", self.inner.gateway_addr)
+        format!(
+            "{}://{}",
+            self.scheme("http", "https"),
+            self.inner.gateway_addr
+        )
     }
 
     /// URL of the socket: `ws://127.0.0.1:PORT/v1/api/ws` or `wss://…`.
     pub fn ws_url(&self) -> String {
-        let scheme = if self.inner.ca_pem.is_some() {
-            "wss"
-        } else {
-            "ws"
-        };
+        let scheme = self.scheme("ws", "wss");
         format!("{scheme}://{}/v1/api/ws", self.inner.gateway_addr)
+    }
+
+    /// `plain` or `secure`, as the gateway serves plain HTTP or TLS.
+    fn scheme(&self, plain: &'static str, secure: &'static str) -> &'static str {
+        if self.inner.ca_pem.is_some() {
+            secure
+        } else {
+            plain
+        }
     }
 
     /// URL of the SignalR market hub: `http://127.0.0.1:PORT/hubs/market` or `https://…`

@@ -5,8 +5,9 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::faults::Fault;
+use super::gateway::Gateway;
 use super::schedule::FaultSchedule;
-use super::state::{ControlCmd, Shared};
+use super::state::ControlCmd;
 
 /// Registers the admin endpoints.
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
@@ -27,10 +28,10 @@ fn bad_request(err: &serde_json::Error) -> HttpResponse {
 }
 
 /// `POST /admin/faults`: one [`Fault`] as JSON, applied now.
-async fn post_fault(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+async fn post_fault(gateway: web::Data<Gateway>, body: web::Bytes) -> HttpResponse {
     match parse::<Fault>(&body) {
         Ok(fault) => {
-            shared.inject(fault);
+            gateway.inject(fault);
             HttpResponse::Ok().json(json!({ "ok": true }))
         }
         Err(err) => bad_request(&err),
@@ -38,17 +39,17 @@ async fn post_fault(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse
 }
 
 /// `GET /admin/counters`.
-async fn get_counters(shared: web::Data<Shared>) -> HttpResponse {
-    HttpResponse::Ok().json(shared.counters())
+async fn get_counters(gateway: web::Data<Gateway>) -> HttpResponse {
+    HttpResponse::Ok().json(gateway.counters())
 }
 
 /// `GET /admin/state`.
-async fn get_state(shared: web::Data<Shared>) -> HttpResponse {
-    HttpResponse::Ok().json(shared.snapshot())
+async fn get_state(gateway: web::Data<Gateway>) -> HttpResponse {
+    HttpResponse::Ok().json(gateway.snapshot())
 }
 
 /// `POST /admin/schedule`: a [`FaultSchedule`]; answers the offsets chosen.
-async fn post_schedule(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+async fn post_schedule(gateway: web::Data<Gateway>, body: web::Bytes) -> HttpResponse {
     match parse::<FaultSchedule>(&body) {
         Ok(schedule) => {
             let entries = schedule.entries();
@@ -56,7 +57,7 @@ async fn post_schedule(shared: web::Data<Shared>, body: web::Bytes) -> HttpRespo
                 .iter()
                 .map(|(at, fault)| json!({ "at_ms": at.as_millis(), "fault": fault }))
                 .collect();
-            shared.control(ControlCmd::RunSchedule(entries));
+            gateway.control(ControlCmd::RunSchedule(entries));
             HttpResponse::Ok().json(json!({ "ok": true, "scheduled": listed }))
         }
         Err(err) => bad_request(&err),

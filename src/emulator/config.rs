@@ -1,5 +1,8 @@
-//! Emulator configuration: listeners, TLS, timing and the IBKR behaviour variants to produce.
+//! Emulator configuration: listeners, TLS, timing, the IBKR behaviour variants to produce, and
+//! the settings of the SignalR hub ([`HubConfig`]) and the ticket API ([`TicketConfig`]).
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -60,9 +63,9 @@ pub struct EmulatorConfig {
     /// User name reported by the socket and REST.
     pub username: String,
     /// The SignalR hub.
-    pub hub: crate::emulator::signalr::HubConfig,
+    pub hub: HubConfig,
     /// The ticket API.
-    pub ticket: crate::emulator::ticket::TicketConfig,
+    pub ticket: TicketConfig,
 }
 
 impl Default for EmulatorConfig {
@@ -81,6 +84,85 @@ impl Default for EmulatorConfig {
             username: "kwuser1".to_owned(),
             hub: Default::default(),
             ticket: Default::default(),
+        }
+    }
+}
+
+/// Settings of the hub and its token service.
+#[derive(Clone)]
+pub struct HubConfig {
+    /// Lifetime of a token from `loginKey` or `validate`; default 10 minutes.
+    pub token_ttl: Duration,
+    /// Accepted API keys by user name; default `kwuser1` → `kw-demo-key`.
+    pub api_keys: BTreeMap<String, String>,
+    /// The server sends a Ping this often; default 15 s.
+    pub ping_interval: Duration,
+    /// The server closes a connection it heard nothing from for this long; default 30 s.
+    pub client_timeout: Duration,
+    /// A client that sent no handshake within this long is disconnected; default 15 s.
+    pub handshake_timeout: Duration,
+    /// One `GatewayQuote` per subscribed contract this often; default 100 ms.
+    pub quote_interval: Duration,
+    /// When the token a connection was opened with expires, the hub sends Close with error
+    /// `Unauthorized` and `allowReconnect:true` (ASP.NET Core's `CloseOnAuthenticationExpiration`);
+    /// default `true`.
+    pub close_on_token_expiry: bool,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            token_ttl: Duration::from_secs(600),
+            api_keys: BTreeMap::from([("kwuser1".to_owned(), "kw-demo-key".to_owned())]),
+            ping_interval: Duration::from_secs(15),
+            client_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(15),
+            quote_interval: Duration::from_millis(100),
+            close_on_token_expiry: true,
+        }
+    }
+}
+
+impl fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("token_ttl", &self.token_ttl)
+            .field("api_keys", &self.api_keys.keys().collect::<Vec<_>>())
+            .field("ping_interval", &self.ping_interval)
+            .field("client_timeout", &self.client_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("quote_interval", &self.quote_interval)
+            .field("close_on_token_expiry", &self.close_on_token_expiry)
+            .finish()
+    }
+}
+
+/// Settings of the ticket API.
+#[derive(Clone, Debug)]
+pub struct TicketConfig {
+    /// The API key the token endpoint accepts.
+    pub api_key: String,
+    /// Lifetime of a JWT.
+    pub jwt_ttl: Duration,
+    /// Lifetime of a ticket.
+    pub ticket_ttl: Duration,
+    /// Origins allowed on the socket (`None`: any, including none).
+    pub allowed_origins: Option<Vec<String>>,
+    /// Heartbeat interval on the socket.
+    pub heartbeat_interval: Duration,
+    /// One data message per subscribed channel this often.
+    pub data_interval: Duration,
+}
+
+impl Default for TicketConfig {
+    fn default() -> Self {
+        Self {
+            api_key: "kw-ticket-key".into(),
+            jwt_ttl: Duration::from_secs(900),
+            ticket_ttl: Duration::from_secs(30),
+            allowed_origins: Some(vec!["https://app.example.test".into()]),
+            heartbeat_interval: Duration::from_secs(1),
+            data_interval: Duration::from_millis(100),
         }
     }
 }

@@ -13,8 +13,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{sleep_until, Instant};
 
 use super::faults::Fault;
-use super::state::{deadline_after, ControlCmd, Shared, SocketCmd};
-use super::{admin, ibkr_rest};
+use super::gateway::Gateway;
+use super::state::{deadline_after, sleep_until_opt, ControlCmd, SocketCmd};
+use super::{admin, ibkr, signalr, ticket};
 
 /// How long to keep retrying to re-bind the gateway port after a `GatewayDown`.
 const REBIND_ATTEMPTS: u32 = 100;
@@ -23,10 +24,10 @@ const REBIND_PAUSE: Duration = Duration::from_millis(20);
 
 /// What the emulator thread needs to start.
 pub(crate) struct Startup {
-    /// Shared state.
-    pub(crate) shared: Arc<Shared>,
+    /// The halves' state.
+    pub(crate) gateway: Arc<Gateway>,
     /// Bound gateway listener.
-    pub(crate) gateway: TcpListener,
+    pub(crate) gateway_listener: TcpListener,
     /// Bound admin listener.
     pub(crate) admin: TcpListener,
     /// TLS config of the gateway, if any.
@@ -54,18 +55,22 @@ pub(crate) fn thread_main(startup: Startup, ready: std_mpsc::Sender<io::Result<(
 
 /// Starts the gateway server on a bound listener.
 fn start_gateway(
-    shared: &Arc<Shared>,
+    gateway: &Gateway,
     listener: TcpListener,
     tls: Option<&ServerConfig>,
 ) -> io::Result<ServerHandle> {
-    let data = web::Data::from(Arc::clone(shared));
+    let ibkr_data = web::Data::from(Arc::clone(&gateway.ibkr));
+    let hub_data = web::Data::from(Arc::clone(&gateway.hub));
+    let ticket_data = web::Data::from(Arc::clone(&gateway.ticket));
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(data.clone())
-            .service(web::scope("/v1/api").configure(ibkr_rest::routes))
-            .service(web::scope("/v1/portal").configure(ibkr_rest::routes))
-            .configure(crate::emulator::signalr::routes)
-            .configure(crate::emulator::ticket::routes)
+            .app_data(ibkr_data.clone())
+            .app_data(hub_data.clone())
+            .app_data(ticket_data.clone())
+            .service(web::scope("/v1/api").configure(ibkr::routes))
+            .service(web::scope("/v1/portal").configure(ibkr::routes))
+            .configure(signalr::routes)
+            .configure(ticket::routes)
     })
     .workers(1)
     .disable_signals()
@@ -87,8 +92,8 @@ fn start_gateway(
 }
 
 /// Starts the admin server on a bound listener.
-fn start_admin(shared: &Arc<Shared>, listener: TcpListener) -> io::Result<ServerHandle> {
-    let data = web::Data::from(Arc::clone(shared));
+fn start_admin(gateway: &Arc<Gateway>, listener: TcpListener) -> io::Result<ServerHandle> {
+    let data = web::Data::from(Arc::clone(gateway));
     let server =
         HttpServer::new(move || App::new().app_data(data.clone()).configure(admin::routes))
             .workers(1)
@@ -117,25 +122,17 @@ async fn rebind(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Applies timed faults from now on.
-async fn run_schedule(shared: Arc<Shared>, entries: Vec<(Duration, Fault)>) {
+async fn run_schedule(gateway: Arc<Gateway>, entries: Vec<(Duration, Fault)>) {
     let start = std::time::Instant::now();
     for (at, fault) in entries {
         let at = start.checked_add(at).unwrap_or_else(|| deadline_after(at));
         sleep_until(Instant::from_std(at)).await;
-        shared.inject(fault);
-    }
-}
-
-/// Sleeps until `at`, or forever without one.
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
+        gateway.inject(fault);
     }
 }
 
 /// Whether the gateway listener is up, and when it comes back if not.
-enum Gateway {
+enum Listener {
     /// Listening.
     Up(ServerHandle),
     /// Down until this instant.
@@ -144,14 +141,14 @@ enum Gateway {
 
 /// Owns the servers on the emulator thread.
 struct Controller {
-    /// Shared state.
-    shared: Arc<Shared>,
+    /// The halves' state.
+    gateway: Arc<Gateway>,
     /// Gateway address (re-bound after a `GatewayDown`).
     gateway_addr: SocketAddr,
     /// Gateway TLS config.
     tls: Option<ServerConfig>,
     /// Gateway server state.
-    gateway: Gateway,
+    listener: Listener,
     /// Admin server.
     admin: ServerHandle,
     /// Control commands.
@@ -161,14 +158,18 @@ struct Controller {
 impl Controller {
     /// Starts both servers.
     fn start(startup: Startup) -> io::Result<Self> {
-        let gateway_addr = startup.gateway.local_addr()?;
-        let gateway = start_gateway(&startup.shared, startup.gateway, startup.tls.as_ref())?;
-        let admin = start_admin(&startup.shared, startup.admin)?;
+        let gateway_addr = startup.gateway_listener.local_addr()?;
+        let listener = start_gateway(
+            &startup.gateway,
+            startup.gateway_listener,
+            startup.tls.as_ref(),
+        )?;
+        let admin = start_admin(&startup.gateway, startup.admin)?;
         Ok(Self {
-            shared: startup.shared,
+            gateway: startup.gateway,
             gateway_addr,
             tls: startup.tls,
-            gateway: Gateway::Up(gateway),
+            listener: Listener::Up(listener),
             admin,
             commands: startup.commands,
         })
@@ -177,22 +178,22 @@ impl Controller {
     /// Serves commands until `Stop` (or every sender is gone).
     async fn run(mut self) {
         loop {
-            let down_until = match &self.gateway {
-                Gateway::Down(until) => Some(*until),
-                Gateway::Up(_) => None,
+            let down_until = match &self.listener {
+                Listener::Down(until) => Some(*until),
+                Listener::Up(_) => None,
             };
             tokio::select! {
                 cmd = self.commands.recv() => match cmd {
                     None | Some(ControlCmd::Stop) => break,
                     Some(ControlCmd::GatewayDown(downtime)) => self.take_down(downtime).await,
                     Some(ControlCmd::RunSchedule(entries)) => {
-                        actix_web::rt::spawn(run_schedule(Arc::clone(&self.shared), entries));
+                        actix_web::rt::spawn(run_schedule(Arc::clone(&self.gateway), entries));
                     }
                 },
                 () = sleep_until_opt(down_until) => self.bring_up().await,
             }
         }
-        if let Gateway::Up(handle) = &self.gateway {
+        if let Listener::Up(handle) = &self.listener {
             handle.stop(false).await;
         }
         self.admin.stop(false).await;
@@ -201,16 +202,16 @@ impl Controller {
 
     /// Stops the gateway listener (dropping every socket) for `downtime`.
     async fn take_down(&mut self, downtime: Duration) {
-        let Gateway::Up(handle) = &self.gateway else {
+        let Listener::Up(handle) = &self.listener else {
             return;
         };
         let handle = handle.clone();
         tracing::info!(?downtime, "emulator: gateway down");
-        self.gateway = Gateway::Down(Instant::from_std(deadline_after(downtime)));
+        self.listener = Listener::Down(Instant::from_std(deadline_after(downtime)));
         // Completes once the listener is closed (connections are refused from then on); the
         // worker drops every connection, the broadcast only makes sure no socket task lingers.
         handle.stop(false).await;
-        let mut st = self.shared.lock();
+        let mut st = self.gateway.ibkr.lock();
         st.gateway_up = false;
         st.broadcast(&SocketCmd::Drop);
     }
@@ -219,20 +220,20 @@ impl Controller {
     async fn bring_up(&mut self) {
         let started = match rebind(self.gateway_addr).await {
             Ok(listener) => {
-                self.shared.lock().restart_session();
-                start_gateway(&self.shared, listener, self.tls.as_ref())
+                self.gateway.ibkr.lock().restart_session();
+                start_gateway(&self.gateway, listener, self.tls.as_ref())
             }
             Err(err) => Err(err),
         };
         match started {
             Ok(handle) => {
-                self.shared.lock().gateway_up = true;
-                self.gateway = Gateway::Up(handle);
+                self.gateway.ibkr.lock().gateway_up = true;
+                self.listener = Listener::Up(handle);
                 tracing::info!("emulator: gateway up");
             }
             Err(err) => {
                 tracing::error!(%err, "emulator: cannot listen again; retrying");
-                self.gateway = Gateway::Down(Instant::now() + Duration::from_millis(500));
+                self.listener = Listener::Down(Instant::now() + Duration::from_millis(500));
             }
         }
     }

@@ -1,4 +1,5 @@
-//! Request and event counters, readable by tests and through the admin API.
+//! Request and event counters, readable by tests and through the admin API: the gateway's, the
+//! SignalR hub's ([`HubCounters`]) and the ticket API's ([`TicketCounters`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -43,8 +44,91 @@ pub struct Counters {
     pub pongs_received: u64,
     /// The SignalR hub's counters.
     #[serde(default)]
-    pub hub: crate::emulator::signalr::HubCounters,
+    pub hub: HubCounters,
     /// The ticket API's counters.
     #[serde(default)]
-    pub ticket: crate::emulator::ticket::TicketCounters,
+    pub ticket: TicketCounters,
+}
+
+/// What the hub counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HubCounters {
+    /// `POST /api/Auth/loginKey` requests (successful or not).
+    pub logins: u64,
+    /// Logins refused (unknown user or wrong key).
+    pub logins_rejected: u64,
+    /// `POST /api/Auth/validate` requests (successful or not).
+    pub validates: u64,
+    /// Validates answered 401.
+    pub validates_rejected: u64,
+    /// Negotiate requests (successful or not).
+    pub negotiates: u64,
+    /// Negotiates answered with anything but 200 (no or expired token, fault).
+    pub negotiate_rejected: u64,
+    /// WebSocket upgrades answered 101.
+    pub upgrades_accepted: u64,
+    /// WebSocket upgrade requests answered with anything else (401, 404, 409, fault…).
+    pub upgrades_rejected: u64,
+    /// Handshakes answered `{}`.
+    pub handshakes: u64,
+    /// Handshakes answered `{"error":…}` (wrong protocol, fault) or never completed.
+    pub handshake_errors: u64,
+    /// `SubscribeContractQuotes` invocations.
+    pub subscribe_invocations: u64,
+    /// `UnsubscribeContractQuotes` invocations.
+    pub unsubscribe_invocations: u64,
+    /// Invocations of unknown hub methods.
+    pub unknown_invocations: u64,
+    /// `GatewayQuote` invocations sent.
+    pub quotes_sent: u64,
+    /// Pings (type 6) sent.
+    pub pings_sent: u64,
+    /// Pings (type 6) received.
+    pub pings_received: u64,
+    /// Close messages (type 7) sent.
+    pub closes_sent: u64,
+    /// Close messages (type 7) received from clients.
+    pub closes_received: u64,
+    /// Connections closed because the client was silent for `client_timeout`.
+    pub client_timeouts: u64,
+    /// Client records that could not be parsed (the connection is closed with an error).
+    pub protocol_errors: u64,
+    /// Connections with an open socket right now.
+    pub open_connections: u64,
+}
+
+/// What the ticket API counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketCounters {
+    /// Token requests (any outcome).
+    pub token_requests: u64,
+    /// Ticket requests (any outcome).
+    pub ticket_requests: u64,
+    /// Ticket requests refused with `INVALID_TOKEN`.
+    pub invalid_token: u64,
+    /// Ticket requests refused with `MISSING_SESSION`.
+    pub missing_session: u64,
+    /// Ticket requests answered 503.
+    pub store_unavailable: u64,
+    /// Ticket requests made without any bearer token.
+    pub ticket_without_jwt: u64,
+    /// Upgrades accepted.
+    pub upgrades_accepted: u64,
+    /// Upgrades refused (missing, unknown, used or expired ticket).
+    pub upgrades_rejected: u64,
+    /// Upgrades refused because their ticket had already been used.
+    pub ticket_reused: u64,
+    /// Tickets the client presented more than once (a client must never do this).
+    pub ticket_presented_twice: u64,
+    /// Sockets closed with 1008 `ORIGIN_BLOCKED`.
+    pub origin_blocked: u64,
+    /// Subscribe commands received.
+    pub subscribes: u64,
+    /// Unsubscribe commands received.
+    pub unsubscribes: u64,
+    /// Data messages sent.
+    pub data_sent: u64,
+    /// Sockets open now.
+    pub open_sockets: u64,
 }

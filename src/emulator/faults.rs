@@ -1,4 +1,5 @@
-//! The faults the emulator can inject, as one serde-tagged enum (`{"fault":"session_lost"}`).
+//! The faults the emulator can inject, as one serde-tagged enum (`{"fault":"session_lost"}`),
+//! with those of the SignalR hub ([`HubFault`]) and the ticket API ([`TicketFault`]) inside it.
 
 use serde::{Deserialize, Serialize};
 
@@ -100,7 +101,94 @@ pub enum Fault {
         count: u32,
     },
     /// A fault of the SignalR hub.
-    Hub(crate::emulator::signalr::HubFault),
+    Hub(HubFault),
     /// A fault of the ticket API.
-    Ticket(crate::emulator::ticket::TicketFault),
+    Ticket(TicketFault),
+}
+
+/// One, for count fields that default to a single occurrence.
+fn one() -> u32 {
+    1
+}
+
+/// Faults of the hub, injected as `Fault::Hub(..)` (admin API: `{"fault":"hub","hub_fault":…}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "hub_fault", rename_all = "snake_case")]
+pub enum HubFault {
+    /// Every token expires now (`validate`, negotiate and upgrades answer 401 until a new
+    /// login); open connections get Close with error `Unauthorized` and `allowReconnect:true`,
+    /// as when a token expires mid-stream.
+    ExpireTokens,
+    /// The next `count` negotiate requests answer `status` (e.g. 401, 503).
+    RejectNegotiate {
+        /// HTTP status.
+        status: u16,
+        /// How many (default 1).
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// The next `count` WebSocket upgrades answer `status`.
+    RejectUpgrade {
+        /// HTTP status.
+        status: u16,
+        /// How many (default 1).
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// Every open connection gets a Close message (type 7), then a WebSocket close.
+    Close {
+        /// The Close message's `allowReconnect` (default false: do not reconnect).
+        #[serde(default)]
+        allow_reconnect: bool,
+        /// The Close message's `error`, if any.
+        #[serde(default)]
+        error: Option<String>,
+    },
+    /// Every open connection is aborted without a Close message or WebSocket close.
+    Drop,
+    /// Open connections go half-open: no pings, no data, no replies, no close. New connections
+    /// are normal.
+    Silent,
+    /// From now on, messages on open connections are split across several WebSocket messages
+    /// (a message's tail shares a frame with the next one's head).
+    SplitFrames,
+    /// The next `count` handshakes are answered `{"error":"…"}` and the connection is closed.
+    HandshakeError {
+        /// How many (default 1).
+        #[serde(default = "one")]
+        count: u32,
+    },
+}
+
+/// Faults of the ticket API, injected as `Fault::Ticket(..)` (admin API:
+/// `{"fault":"ticket","ticket_fault":"store_down","millis":3000}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "ticket_fault", rename_all = "snake_case")]
+pub enum TicketFault {
+    /// Every JWT issued so far expires now (the ticket endpoint answers `INVALID_TOKEN`).
+    ExpireJwts,
+    /// JWTs (issued so far and from now on) lack their session: `MISSING_SESSION` until cleared.
+    MissingSession {
+        /// Whether the session is missing.
+        on: bool,
+    },
+    /// The ticket store is unavailable (503 `REDIS_UNAVAILABLE`) for `millis`.
+    StoreDown {
+        /// How long.
+        millis: u64,
+    },
+    /// The next issued ticket is consumed before the client can use it (a reused ticket).
+    ReuseNextTicket,
+    /// Block every origin (accepted, then closed with 1008 `ORIGIN_BLOCKED`) or lift the block.
+    BlockOrigins {
+        /// Whether origins are blocked.
+        on: bool,
+    },
+    /// Abort every open socket without a close frame.
+    Drop,
+    /// Close every open socket with this code.
+    Close {
+        /// The close code.
+        code: u16,
+    },
 }

@@ -1,211 +1,74 @@
-//! Synthetic market data for `smd` streams: a random-walk quote per conid, rendered as IBKR
-//! field-id → string maps where later messages carry only the fields that changed.
+//! The one random walk behind every emulated quote stream (the IBKR socket's `smd` data and the
+//! SignalR hub's `GatewayQuote`s): a seeded last price with its bid, ask and the session's open,
+//! high and low, in whole price steps (cents, ticks…) that each dialect renders its own way.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::ops::RangeInclusive;
 
+use rand::distributions::uniform::SampleUniform;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{Map, Value};
 
-use super::state::epoch_ms;
+/// How far one step may move a walk, in price steps.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Moves {
+    /// The last price moves by at most this much either way.
+    pub(crate) max_move: i64,
+    /// The last price never goes below this.
+    pub(crate) floor: i64,
+    /// The bid is at most this far below the last price.
+    pub(crate) max_bid_gap: i64,
+    /// The ask is 1 to this much above the bid.
+    pub(crate) max_spread: i64,
+}
 
-/// Fields sent when a subscription names none.
-const DEFAULT_FIELDS: [&str; 3] = ["31", "84", "86"];
-
-/// A random-walk quote, prices in cents.
+/// A random-walk quote: its own seeded random source and the prices it walked to.
 #[derive(Debug)]
-struct Quote {
+pub(crate) struct PriceWalk {
     /// Per-stream random source.
     rng: StdRng,
     /// Last price.
-    last: i64,
-    /// Bid price.
-    bid: i64,
-    /// Ask price.
-    ask: i64,
+    pub(crate) last: i64,
+    /// Bid.
+    pub(crate) bid: i64,
+    /// Ask.
+    pub(crate) ask: i64,
     /// Session open.
-    open: i64,
+    pub(crate) open: i64,
     /// Session high.
-    high: i64,
+    pub(crate) high: i64,
     /// Session low.
-    low: i64,
-    /// Bid size.
-    bid_size: u64,
-    /// Ask size.
-    ask_size: u64,
-    /// Last size.
-    last_size: u64,
-    /// Volume.
-    volume: u64,
+    pub(crate) low: i64,
 }
 
-impl Quote {
-    /// A quote starting at a conid-dependent price.
-    fn new(conid: u64) -> Self {
-        let last = 5_000 + i64::try_from(conid % 20_000).unwrap_or(0);
+impl PriceWalk {
+    /// A walk from `start` (bid one step below, ask one above), drawing from a source seeded
+    /// with `seed`.
+    pub(crate) fn new(seed: u64, start: i64) -> Self {
         Self {
-            rng: StdRng::seed_from_u64(conid),
-            last,
-            bid: last - 1,
-            ask: last + 1,
-            open: last,
-            high: last,
-            low: last,
-            bid_size: 100,
-            ask_size: 100,
-            last_size: 100,
-            volume: 0,
+            rng: StdRng::seed_from_u64(seed),
+            last: start,
+            bid: start - 1,
+            ask: start + 1,
+            open: start,
+            high: start,
+            low: start,
         }
     }
 
-    /// Moves the quote one tick.
-    fn step(&mut self) {
-        self.last = (self.last + self.rng.gen_range(-3..=3)).max(100);
-        self.bid = self.last - self.rng.gen_range(0..=2);
-        self.ask = self.bid + self.rng.gen_range(1..=3);
+    /// Moves the last price, then the bid and ask around it; keeps the high and low.
+    pub(crate) fn step(&mut self, moves: Moves) {
+        let range = -moves.max_move..=moves.max_move;
+        self.last = (self.last + self.rng.gen_range(range)).max(moves.floor);
+        self.bid = self.last - self.rng.gen_range(0..=moves.max_bid_gap);
+        self.ask = self.bid + self.rng.gen_range(1..=moves.max_spread);
         self.high = self.high.max(self.last);
         self.low = self.low.min(self.last);
-        self.bid_size = self.rng.gen_range(1..=20) * 100;
-        self.ask_size = self.rng.gen_range(1..=20) * 100;
-        self.last_size = self.rng.gen_range(1..=10) * 100;
-        self.volume += self.last_size;
     }
 
-    /// The current value of one IBKR field id.
-    fn field(&self, conid: u64, id: &str) -> String {
-        let price = |cents: i64| format!("{}.{:02}", cents / 100, cents % 100);
-        match id {
-            "31" => price(self.last),
-            "84" => price(self.bid),
-            "86" => price(self.ask),
-            "88" => self.bid_size.to_string(),
-            "85" => self.ask_size.to_string(),
-            "7059" => self.last_size.to_string(),
-            "70" => price(self.high),
-            "71" => price(self.low),
-            "7295" => price(self.open),
-            "87" => self.volume.to_string(),
-            "55" => format!("EMU{conid}"),
-            "6509" => "RpB".to_owned(),
-            "6119" => "q2".to_owned(),
-            _ => "0".to_owned(),
-        }
+    /// One more draw from the walk's source (sizes, volume), in the order the dialect needs.
+    pub(crate) fn draw<T: SampleUniform + PartialOrd>(&mut self, range: RangeInclusive<T>) -> T {
+        self.rng.gen_range(range)
     }
-}
-
-/// One active `smd` stream.
-#[derive(Debug)]
-struct Stream {
-    /// Requested field ids.
-    fields: Vec<String>,
-    /// Last (re)subscribe.
-    subscribed_at: Instant,
-    /// The quote behind the stream.
-    quote: Quote,
-    /// Values last sent, to send only changes.
-    sent: HashMap<String, String>,
-}
-
-/// The smd streams of one socket.
-#[derive(Debug, Default)]
-pub(crate) struct MarketBook {
-    /// Streams by conid.
-    streams: BTreeMap<u64, Stream>,
-}
-
-impl MarketBook {
-    /// Starts a stream, or refreshes its expiry (and fields, if given) when it exists.
-    pub(crate) fn subscribe(&mut self, conid: u64, fields: Option<Vec<String>>) {
-        let now = Instant::now();
-        match self.streams.get_mut(&conid) {
-            Some(stream) => {
-                stream.subscribed_at = now;
-                if let Some(fields) = fields.filter(|f| !f.is_empty()) {
-                    stream.fields = fields;
-                    stream.sent.clear();
-                }
-            }
-            None => {
-                let fields = fields
-                    .filter(|f| !f.is_empty())
-                    .unwrap_or_else(|| DEFAULT_FIELDS.iter().map(|f| (*f).to_owned()).collect());
-                self.streams.insert(
-                    conid,
-                    Stream {
-                        fields,
-                        subscribed_at: now,
-                        quote: Quote::new(conid),
-                        sent: HashMap::new(),
-                    },
-                );
-            }
-        }
-    }
-
-    /// Stops a stream (no ack).
-    pub(crate) fn unsubscribe(&mut self, conid: u64) {
-        self.streams.remove(&conid);
-    }
-
-    /// Ends every stream silently.
-    pub(crate) fn clear(&mut self) {
-        self.streams.clear();
-    }
-
-    /// Whether no stream is active.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.streams.is_empty()
-    }
-
-    /// Drops expired streams silently, advances the others and renders one message each.
-    pub(crate) fn tick(&mut self, expiry: Option<Duration>) -> Vec<String> {
-        let now = Instant::now();
-        if let Some(expiry) = expiry {
-            self.streams
-                .retain(|_, s| now.saturating_duration_since(s.subscribed_at) < expiry);
-        }
-        let updated = epoch_ms();
-        self.streams
-            .iter_mut()
-            .map(|(conid, stream)| {
-                let conid = *conid;
-                if !stream.sent.is_empty() {
-                    stream.quote.step();
-                }
-                let mut msg = Map::new();
-                for id in &stream.fields {
-                    let value = stream.quote.field(conid, id);
-                    if stream.sent.get(id) != Some(&value) {
-                        stream.sent.insert(id.clone(), value.clone());
-                        msg.insert(id.clone(), Value::String(value));
-                    }
-                }
-                msg.insert("_updated".into(), updated.into());
-                msg.insert("conid".into(), conid.into());
-                msg.insert("conidEx".into(), conid.to_string().into());
-                msg.insert("server_id".into(), "q2".into());
-                msg.insert("topic".into(), format!("smd+{conid}").into());
-                Value::Object(msg).to_string()
-            })
-            .collect()
-    }
-}
-
-/// Parses the args of `smd+<conid>+{"fields":[…]}`: the field ids, if any were given.
-pub(crate) fn parse_fields(args: &str) -> Option<Vec<String>> {
-    let value: Value = serde_json::from_str(args).ok()?;
-    let fields = value.get("fields")?.as_array()?;
-    Some(
-        fields
-            .iter()
-            .filter_map(|f| match f {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            })
-            .collect(),
-    )
 }
 
 #[cfg(test)]
@@ -213,32 +76,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn first_message_has_all_fields_then_only_changes() {
-        let mut book = MarketBook::default();
-        book.subscribe(8314, Some(vec!["31".into(), "55".into()]));
-        let first: Value = serde_json::from_str(&book.tick(None)[0]).unwrap();
-        assert_eq!(first["55"], "EMU8314");
-        assert_eq!(first["topic"], "smd+8314");
-        assert!(first["31"].is_string());
-        let second: Value = serde_json::from_str(&book.tick(None)[0]).unwrap();
-        assert!(second.get("55").is_none());
+    fn walks_within_its_moves() {
+        let moves = Moves {
+            max_move: 3,
+            floor: 100,
+            max_bid_gap: 2,
+            max_spread: 3,
+        };
+        let mut walk = PriceWalk::new(7, 101);
+        for _ in 0..1000 {
+            let last = walk.last;
+            walk.step(moves);
+            assert!((walk.last - last).abs() <= 3 || walk.last == 100);
+            assert!(walk.last >= 100);
+            assert!(walk.bid <= walk.last && walk.last - walk.bid <= 2);
+            assert!(walk.ask > walk.bid && walk.ask - walk.bid <= 3);
+            assert!(walk.low <= walk.last && walk.last <= walk.high);
+        }
     }
 
     #[test]
-    fn expiry_ends_stream() {
-        let mut book = MarketBook::default();
-        book.subscribe(1, None);
-        assert!(book.tick(Some(Duration::ZERO)).is_empty());
-        assert!(book.is_empty());
-    }
-
-    #[test]
-    fn parses_fields() {
-        assert_eq!(
-            parse_fields(r#"{"fields":["31",84]}"#),
-            Some(vec!["31".to_owned(), "84".to_owned()])
-        );
-        assert_eq!(parse_fields("{}"), None);
-        assert_eq!(parse_fields("not json"), None);
+    fn same_seed_same_walk() {
+        let moves = Moves {
+            max_move: 2,
+            floor: 4,
+            max_bid_gap: 1,
+            max_spread: 2,
+        };
+        let (mut a, mut b) = (PriceWalk::new(42, 20_000), PriceWalk::new(42, 20_000));
+        for _ in 0..100 {
+            a.step(moves);
+            b.step(moves);
+            assert_eq!((a.last, a.bid, a.ask), (b.last, b.bid, b.ask));
+            assert_eq!(a.draw(1..=20u64), b.draw(1..=20u64));
+        }
     }
 }

@@ -13,8 +13,8 @@ mod control;
 mod cookie;
 mod counters;
 mod faults;
-mod ibkr_rest;
-mod ibkr_socket;
+mod gateway;
+mod ibkr;
 mod market;
 mod schedule;
 pub mod signalr;
@@ -22,6 +22,7 @@ mod state;
 pub mod ticket;
 mod tls;
 mod wsframe;
+mod wsloop;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -35,7 +36,8 @@ pub use faults::Fault;
 pub use schedule::FaultSchedule;
 pub use state::EmulatorState;
 
-use state::{ControlCmd, Shared};
+use gateway::Gateway;
+use state::ControlCmd;
 
 /// Entry point of the emulator.
 #[derive(Debug)]
@@ -59,19 +61,19 @@ impl Emulator {
             }
         }
         let tls = tls::setup(&config.tls)?;
-        let gateway = TcpListener::bind(config.bind)?;
+        let gateway_listener = TcpListener::bind(config.bind)?;
         let admin = TcpListener::bind(config.admin_bind)?;
-        let gateway_addr = gateway.local_addr()?;
+        let gateway_addr = gateway_listener.local_addr()?;
         let admin_addr = admin.local_addr()?;
         let (control_tx, commands) = tokio::sync::mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(&config, control_tx));
+        let gateway = Arc::new(Gateway::new(&config, control_tx));
         let (cert_pem, tls_config) = match tls {
             Some(setup) => (Some(setup.cert_pem), Some(setup.config)),
             None => (None, None),
         };
         let startup = control::Startup {
-            shared: Arc::clone(&shared),
-            gateway,
+            gateway: Arc::clone(&gateway),
+            gateway_listener,
             admin,
             tls: tls_config,
             commands,
@@ -94,7 +96,7 @@ impl Emulator {
         tracing::info!(%gateway_addr, %admin_addr, "emulator listening");
         Ok(EmulatorHandle {
             inner: Arc::new(HandleInner {
-                shared,
+                gateway,
                 gateway_addr,
                 admin_addr,
                 ca_pem: cert_pem,
@@ -116,7 +118,7 @@ pub struct EmulatorHandle {
 #[derive(Debug)]
 struct HandleInner {
     /// Emulator state.
-    shared: Arc<Shared>,
+    gateway: Arc<Gateway>,
     /// Gateway address.
     gateway_addr: SocketAddr,
     /// Admin address.
@@ -130,7 +132,7 @@ struct HandleInner {
 impl HandleInner {
     /// Stops the servers and joins the emulator thread (idempotent).
     fn stop(&self) {
-        self.shared.control(ControlCmd::Stop);
+        self.gateway.control(ControlCmd::Stop);
         let thread = self
             .thread
             .lock()
@@ -154,22 +156,26 @@ impl EmulatorHandle {
     /// Base URL of the gateway: `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`
     /// (REST lives under `/v1/api`).
     pub fn base_url(&self) -> String {
-        let scheme = if self.inner.ca_pem.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        format!("{scheme}://{}", self.inner.gateway_addr)
+        format!(
+            "{}://{}",
+            self.scheme("http", "https"),
+            self.inner.gateway_addr
+        )
     }
 
     /// URL of the socket: `ws://127.0.0.1:PORT/v1/api/ws` or `wss://…`.
     pub fn ws_url(&self) -> String {
-        let scheme = if self.inner.ca_pem.is_some() {
-            "wss"
-        } else {
-            "ws"
-        };
+        let scheme = self.scheme("ws", "wss");
         format!("{scheme}://{}/v1/api/ws", self.inner.gateway_addr)
+    }
+
+    /// `plain` or `secure`, as the gateway serves plain HTTP or TLS.
+    fn scheme(&self, plain: &'static str, secure: &'static str) -> &'static str {
+        if self.inner.ca_pem.is_some() {
+            secure
+        } else {
+            plain
+        }
     }
 
     /// URL of the SignalR market hub: `http://127.0.0.1:PORT/hubs/market` or `https://…`
@@ -207,27 +213,29 @@ impl EmulatorHandle {
 
     /// Applies a fault now.
     pub fn inject(&self, fault: Fault) {
-        self.inner.shared.inject(fault);
+        self.inner.gateway.inject(fault);
     }
 
     /// Applies each fault at its offset from now (see [`FaultSchedule::seeded`]).
     pub fn run_schedule(&self, schedule: Vec<(Duration, Fault)>) {
-        self.inner.shared.control(ControlCmd::RunSchedule(schedule));
+        self.inner
+            .gateway
+            .control(ControlCmd::RunSchedule(schedule));
     }
 
     /// A snapshot of the counters.
     pub fn counters(&self) -> Counters {
-        self.inner.shared.counters()
+        self.inner.gateway.counters()
     }
 
     /// A snapshot of the session and auth state.
     pub fn state(&self) -> EmulatorState {
-        self.inner.shared.snapshot()
+        self.inner.gateway.snapshot()
     }
 
     /// The current gateway session id (what tickle returns).
     pub fn session_id(&self) -> String {
-        self.inner.shared.lock().session_id.clone()
+        self.inner.gateway.ibkr.lock().session_id.clone()
     }
 
     /// Stops both servers and the emulator thread; blocks until the thread ended. Idempotent.

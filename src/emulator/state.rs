@@ -1,5 +1,7 @@
-//! State shared by the gateway, the admin API and the controller: the session, the brokerage
-//! state machine, pending fault budgets, counters and the registry of open sockets.
+//! State shared by the IBKR half, the admin API and the controller: the session, the brokerage
+//! state machine, pending fault budgets, counters and the registry of open sockets; and the
+//! small pieces every half uses ([`Budget`], [`deadline_after`], [`epoch_ms`]). The SignalR hub
+//! and the ticket API keep their own state; [`Gateway`](super::gateway::Gateway) holds all three.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -35,6 +37,14 @@ pub(crate) fn deadline_after(d: Duration) -> Instant {
     now.checked_add(d)
         .or_else(|| now.checked_add(FAR_FUTURE))
         .unwrap_or(now)
+}
+
+/// Sleeps until `at`, or forever without one.
+pub(crate) async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A fresh random gateway session id (32 hex digits).
@@ -223,7 +233,8 @@ pub struct EmulatorState {
     pub open_sockets: u64,
 }
 
-/// Immutable settings plus the locked mutable state, shared by every task and thread.
+/// The IBKR gateway's settings and locked state, and the controller channel, shared by every
+/// task and thread.
 #[derive(Debug)]
 pub(crate) struct Shared {
     /// Interval of the socket heartbeat.
@@ -238,10 +249,6 @@ pub(crate) struct Shared {
     pub(crate) sts_style: StsStyle,
     /// User name.
     pub(crate) username: String,
-    /// The SignalR hub.
-    pub(crate) hub: crate::emulator::signalr::Hub,
-    /// The ticket API.
-    pub(crate) ticket: crate::emulator::ticket::TicketApi,
     /// Controller channel.
     control: UnboundedSender<ControlCmd>,
     /// Mutable state.
@@ -263,8 +270,6 @@ impl Shared {
             auth_status_post_rejected: config.auth_status_post_rejected,
             sts_style: config.sts_style,
             username: config.username.clone(),
-            hub: crate::emulator::signalr::Hub::new(&config.hub),
-            ticket: crate::emulator::ticket::TicketApi::new(&config.ticket),
             control,
             state: Mutex::new(State {
                 session_id: new_session_id(),
@@ -314,15 +319,17 @@ impl Shared {
         self.lock().counters.messages_sent += n;
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the gateway's counters (the hub's and the ticket API's left at zero).
     pub(crate) fn counters(&self) -> Counters {
         let mut st = self.lock();
         st.sockets.retain(|_, tx| !tx.is_closed());
         st.counters.ws_open_now = st.sockets.len() as u64;
-        let mut counters = st.counters.clone();
-        counters.hub = self.hub.counters();
-        counters.ticket = self.ticket.counters();
-        counters
+        st.counters.clone()
+    }
+
+    /// Counts a fault injected into the hub or the ticket API.
+    pub(crate) fn count_fault(&self) {
+        self.lock().counters.faults_injected += 1;
     }
 
     /// A snapshot of the state.
@@ -338,20 +345,13 @@ impl Shared {
         }
     }
 
-    /// Applies a fault now.
+    /// Counts and applies a fault of the IBKR gateway now (the hub's and the ticket API's are
+    /// only counted: they are theirs to apply).
     pub(crate) fn inject(&self, fault: Fault) {
-        tracing::info!(?fault, "emulator: injecting fault");
         let mut st = self.lock();
         st.counters.faults_injected += 1;
         match fault {
-            Fault::Hub(f) => {
-                drop(st);
-                self.hub.inject(f);
-            }
-            Fault::Ticket(f) => {
-                drop(st);
-                self.ticket.inject(f);
-            }
+            Fault::Hub(_) | Fault::Ticket(_) => {}
             Fault::DropSockets => st.broadcast(&SocketCmd::Drop),
             Fault::CloseSockets { code, reason } => {
                 st.broadcast(&SocketCmd::Close { code, reason });

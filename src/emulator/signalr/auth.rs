@@ -7,7 +7,7 @@ use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use crate::emulator::state::Shared;
+use super::Hub;
 
 /// `errorCode` of a login with an unknown user or a wrong key.
 pub(crate) const ERROR_INVALID_CREDENTIALS: u32 = 3;
@@ -48,7 +48,7 @@ fn login_failed(code: u32, message: &str) -> HttpResponse {
 }
 
 /// `POST /api/Auth/loginKey` with `{"userName":…,"apiKey":…}`.
-pub(crate) async fn login_key(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+pub(crate) async fn login_key(hub: web::Data<Hub>, body: web::Bytes) -> HttpResponse {
     let parsed = serde_json::from_slice::<Value>(&body).ok();
     let field = |name: &str| {
         parsed
@@ -58,13 +58,13 @@ pub(crate) async fn login_key(shared: web::Data<Shared>, body: web::Bytes) -> Ht
             .map(str::to_owned)
     };
     let (Some(user), Some(key)) = (field("userName"), field("apiKey")) else {
-        shared.hub.count(|c| {
+        hub.count(|c| {
             c.logins += 1;
             c.logins_rejected += 1;
         });
         return login_failed(ERROR_BAD_REQUEST, "userName and apiKey are required");
     };
-    match shared.hub.login(&user, &key) {
+    match hub.login(&user, &key) {
         Some(token) => HttpResponse::Ok().json(json!({
             "token": token,
             "success": true,
@@ -76,9 +76,9 @@ pub(crate) async fn login_key(shared: web::Data<Shared>, body: web::Bytes) -> Ht
 }
 
 /// `POST /api/Auth/validate` with `Authorization: Bearer <token>`: a new token, or 401.
-pub(crate) async fn validate(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+pub(crate) async fn validate(req: HttpRequest, hub: web::Data<Hub>) -> HttpResponse {
     let token = header_bearer(req.headers());
-    match shared.hub.validate(token.as_deref()) {
+    match hub.validate(token.as_deref()) {
         Some(new_token) => HttpResponse::Ok().json(json!({
             "success": true,
             "errorCode": 0,

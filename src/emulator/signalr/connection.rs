@@ -4,22 +4,22 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use actix_http::ws::ProtocolError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
-use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 use super::auth::{bearer, query_param};
 use super::quotes::QuoteWalk;
-use super::{HubCmd, UpgradeRefusal};
+use super::{Hub, HubCmd, UpgradeRefusal};
 use crate::dialect::signalr::wire::{
     AvailableTransport, Close, Completion, Framer, HandshakeRequest, HandshakeResponse, HubMessage,
     Invocation, NegotiateConnect, Negotiation, WireError,
 };
-use crate::emulator::state::Shared;
-use crate::emulator::wsframe::{self, FrameReader, Incoming};
+use crate::emulator::wsframe::{self, Incoming};
+use crate::emulator::wsloop::{self, Connection, Flow};
 
 /// Hub method that starts a quote stream.
 const SUBSCRIBE: &str = "SubscribeContractQuotes";
@@ -42,12 +42,12 @@ fn status_answer(status: u16, text: &str) -> HttpResponse {
 }
 
 /// `POST /hubs/market/negotiate?negotiateVersion=1` (Bearer token required).
-pub(crate) async fn negotiate(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+pub(crate) async fn negotiate(req: HttpRequest, hub: web::Data<Hub>) -> HttpResponse {
     let token = bearer(&req);
     let version = query_param(&req, "negotiateVersion")
         .and_then(|v| v.parse::<u32>().ok())
         .map_or(0, |v| v.min(1));
-    match shared.hub.negotiate(token.as_deref(), version) {
+    match hub.negotiate(token.as_deref(), version) {
         Ok((connection_id, connection_token)) => {
             let body = Negotiation::Connect(NegotiateConnect {
                 negotiate_version: version,
@@ -71,11 +71,11 @@ pub(crate) async fn negotiate(req: HttpRequest, shared: web::Data<Shared>) -> Ht
 pub(crate) async fn upgrade(
     req: HttpRequest,
     payload: web::Payload,
-    shared: web::Data<Shared>,
+    hub: web::Data<Hub>,
 ) -> HttpResponse {
     let token = bearer(&req);
     let id = query_param(&req, "id");
-    let token_expires = match shared.hub.check_upgrade(token.as_deref(), id.as_deref()) {
+    let token_expires = match hub.check_upgrade(token.as_deref(), id.as_deref()) {
         Ok(expires) => expires,
         Err(refusal) => {
             tracing::debug!(?refusal, "emulator hub: upgrade refused");
@@ -94,20 +94,17 @@ pub(crate) async fn upgrade(
     let (response, out_tx) = match wsframe::accept(&req) {
         Ok(accepted) => accepted,
         Err(err) => {
-            shared.hub.upgrade_failed();
+            hub.upgrade_failed();
             return HttpResponse::from_error(err);
         }
     };
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    shared.hub.attach(&id, cmd_tx);
-    let shared = shared.into_inner();
-    let settings = shared.hub.settings.clone();
+    hub.attach(&id, cmd_tx);
+    let hub = hub.into_inner();
+    let settings = hub.settings.clone();
     let task = ConnectionTask {
-        registration: Registration {
-            shared: Arc::clone(&shared),
-            id,
-        },
-        shared,
+        id,
+        hub,
         out: out_tx,
         phase: Phase::AwaitingHandshake,
         split: false,
@@ -123,20 +120,6 @@ pub(crate) async fn upgrade(
     response
 }
 
-/// Forgets the connection when its task ends (or is dropped with its worker).
-struct Registration {
-    /// Shared state.
-    shared: Arc<Shared>,
-    /// The id the socket presented.
-    id: String,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.shared.hub.detach(&self.id);
-    }
-}
-
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -148,15 +131,6 @@ enum Phase {
     Silent,
 }
 
-/// Whether the task goes on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Flow {
-    /// Keep serving.
-    Continue,
-    /// End the task: the body ends and the connection closes after queued frames.
-    End,
-}
-
 /// One subscribed contract.
 #[derive(Debug)]
 struct QuoteStream {
@@ -166,12 +140,13 @@ struct QuoteStream {
     walk: QuoteWalk,
 }
 
-/// One open hub connection.
+/// One open hub connection (detached from the hub when its task ends or is dropped with its
+/// worker).
 struct ConnectionTask {
-    /// Detaches the connection on drop.
-    registration: Registration,
-    /// Shared state.
-    shared: Arc<Shared>,
+    /// The id the socket presented.
+    id: String,
+    /// The hub.
+    hub: Arc<Hub>,
     /// Encoded frames to the client (the response body).
     out: UnboundedSender<Bytes>,
     /// Life-cycle phase.
@@ -190,14 +165,6 @@ struct ConnectionTask {
     token_expires: Option<Instant>,
 }
 
-/// Sleeps until `at`, or forever without one.
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Which deadline fired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Deadline {
@@ -209,51 +176,30 @@ enum Deadline {
     TokenExpired,
 }
 
+impl Drop for ConnectionTask {
+    fn drop(&mut self) {
+        self.hub.detach(&self.id);
+    }
+}
+
 impl ConnectionTask {
     /// Serves the connection until the client leaves or a fault ends it.
-    async fn run(mut self, mut payload: web::Payload, mut cmds: UnboundedReceiver<HubCmd>) {
-        let hub = &self.shared.hub.settings;
+    async fn run(mut self, payload: web::Payload, cmds: UnboundedReceiver<HubCmd>) {
+        let hub = &self.hub.settings;
         let (ping_every, quote_every) = (hub.ping_interval, hub.quote_interval);
-        let mut ping = interval_at(Instant::now() + ping_every, ping_every);
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut quote = interval_at(Instant::now() + quote_every, quote_every);
-        quote.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut reader = FrameReader::default();
-        loop {
-            let (deadline, which) = self.next_deadline();
-            let flow = tokio::select! {
-                chunk = payload.next() => match chunk {
-                    Some(Ok(bytes)) => self.on_bytes(&mut reader, &bytes),
-                    _ => Flow::End,
-                },
-                cmd = cmds.recv() => match cmd {
-                    Some(cmd) => self.on_cmd(cmd),
-                    None => Flow::End,
-                },
-                _ = ping.tick() => self.on_ping_tick(),
-                _ = quote.tick() => self.on_quote_tick(),
-                () = sleep_until_opt(deadline) => match which {
-                    Some(which) => self.on_deadline(which),
-                    None => Flow::Continue,
-                },
-            };
-            if flow == Flow::End || self.out.is_closed() {
-                break;
-            }
-        }
-        tracing::debug!(
-            id = %short(&self.registration.id),
-            "emulator hub: connection ended"
-        );
+        let ping = wsloop::timer(Instant::now() + ping_every, ping_every);
+        let quote = wsloop::timer(Instant::now() + quote_every, quote_every);
+        wsloop::serve(&mut self, payload, cmds, ping, quote).await;
+        tracing::debug!(id = %short(&self.id), "emulator hub: connection ended");
     }
 
     /// The earliest pending deadline.
-    fn next_deadline(&self) -> (Option<Instant>, Option<Deadline>) {
+    fn next_deadline(&self) -> Option<(Instant, Deadline)> {
         let candidates = match self.phase {
             Phase::AwaitingHandshake => vec![(self.handshake_deadline, Deadline::Handshake)],
             Phase::Live => {
                 let mut c = vec![(
-                    self.last_received + self.shared.hub.settings.client_timeout,
+                    self.last_received + self.hub.settings.client_timeout,
                     Deadline::ClientTimeout,
                 )];
                 if let Some(at) = self.token_expires {
@@ -263,16 +209,7 @@ impl ConnectionTask {
             }
             Phase::Silent => Vec::new(),
         };
-        match candidates.into_iter().min_by_key(|(at, _)| *at) {
-            Some((at, which)) => (Some(at), Some(which)),
-            None => (None, None),
-        }
-    }
-
-    /// Queues one encoded frame.
-    fn push(&self, frame: Bytes) {
-        // A closed body means the connection is gone; the loop notices and ends.
-        let _ = self.out.send(frame);
+        candidates.into_iter().min_by_key(|(at, _)| *at)
     }
 
     /// Sends records (each with its separator) in one frame, or split across frames when the
@@ -315,53 +252,10 @@ impl ConnectionTask {
                 error,
                 allow_reconnect,
             })]);
-            self.shared.hub.count(|c| c.closes_sent += 1);
+            self.hub.count(|c| c.closes_sent += 1);
             self.push(wsframe::close(1000, ""));
         }
         Flow::End
-    }
-
-    /// Decodes received bytes and handles every complete WebSocket message.
-    fn on_bytes(&mut self, reader: &mut FrameReader, bytes: &[u8]) -> Flow {
-        reader.push(bytes);
-        loop {
-            match reader.next_message() {
-                Ok(Some(message)) => {
-                    if self.on_ws_message(message) == Flow::End {
-                        return Flow::End;
-                    }
-                }
-                Ok(None) => return Flow::Continue,
-                Err(err) => {
-                    tracing::debug!(%err, "emulator hub: client WebSocket protocol error");
-                    if self.phase != Phase::Silent {
-                        self.push(wsframe::close(1002, "protocol error"));
-                    }
-                    return Flow::End;
-                }
-            }
-        }
-    }
-
-    /// Handles one WebSocket message.
-    fn on_ws_message(&mut self, message: Incoming) -> Flow {
-        self.last_received = Instant::now();
-        match message {
-            Incoming::Ping(payload) => {
-                if self.phase != Phase::Silent {
-                    self.push(wsframe::pong(&payload));
-                }
-                Flow::Continue
-            }
-            Incoming::Pong => Flow::Continue,
-            Incoming::Close(reason) => {
-                if self.phase != Phase::Silent {
-                    self.push(wsframe::close_echo(reason.as_ref()));
-                }
-                Flow::End
-            }
-            Incoming::Text(bytes) | Incoming::Binary(bytes) => self.on_data(&bytes),
-        }
     }
 
     /// Feeds client data to the framer and handles every complete record.
@@ -385,9 +279,9 @@ impl ConnectionTask {
     /// A record the hub cannot read: Close with an error, as ASP.NET Core does.
     fn protocol_error(&self, err: &WireError) -> Flow {
         tracing::debug!(%err, "emulator hub: bad client record");
-        self.shared.hub.count(|c| c.protocol_errors += 1);
+        self.hub.count(|c| c.protocol_errors += 1);
         if self.phase == Phase::AwaitingHandshake {
-            self.shared.hub.count(|c| c.handshake_errors += 1);
+            self.hub.count(|c| c.handshake_errors += 1);
             self.send_records(&[HandshakeResponse::Error(format!(
                 "An error occurred during the handshake: {err}"
             ))
@@ -408,7 +302,7 @@ impl ConnectionTask {
             Err(err) => return self.protocol_error(&err),
         };
         let mut reply = request.check_json();
-        if reply == HandshakeResponse::Ok && self.shared.hub.take_handshake_error() {
+        if reply == HandshakeResponse::Ok && self.hub.take_handshake_error() {
             reply = HandshakeResponse::Error(
                 "Handshake was rejected by the server (injected fault).".to_owned(),
             );
@@ -416,11 +310,11 @@ impl ConnectionTask {
         self.send_records(&[reply.encode()]);
         if let HandshakeResponse::Error(error) = reply {
             tracing::debug!(%error, "emulator hub: handshake refused");
-            self.shared.hub.count(|c| c.handshake_errors += 1);
+            self.hub.count(|c| c.handshake_errors += 1);
             self.push(wsframe::close(1000, ""));
             return Flow::End;
         }
-        self.shared.hub.count(|c| c.handshakes += 1);
+        self.hub.count(|c| c.handshakes += 1);
         self.phase = Phase::Live;
         Flow::Continue
     }
@@ -434,17 +328,17 @@ impl ConnectionTask {
             Err(err) => return self.protocol_error(&err),
         };
         match message {
-            HubMessage::Ping => self.shared.hub.count(|c| c.pings_received += 1),
+            HubMessage::Ping => self.hub.count(|c| c.pings_received += 1),
             HubMessage::Invocation(invocation) => self.on_invocation(invocation),
             HubMessage::StreamInvocation(stream) => {
-                self.shared.hub.count(|c| c.unknown_invocations += 1);
+                self.hub.count(|c| c.unknown_invocations += 1);
                 self.send_messages(&[HubMessage::Completion(Completion::error(
                     stream.invocation_id,
                     format!("Unknown hub method '{}'", stream.target),
                 ))]);
             }
             HubMessage::Close(_) => {
-                self.shared.hub.count(|c| c.closes_received += 1);
+                self.hub.count(|c| c.closes_received += 1);
                 self.push(wsframe::close(1000, ""));
                 return Flow::End;
             }
@@ -459,7 +353,7 @@ impl ConnectionTask {
     fn on_invocation(&mut self, invocation: Invocation) {
         let outcome = match invocation.target.as_str() {
             SUBSCRIBE => {
-                self.shared.hub.count(|c| c.subscribe_invocations += 1);
+                self.hub.count(|c| c.subscribe_invocations += 1);
                 self.contract_arg(&invocation).map(|(key, contract)| {
                     self.quotes
                         .entry(key.clone())
@@ -470,13 +364,13 @@ impl ConnectionTask {
                 })
             }
             UNSUBSCRIBE => {
-                self.shared.hub.count(|c| c.unsubscribe_invocations += 1);
+                self.hub.count(|c| c.unsubscribe_invocations += 1);
                 self.contract_arg(&invocation).map(|(key, _)| {
                     self.quotes.remove(&key);
                 })
             }
             other => {
-                self.shared.hub.count(|c| c.unknown_invocations += 1);
+                self.hub.count(|c| c.unknown_invocations += 1);
                 Err(format!("Unknown hub method '{other}'"))
             }
         };
@@ -511,6 +405,66 @@ impl ConnectionTask {
         }
     }
 
+    /// A deadline passed.
+    fn deadline_passed(&mut self, which: Deadline) -> Flow {
+        match which {
+            Deadline::Handshake => {
+                self.hub.count(|c| c.handshake_errors += 1);
+                self.push(wsframe::close(1000, ""));
+                Flow::End
+            }
+            Deadline::ClientTimeout => {
+                self.hub.count(|c| c.client_timeouts += 1);
+                self.close(
+                    Some(
+                        "Server timeout elapsed without receiving a message from the client."
+                            .to_owned(),
+                    ),
+                    false,
+                )
+            }
+            Deadline::TokenExpired => self.close(Some(UNAUTHORIZED.to_owned()), true),
+        }
+    }
+}
+
+impl Connection for ConnectionTask {
+    type Cmd = HubCmd;
+
+    fn out(&self) -> &UnboundedSender<Bytes> {
+        &self.out
+    }
+
+    /// Handles one WebSocket message.
+    fn on_message(&mut self, message: Incoming) -> Flow {
+        self.last_received = Instant::now();
+        match message {
+            Incoming::Ping(payload) => {
+                if self.phase != Phase::Silent {
+                    self.push(wsframe::pong(&payload));
+                }
+                Flow::Continue
+            }
+            Incoming::Pong => Flow::Continue,
+            Incoming::Close(reason) => {
+                if self.phase != Phase::Silent {
+                    self.push(wsframe::close_echo(reason.as_ref()));
+                }
+                Flow::End
+            }
+            Incoming::Text(bytes) | Incoming::Binary(bytes) => self.on_data(&bytes),
+        }
+    }
+
+    /// A WebSocket protocol error: close with 1002 (unless silent).
+    fn on_protocol_error(&mut self, err: &ProtocolError) -> Flow {
+        tracing::debug!(%err, "emulator hub: client WebSocket protocol error");
+        if self.phase != Phase::Silent {
+            self.push(wsframe::close(1002, "protocol error"));
+        }
+        Flow::End
+    }
+
     /// A command from the hub (fault or token expiry).
     fn on_cmd(&mut self, cmd: HubCmd) -> Flow {
         match cmd {
@@ -543,16 +497,16 @@ impl ConnectionTask {
     }
 
     /// The server's keepalive.
-    fn on_ping_tick(&self) -> Flow {
+    fn on_keepalive(&mut self) -> Flow {
         if self.phase == Phase::Live {
             self.send_records(&[crate::dialect::signalr::wire::ping_record().to_owned()]);
-            self.shared.hub.count(|c| c.pings_sent += 1);
+            self.hub.count(|c| c.pings_sent += 1);
         }
         Flow::Continue
     }
 
     /// One quote per subscribed contract, in one frame.
-    fn on_quote_tick(&mut self) -> Flow {
+    fn on_data_tick(&mut self) -> Flow {
         if self.phase != Phase::Live || self.quotes.is_empty() {
             return Flow::Continue;
         }
@@ -568,29 +522,18 @@ impl ConnectionTask {
             .collect();
         let n = messages.len() as u64;
         self.send_messages(&messages);
-        self.shared.hub.count(|c| c.quotes_sent += n);
+        self.hub.count(|c| c.quotes_sent += n);
         Flow::Continue
     }
 
-    /// A deadline passed.
-    fn on_deadline(&mut self, which: Deadline) -> Flow {
-        match which {
-            Deadline::Handshake => {
-                self.shared.hub.count(|c| c.handshake_errors += 1);
-                self.push(wsframe::close(1000, ""));
-                Flow::End
-            }
-            Deadline::ClientTimeout => {
-                self.shared.hub.count(|c| c.client_timeouts += 1);
-                self.close(
-                    Some(
-                        "Server timeout elapsed without receiving a message from the client."
-                            .to_owned(),
-                    ),
-                    false,
-                )
-            }
-            Deadline::TokenExpired => self.close(Some(UNAUTHORIZED.to_owned()), true),
+    fn deadline(&self) -> Option<Instant> {
+        self.next_deadline().map(|(at, _)| at)
+    }
+
+    fn on_deadline(&mut self) -> Flow {
+        match self.next_deadline() {
+            Some((_, which)) => self.deadline_passed(which),
+            None => Flow::Continue,
         }
     }
 }

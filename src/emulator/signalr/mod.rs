@@ -21,10 +21,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix_web::web;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::state::{deadline_after, Budget};
+pub use crate::emulator::config::HubConfig;
+pub use crate::emulator::counters::HubCounters;
+pub use crate::emulator::faults::HubFault;
+use crate::emulator::state::{deadline_after, Budget};
 
 /// Path of the market hub.
 pub(crate) const HUB_PATH: &str = "/hubs/market";
@@ -37,157 +39,6 @@ const MAX_PENDING: usize = 4096;
 const MAX_TIMER: Duration = Duration::from_secs(365 * 24 * 3600);
 /// At most this many tokens are live at once (expired ones are pruned first, then the oldest).
 const MAX_TOKENS: usize = 65_536;
-
-/// Settings of the hub and its token service.
-#[derive(Clone)]
-pub struct HubConfig {
-    /// Lifetime of a token from `loginKey` or `validate`; default 10 minutes.
-    pub token_ttl: Duration,
-    /// Accepted API keys by user name; default `kwuser1` → `kw-demo-key`.
-    pub api_keys: BTreeMap<String, String>,
-    /// The server sends a Ping this often; default 15 s.
-    pub ping_interval: Duration,
-    /// The server closes a connection it heard nothing from for this long; default 30 s.
-    pub client_timeout: Duration,
-    /// A client that sent no handshake within this long is disconnected; default 15 s.
-    pub handshake_timeout: Duration,
-    /// One `GatewayQuote` per subscribed contract this often; default 100 ms.
-    pub quote_interval: Duration,
-    /// When the token a connection was opened with expires, the hub sends Close with error
-    /// `Unauthorized` and `allowReconnect:true` (ASP.NET Core's `CloseOnAuthenticationExpiration`);
-    /// default `true`.
-    pub close_on_token_expiry: bool,
-}
-
-impl Default for HubConfig {
-    fn default() -> Self {
-        Self {
-            token_ttl: Duration::from_secs(600),
-            api_keys: BTreeMap::from([("kwuser1".to_owned(), "kw-demo-key".to_owned())]),
-            ping_interval: Duration::from_secs(15),
-            client_timeout: Duration::from_secs(30),
-            handshake_timeout: Duration::from_secs(15),
-            quote_interval: Duration::from_millis(100),
-            close_on_token_expiry: true,
-        }
-    }
-}
-
-impl fmt::Debug for HubConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HubConfig")
-            .field("token_ttl", &self.token_ttl)
-            .field("api_keys", &self.api_keys.keys().collect::<Vec<_>>())
-            .field("ping_interval", &self.ping_interval)
-            .field("client_timeout", &self.client_timeout)
-            .field("handshake_timeout", &self.handshake_timeout)
-            .field("quote_interval", &self.quote_interval)
-            .field("close_on_token_expiry", &self.close_on_token_expiry)
-            .finish()
-    }
-}
-
-/// One, for count fields that default to a single occurrence.
-fn one() -> u32 {
-    1
-}
-
-/// Faults of the hub, injected as `Fault::Hub(..)` (admin API: `{"fault":"hub","hub_fault":…}`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "hub_fault", rename_all = "snake_case")]
-pub enum HubFault {
-    /// Every token expires now (`validate`, negotiate and upgrades answer 401 until a new
-    /// login); open connections get Close with error `Unauthorized` and `allowReconnect:true`,
-    /// as when a token expires mid-stream.
-    ExpireTokens,
-    /// The next `count` negotiate requests answer `status` (e.g. 401, 503).
-    RejectNegotiate {
-        /// HTTP status.
-        status: u16,
-        /// How many (default 1).
-        #[serde(default = "one")]
-        count: u32,
-    },
-    /// The next `count` WebSocket upgrades answer `status`.
-    RejectUpgrade {
-        /// HTTP status.
-        status: u16,
-        /// How many (default 1).
-        #[serde(default = "one")]
-        count: u32,
-    },
-    /// Every open connection gets a Close message (type 7), then a WebSocket close.
-    Close {
-        /// The Close message's `allowReconnect` (default false: do not reconnect).
-        #[serde(default)]
-        allow_reconnect: bool,
-        /// The Close message's `error`, if any.
-        #[serde(default)]
-        error: Option<String>,
-    },
-    /// Every open connection is aborted without a Close message or WebSocket close.
-    Drop,
-    /// Open connections go half-open: no pings, no data, no replies, no close. New connections
-    /// are normal.
-    Silent,
-    /// From now on, messages on open connections are split across several WebSocket messages
-    /// (a message's tail shares a frame with the next one's head).
-    SplitFrames,
-    /// The next `count` handshakes are answered `{"error":"…"}` and the connection is closed.
-    HandshakeError {
-        /// How many (default 1).
-        #[serde(default = "one")]
-        count: u32,
-    },
-}
-
-/// What the hub counts.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct HubCounters {
-    /// `POST /api/Auth/loginKey` requests (successful or not).
-    pub logins: u64,
-    /// Logins refused (unknown user or wrong key).
-    pub logins_rejected: u64,
-    /// `POST /api/Auth/validate` requests (successful or not).
-    pub validates: u64,
-    /// Validates answered 401.
-    pub validates_rejected: u64,
-    /// Negotiate requests (successful or not).
-    pub negotiates: u64,
-    /// Negotiates answered with anything but 200 (no or expired token, fault).
-    pub negotiate_rejected: u64,
-    /// WebSocket upgrades answered 101.
-    pub upgrades_accepted: u64,
-    /// WebSocket upgrade requests answered with anything else (401, 404, 409, fault…).
-    pub upgrades_rejected: u64,
-    /// Handshakes answered `{}`.
-    pub handshakes: u64,
-    /// Handshakes answered `{"error":…}` (wrong protocol, fault) or never completed.
-    pub handshake_errors: u64,
-    /// `SubscribeContractQuotes` invocations.
-    pub subscribe_invocations: u64,
-    /// `UnsubscribeContractQuotes` invocations.
-    pub unsubscribe_invocations: u64,
-    /// Invocations of unknown hub methods.
-    pub unknown_invocations: u64,
-    /// `GatewayQuote` invocations sent.
-    pub quotes_sent: u64,
-    /// Pings (type 6) sent.
-    pub pings_sent: u64,
-    /// Pings (type 6) received.
-    pub pings_received: u64,
-    /// Close messages (type 7) sent.
-    pub closes_sent: u64,
-    /// Close messages (type 7) received from clients.
-    pub closes_received: u64,
-    /// Connections closed because the client was silent for `client_timeout`.
-    pub client_timeouts: u64,
-    /// Client records that could not be parsed (the connection is closed with an error).
-    pub protocol_errors: u64,
-    /// Connections with an open socket right now.
-    pub open_connections: u64,
-}
 
 /// A command from the hub to one connection.
 #[derive(Clone, Debug)]

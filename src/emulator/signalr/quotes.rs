@@ -1,36 +1,32 @@
-//! Synthetic `GatewayQuote` payloads: a random-walk quote per contract id.
+//! Synthetic `GatewayQuote` payloads: a random-walk quote per contract id (the shared
+//! [`PriceWalk`] in ticks, with volume).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
+use crate::emulator::market::{Moves, PriceWalk};
 use crate::emulator::state::epoch_ms;
 
 /// Price increment of the emulated contracts.
 const TICK: f64 = 0.25;
 
+/// How a contract's quote moves, in ticks.
+const MOVES: Moves = Moves {
+    max_move: 2,
+    floor: 4,
+    max_bid_gap: 1,
+    max_spread: 2,
+};
+
 /// A random-walk quote for one contract, prices in ticks.
 #[derive(Debug)]
 pub(crate) struct QuoteWalk {
-    /// Per-contract random source.
-    rng: StdRng,
+    /// Prices.
+    walk: PriceWalk,
     /// Symbol (`F.US.EP` for `CON.F.US.EP.U25`).
     symbol: String,
-    /// Last price.
-    last: i64,
-    /// Bid.
-    bid: i64,
-    /// Ask.
-    ask: i64,
-    /// Session open.
-    open: i64,
-    /// Session high.
-    high: i64,
-    /// Session low.
-    low: i64,
     /// Volume.
     volume: u64,
 }
@@ -43,40 +39,31 @@ impl QuoteWalk {
         let seed = hasher.finish();
         let last = 20_000 + i64::try_from(seed % 4_000).unwrap_or(0);
         Self {
-            rng: StdRng::seed_from_u64(seed),
+            walk: PriceWalk::new(seed, last),
             symbol: symbol_of(contract_id),
-            last,
-            bid: last - 1,
-            ask: last + 1,
-            open: last,
-            high: last,
-            low: last,
             volume: 0,
         }
     }
 
     /// Moves one step and renders the quote.
     pub(crate) fn next_quote(&mut self) -> Value {
-        self.last = (self.last + self.rng.gen_range(-2..=2)).max(4);
-        self.bid = self.last - self.rng.gen_range(0..=1);
-        self.ask = self.bid + self.rng.gen_range(1..=2);
-        self.high = self.high.max(self.last);
-        self.low = self.low.min(self.last);
-        self.volume += self.rng.gen_range(1..=20);
+        self.walk.step(MOVES);
+        self.volume += self.walk.draw(1..=20);
+        let walk = &self.walk;
         let price = |ticks: i64| ticks as f64 * TICK;
-        let change = price(self.last - self.open);
+        let change = price(walk.last - walk.open);
         let now = iso8601(epoch_ms());
         json!({
             "symbol": self.symbol,
             "symbolName": format!("/{}", self.symbol.rsplit('.').next().unwrap_or_default()),
-            "lastPrice": price(self.last),
-            "bestBid": price(self.bid),
-            "bestAsk": price(self.ask),
+            "lastPrice": price(walk.last),
+            "bestBid": price(walk.bid),
+            "bestAsk": price(walk.ask),
             "change": change,
-            "changePercent": change / price(self.open),
-            "open": price(self.open),
-            "high": price(self.high),
-            "low": price(self.low),
+            "changePercent": change / price(walk.open),
+            "open": price(walk.open),
+            "high": price(walk.high),
+            "low": price(walk.low),
             "volume": self.volume,
             "lastUpdated": now,
             "timestamp": now,

@@ -17,115 +17,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use actix_http::ws::ProtocolError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
-use tokio::time::{interval, Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
-use super::state::Shared;
-use super::wsframe::{self, FrameReader, Incoming};
-
-/// Settings of the ticket API.
-#[derive(Clone, Debug)]
-pub struct TicketConfig {
-    /// The API key the token endpoint accepts.
-    pub api_key: String,
-    /// Lifetime of a JWT.
-    pub jwt_ttl: Duration,
-    /// Lifetime of a ticket.
-    pub ticket_ttl: Duration,
-    /// Origins allowed on the socket (`None`: any, including none).
-    pub allowed_origins: Option<Vec<String>>,
-    /// Heartbeat interval on the socket.
-    pub heartbeat_interval: Duration,
-    /// One data message per subscribed channel this often.
-    pub data_interval: Duration,
-}
-
-impl Default for TicketConfig {
-    fn default() -> Self {
-        Self {
-            api_key: "kw-ticket-key".into(),
-            jwt_ttl: Duration::from_secs(900),
-            ticket_ttl: Duration::from_secs(30),
-            allowed_origins: Some(vec!["https://app.example.test".into()]),
-            heartbeat_interval: Duration::from_secs(1),
-            data_interval: Duration::from_millis(100),
-        }
-    }
-}
-
-/// Faults of the ticket API, injected as `Fault::Ticket(..)` (admin API:
-/// `{"fault":"ticket","ticket_fault":"store_down","millis":3000}`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "ticket_fault", rename_all = "snake_case")]
-pub enum TicketFault {
-    /// Every JWT issued so far expires now (the ticket endpoint answers `INVALID_TOKEN`).
-    ExpireJwts,
-    /// JWTs (issued so far and from now on) lack their session: `MISSING_SESSION` until cleared.
-    MissingSession {
-        /// Whether the session is missing.
-        on: bool,
-    },
-    /// The ticket store is unavailable (503 `REDIS_UNAVAILABLE`) for `millis`.
-    StoreDown {
-        /// How long.
-        millis: u64,
-    },
-    /// The next issued ticket is consumed before the client can use it (a reused ticket).
-    ReuseNextTicket,
-    /// Block every origin (accepted, then closed with 1008 `ORIGIN_BLOCKED`) or lift the block.
-    BlockOrigins {
-        /// Whether origins are blocked.
-        on: bool,
-    },
-    /// Abort every open socket without a close frame.
-    Drop,
-    /// Close every open socket with this code.
-    Close {
-        /// The close code.
-        code: u16,
-    },
-}
-
-/// What the ticket API counts.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TicketCounters {
-    /// Token requests (any outcome).
-    pub token_requests: u64,
-    /// Ticket requests (any outcome).
-    pub ticket_requests: u64,
-    /// Ticket requests refused with `INVALID_TOKEN`.
-    pub invalid_token: u64,
-    /// Ticket requests refused with `MISSING_SESSION`.
-    pub missing_session: u64,
-    /// Ticket requests answered 503.
-    pub store_unavailable: u64,
-    /// Ticket requests made without any bearer token.
-    pub ticket_without_jwt: u64,
-    /// Upgrades accepted.
-    pub upgrades_accepted: u64,
-    /// Upgrades refused (missing, unknown, used or expired ticket).
-    pub upgrades_rejected: u64,
-    /// Upgrades refused because their ticket had already been used.
-    pub ticket_reused: u64,
-    /// Tickets the client presented more than once (a client must never do this).
-    pub ticket_presented_twice: u64,
-    /// Sockets closed with 1008 `ORIGIN_BLOCKED`.
-    pub origin_blocked: u64,
-    /// Subscribe commands received.
-    pub subscribes: u64,
-    /// Unsubscribe commands received.
-    pub unsubscribes: u64,
-    /// Data messages sent.
-    pub data_sent: u64,
-    /// Sockets open now.
-    pub open_sockets: u64,
-}
+pub use crate::emulator::config::TicketConfig;
+pub use crate::emulator::counters::TicketCounters;
+pub use crate::emulator::faults::TicketFault;
+use crate::emulator::state::epoch_ms;
+use crate::emulator::wsframe::{self, Incoming};
+use crate::emulator::wsloop::{self, Connection, Flow};
 
 /// What a socket task is told to do.
 #[derive(Clone, Debug)]
@@ -232,8 +137,7 @@ fn code(status: actix_web::http::StatusCode, code: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "code": code }))
 }
 
-async fn token(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
-    let api = &shared.ticket;
+async fn token(api: web::Data<TicketApi>, body: web::Bytes) -> HttpResponse {
     api.lock().counters.token_requests += 1;
     let given: Option<String> = serde_json::from_slice::<Value>(&body)
         .ok()
@@ -264,9 +168,8 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
         .map(str::trim)
 }
 
-async fn ticket(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+async fn ticket(req: HttpRequest, api: web::Data<TicketApi>) -> HttpResponse {
     use actix_web::http::StatusCode;
-    let api = &shared.ticket;
     let mut st = api.lock();
     st.counters.ticket_requests += 1;
     let now = Instant::now();
@@ -316,9 +219,8 @@ fn query_ticket(req: &HttpRequest) -> Option<String> {
 async fn socket(
     req: HttpRequest,
     payload: web::Payload,
-    shared: web::Data<Shared>,
+    api: web::Data<TicketApi>,
 ) -> HttpResponse {
-    let api = &shared.ticket;
     let origin_ok = {
         let mut st = api.lock();
         let now = Instant::now();
@@ -370,92 +272,60 @@ async fn socket(
         st.sockets.insert(id, cmd_tx);
     }
     let task = SocketTask {
-        shared: shared.into_inner(),
+        id,
+        api: api.into_inner(),
         out,
         channels: BTreeSet::new(),
         seq: 0,
     };
-    actix_web::rt::spawn(task.run(id, payload, cmd_rx, origin_ok));
+    actix_web::rt::spawn(task.run(payload, cmd_rx, origin_ok));
     response
 }
 
+/// One open socket (forgotten by the API when its task ends or is dropped with its worker).
 struct SocketTask {
-    shared: Arc<Shared>,
+    /// Registry id.
+    id: u64,
+    /// The API.
+    api: Arc<TicketApi>,
+    /// Encoded frames to the client (the response body).
     out: UnboundedSender<Bytes>,
+    /// Subscribed channels.
     channels: BTreeSet<String>,
+    /// Sequence number of the last data message.
     seq: u64,
 }
 
+impl Drop for SocketTask {
+    fn drop(&mut self) {
+        self.api.lock().sockets.remove(&self.id);
+    }
+}
+
 impl SocketTask {
+    /// Sends one JSON message.
     fn send(&self, value: &Value) {
-        let _ = self.out.send(wsframe::text(value.to_string().as_bytes()));
+        self.push(wsframe::text(value.to_string().as_bytes()));
     }
 
-    async fn run(
-        mut self,
-        id: u64,
-        mut payload: web::Payload,
-        mut cmds: UnboundedReceiver<Cmd>,
-        origin_ok: bool,
-    ) {
-        let api = &self.shared.ticket;
+    /// Serves the socket until the client leaves or a fault ends it (at once, with 1008
+    /// `ORIGIN_BLOCKED`, for an origin outside the allow-list).
+    async fn run(mut self, payload: web::Payload, cmds: UnboundedReceiver<Cmd>, origin_ok: bool) {
         if !origin_ok {
-            api.lock().counters.origin_blocked += 1;
-            let _ = self.out.send(wsframe::close(1008, "ORIGIN_BLOCKED"));
-            api.lock().sockets.remove(&id);
+            self.api.lock().counters.origin_blocked += 1;
+            self.push(wsframe::close(1008, "ORIGIN_BLOCKED"));
             return;
         }
         self.send(&json!({"type": "hello"}));
-        let mut hb = interval(api.config.heartbeat_interval.max(Duration::from_millis(10)));
-        hb.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut data = interval(api.config.data_interval.max(Duration::from_millis(1)));
-        data.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut reader = FrameReader::default();
-        loop {
-            tokio::select! {
-                chunk = payload.next() => {
-                    let Some(Ok(bytes)) = chunk else { break };
-                    reader.push(&bytes);
-                    if !self.read(&mut reader) {
-                        break;
-                    }
-                }
-                cmd = cmds.recv() => match cmd {
-                    Some(Cmd::Close(code)) => {
-                        let _ = self.out.send(wsframe::close(code, "closed by fault"));
-                        break;
-                    }
-                    Some(Cmd::Drop) | None => break,
-                },
-                _ = hb.tick() => self.send(&json!({"type": "heartbeat", "ts": epoch_ms()})),
-                _ = data.tick() => self.tick(),
-            }
-            if self.out.is_closed() {
-                break;
-            }
-        }
-        self.shared.ticket.lock().sockets.remove(&id);
+        let config = &self.api.config;
+        let hb_every = config.heartbeat_interval.max(Duration::from_millis(10));
+        let data_every = config.data_interval.max(Duration::from_millis(1));
+        let hb = wsloop::timer(Instant::now(), hb_every);
+        let data = wsloop::timer(Instant::now(), data_every);
+        wsloop::serve(&mut self, payload, cmds, hb, data).await;
     }
 
-    /// Handles every complete client message; false when the socket should end.
-    fn read(&mut self, reader: &mut FrameReader) -> bool {
-        loop {
-            match reader.next_message() {
-                Ok(Some(Incoming::Text(bytes))) => self.command(&String::from_utf8_lossy(&bytes)),
-                Ok(Some(Incoming::Ping(p))) => {
-                    let _ = self.out.send(wsframe::pong(&p));
-                }
-                Ok(Some(Incoming::Close(reason))) => {
-                    let _ = self.out.send(wsframe::close_echo(reason.as_ref()));
-                    return false;
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => return true,
-                Err(_) => return false,
-            }
-        }
-    }
-
+    /// A subscribe or unsubscribe command.
     fn command(&mut self, text: &str) {
         let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
         let op = v.get("op").and_then(Value::as_str).unwrap_or_default();
@@ -466,12 +336,12 @@ impl SocketTask {
             .to_string();
         match op {
             "subscribe" if !channel.is_empty() => {
-                self.shared.ticket.lock().counters.subscribes += 1;
+                self.api.lock().counters.subscribes += 1;
                 self.send(&json!({"type": "subscribed", "channel": channel}));
                 self.channels.insert(channel);
             }
             "unsubscribe" if !channel.is_empty() => {
-                self.shared.ticket.lock().counters.unsubscribes += 1;
+                self.api.lock().counters.unsubscribes += 1;
                 self.channels.remove(&channel);
                 self.send(&json!({"type": "unsubscribed", "channel": channel}));
             }
@@ -479,6 +349,7 @@ impl SocketTask {
         }
     }
 
+    /// One data message per subscribed channel.
     fn tick(&mut self) {
         let n = self.channels.len() as u64;
         for channel in &self.channels {
@@ -489,13 +360,50 @@ impl SocketTask {
             );
         }
         if n > 0 {
-            self.shared.ticket.lock().counters.data_sent += n;
+            self.api.lock().counters.data_sent += n;
         }
     }
 }
 
-fn epoch_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+impl Connection for SocketTask {
+    type Cmd = Cmd;
+
+    fn out(&self) -> &UnboundedSender<Bytes> {
+        &self.out
+    }
+
+    fn on_message(&mut self, message: Incoming) -> Flow {
+        match message {
+            Incoming::Text(bytes) => self.command(&String::from_utf8_lossy(&bytes)),
+            Incoming::Ping(payload) => self.push(wsframe::pong(&payload)),
+            Incoming::Close(reason) => {
+                self.push(wsframe::close_echo(reason.as_ref()));
+                return Flow::End;
+            }
+            Incoming::Pong | Incoming::Binary(_) => {}
+        }
+        Flow::Continue
+    }
+
+    /// The socket just ends (no close frame).
+    fn on_protocol_error(&mut self, _err: &ProtocolError) -> Flow {
+        Flow::End
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) -> Flow {
+        if let Cmd::Close(code) = cmd {
+            self.push(wsframe::close(code, "closed by fault"));
+        }
+        Flow::End
+    }
+
+    fn on_keepalive(&mut self) -> Flow {
+        self.send(&json!({"type": "heartbeat", "ts": epoch_ms()}));
+        Flow::Continue
+    }
+
+    fn on_data_tick(&mut self) -> Flow {
+        self.tick();
+        Flow::Continue
+    }
 }

@@ -6,23 +6,23 @@ use std::sync::Arc;
 use actix_http::ws::ProtocolError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
-use tokio::time::{interval_at, Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
-use super::config::StsStyle;
-use super::cookie::api_session;
-use super::ibkr_rest::{error_json, too_many_requests};
-use super::market::{parse_fields, MarketBook};
-use super::state::{
+use super::rest::{error_json, too_many_requests};
+use super::smd::{parse_fields, MarketBook};
+use crate::emulator::config::StsStyle;
+use crate::emulator::cookie::api_session;
+use crate::emulator::state::{
     deadline_after, epoch_ms, Shared, SocketCmd, ACCOUNT_ID, SERVER_NAME, SERVER_VERSION,
 };
-use super::wsframe::{self, FrameReader, Incoming};
+use crate::emulator::wsframe::{self, Incoming};
+use crate::emulator::wsloop::{self, Connection, Flow};
 
 /// `GET /v1/api/ws`: applies the upgrade faults and the cookie check, then hands the connection
 /// to a socket task.
-pub(crate) async fn upgrade(
+pub(super) async fn upgrade(
     req: HttpRequest,
     payload: web::Payload,
     shared: web::Data<Shared>,
@@ -88,30 +88,7 @@ enum Phase {
     HalfOpen,
 }
 
-/// Whether the socket task goes on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Flow {
-    /// Keep serving.
-    Continue,
-    /// End the task: the body ends and the connection closes after queued frames.
-    End,
-}
-
-/// Unregisters the socket when its task ends (or is dropped with its worker).
-struct Registration {
-    /// Shared state.
-    shared: Arc<Shared>,
-    /// Socket id.
-    id: u64,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.shared.unregister_socket(self.id);
-    }
-}
-
-/// One open socket.
+/// One open socket (unregistered when its task ends or is dropped with its worker).
 struct SocketTask {
     /// Registry id.
     id: u64,
@@ -127,18 +104,20 @@ struct SocketTask {
     fragment_next: bool,
 }
 
+impl Drop for SocketTask {
+    fn drop(&mut self) {
+        self.shared.unregister_socket(self.id);
+    }
+}
+
 impl SocketTask {
     /// Serves the socket until the client leaves or a fault ends it.
     async fn run(
         mut self,
-        mut payload: web::Payload,
-        mut cmds: UnboundedReceiver<SocketCmd>,
+        payload: web::Payload,
+        cmds: UnboundedReceiver<SocketCmd>,
         cookie_ok: bool,
     ) {
-        let _registration = Registration {
-            shared: Arc::clone(&self.shared),
-            id: self.id,
-        };
         if cookie_ok {
             self.greet();
         } else {
@@ -146,35 +125,10 @@ impl SocketTask {
         }
         let hb_every = self.shared.heartbeat_interval;
         let md_every = self.shared.market_data_interval;
-        let mut hb = interval_at(Instant::from_std(deadline_after(hb_every)), hb_every);
-        hb.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut md = interval_at(Instant::from_std(deadline_after(md_every)), md_every);
-        md.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut reader = FrameReader::default();
-        loop {
-            let flow = tokio::select! {
-                chunk = payload.next() => match chunk {
-                    Some(Ok(bytes)) => self.on_bytes(&mut reader, &bytes),
-                    _ => Flow::End,
-                },
-                cmd = cmds.recv() => match cmd {
-                    Some(cmd) => self.on_cmd(cmd),
-                    None => Flow::End,
-                },
-                _ = hb.tick() => self.on_heartbeat(),
-                _ = md.tick() => self.on_market_tick(),
-            };
-            if flow == Flow::End || self.out.is_closed() {
-                break;
-            }
-        }
+        let hb = wsloop::timer(Instant::from_std(deadline_after(hb_every)), hb_every);
+        let md = wsloop::timer(Instant::from_std(deadline_after(md_every)), md_every);
+        wsloop::serve(&mut self, payload, cmds, hb, md).await;
         tracing::debug!(id = self.id, "emulator: socket ended");
-    }
-
-    /// Queues one encoded frame.
-    fn push(&self, frame: Bytes) {
-        // A closed body means the connection is gone; the loop notices and ends.
-        let _ = self.out.send(frame);
     }
 
     /// Sends one text message (any bytes) unless half-open.
@@ -229,52 +183,6 @@ impl SocketTask {
         } else {
             self.phase = Phase::Deauthenticated;
         }
-    }
-
-    /// Decodes received bytes and handles every complete message.
-    fn on_bytes(&mut self, reader: &mut FrameReader, bytes: &[u8]) -> Flow {
-        reader.push(bytes);
-        loop {
-            match reader.next_message() {
-                Ok(Some(message)) => {
-                    if self.on_message(message) == Flow::End {
-                        return Flow::End;
-                    }
-                }
-                Ok(None) => return Flow::Continue,
-                Err(err) => return self.on_protocol_error(&err),
-            }
-        }
-    }
-
-    /// A client broke the protocol: close with 1002 (or vanish when half-open).
-    fn on_protocol_error(&self, err: &ProtocolError) -> Flow {
-        tracing::debug!(id = self.id, %err, "emulator: client protocol error");
-        if self.phase != Phase::HalfOpen {
-            self.push(wsframe::close(1002, "protocol error"));
-        }
-        Flow::End
-    }
-
-    /// Handles one complete client message.
-    fn on_message(&mut self, message: Incoming) -> Flow {
-        if self.phase == Phase::HalfOpen {
-            return Flow::Continue;
-        }
-        match message {
-            Incoming::Ping(payload) => self.push(wsframe::pong(&payload)),
-            Incoming::Pong => self.shared.lock().counters.pongs_received += 1,
-            Incoming::Binary(_) => {}
-            Incoming::Close(reason) => {
-                self.push(wsframe::close_echo(reason.as_ref()));
-                return Flow::End;
-            }
-            Incoming::Text(bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                self.on_text(text.trim());
-            }
-        }
-        Flow::Continue
     }
 
     /// Handles one text command.
@@ -346,6 +254,44 @@ impl SocketTask {
             "topic": topic,
         }));
     }
+}
+
+impl Connection for SocketTask {
+    type Cmd = SocketCmd;
+
+    fn out(&self) -> &UnboundedSender<Bytes> {
+        &self.out
+    }
+
+    /// A client broke the protocol: close with 1002 (or vanish when half-open).
+    fn on_protocol_error(&mut self, err: &ProtocolError) -> Flow {
+        tracing::debug!(id = self.id, %err, "emulator: client protocol error");
+        if self.phase != Phase::HalfOpen {
+            self.push(wsframe::close(1002, "protocol error"));
+        }
+        Flow::End
+    }
+
+    /// Handles one complete client message.
+    fn on_message(&mut self, message: Incoming) -> Flow {
+        if self.phase == Phase::HalfOpen {
+            return Flow::Continue;
+        }
+        match message {
+            Incoming::Ping(payload) => self.push(wsframe::pong(&payload)),
+            Incoming::Pong => self.shared.lock().counters.pongs_received += 1,
+            Incoming::Binary(_) => {}
+            Incoming::Close(reason) => {
+                self.push(wsframe::close_echo(reason.as_ref()));
+                return Flow::End;
+            }
+            Incoming::Text(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                self.on_text(text.trim());
+            }
+        }
+        Flow::Continue
+    }
 
     /// Handles a command from the emulator.
     fn on_cmd(&mut self, cmd: SocketCmd) -> Flow {
@@ -386,13 +332,13 @@ impl SocketTask {
     }
 
     /// The system heartbeat (not while half-open).
-    fn on_heartbeat(&self) -> Flow {
+    fn on_keepalive(&mut self) -> Flow {
         self.send_json(&json!({ "topic": "system", "hb": epoch_ms() }));
         Flow::Continue
     }
 
     /// One smd update per active stream (only while live).
-    fn on_market_tick(&mut self) -> Flow {
+    fn on_data_tick(&mut self) -> Flow {
         if self.phase != Phase::Live || self.book.is_empty() {
             return Flow::Continue;
         }

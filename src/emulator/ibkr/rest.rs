@@ -1,5 +1,5 @@
 //! The IBKR REST endpoints under `/v1/api` and the request gate (penalty box, server errors,
-//! slow responses) they share.
+//! slow responses) they share, and the error answers the socket's upgrade gives too.
 
 use std::time::Duration;
 
@@ -8,23 +8,9 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::ibkr_socket;
-use super::state::{epoch_ms, Brokerage, Shared, State, ACCOUNT_ID, SERVER_NAME, SERVER_VERSION};
-
-/// Registers the REST endpoints and the socket (mounted under `/v1/api` and `/v1/portal`).
-pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/iserver/auth/status", web::get().to(auth_status_get))
-        .route("/iserver/auth/status", web::post().to(auth_status_post))
-        .route("/iserver/auth/ssodh/init", web::post().to(ssodh_init))
-        .route("/iserver/reauthenticate", web::post().to(reauthenticate))
-        .route("/tickle", web::get().to(tickle))
-        .route("/tickle", web::post().to(tickle))
-        .route("/sso/validate", web::get().to(sso_validate))
-        .route("/sso/validate", web::post().to(sso_validate))
-        .route("/logout", web::post().to(logout))
-        .route("/iserver/accounts", web::get().to(accounts))
-        .route("/ws", web::get().to(ibkr_socket::upgrade));
-}
+use crate::emulator::state::{
+    epoch_ms, Brokerage, Shared, State, ACCOUNT_ID, SERVER_NAME, SERVER_VERSION,
+};
 
 /// A JSON error body `{"error":…,"statusCode":…}` with that status.
 pub(crate) fn error_json(status: u16, error: &str) -> HttpResponse {
@@ -87,7 +73,7 @@ fn auth_status_body(st: &State) -> Value {
 }
 
 /// `GET /iserver/auth/status`.
-async fn auth_status_get(shared: web::Data<Shared>) -> HttpResponse {
+pub(super) async fn auth_status_get(shared: web::Data<Shared>) -> HttpResponse {
     shared.lock().counters.auth_status_get += 1;
     if let Some(res) = gate(&shared).await {
         return res;
@@ -96,7 +82,7 @@ async fn auth_status_get(shared: web::Data<Shared>) -> HttpResponse {
 }
 
 /// `POST /iserver/auth/status` (400 "Bad Request" when so configured).
-async fn auth_status_post(shared: web::Data<Shared>) -> HttpResponse {
+pub(super) async fn auth_status_post(shared: web::Data<Shared>) -> HttpResponse {
     shared.lock().counters.auth_status_post += 1;
     if let Some(res) = gate(&shared).await {
         return res;
@@ -116,7 +102,7 @@ struct InitBody {
 }
 
 /// `POST /iserver/auth/ssodh/init`.
-async fn ssodh_init(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+pub(super) async fn ssodh_init(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
     shared.lock().counters.ssodh_init += 1;
     if let Some(res) = gate(&shared).await {
         return res;
@@ -147,7 +133,7 @@ async fn ssodh_init(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse
 
 /// `POST /iserver/reauthenticate`: restores the session only if 2FA is approved and no other
 /// session competes.
-async fn reauthenticate(shared: web::Data<Shared>) -> HttpResponse {
+pub(super) async fn reauthenticate(shared: web::Data<Shared>) -> HttpResponse {
     shared.lock().counters.reauthenticate += 1;
     if let Some(res) = gate(&shared).await {
         return res;
@@ -160,7 +146,7 @@ async fn reauthenticate(shared: web::Data<Shared>) -> HttpResponse {
 }
 
 /// `GET|POST /tickle`.
-async fn tickle(shared: web::Data<Shared>) -> HttpResponse {
+pub(super) async fn tickle(shared: web::Data<Shared>) -> HttpResponse {
     shared.lock().counters.tickle += 1;
     if let Some(res) = gate(&shared).await {
         return res;
@@ -183,7 +169,7 @@ async fn tickle(shared: web::Data<Shared>) -> HttpResponse {
 }
 
 /// `GET /sso/validate`.
-async fn sso_validate(shared: web::Data<Shared>) -> HttpResponse {
+pub(super) async fn sso_validate(shared: web::Data<Shared>) -> HttpResponse {
     shared.lock().counters.sso_validate += 1;
     if let Some(res) = gate(&shared).await {
         return res;
@@ -208,7 +194,7 @@ async fn sso_validate(shared: web::Data<Shared>) -> HttpResponse {
 }
 
 /// `POST /logout`: ends the brokerage session (2FA approval is kept).
-async fn logout(shared: web::Data<Shared>) -> HttpResponse {
+pub(super) async fn logout(shared: web::Data<Shared>) -> HttpResponse {
     shared.lock().counters.logout += 1;
     if let Some(res) = gate(&shared).await {
         return res;
@@ -218,7 +204,7 @@ async fn logout(shared: web::Data<Shared>) -> HttpResponse {
 }
 
 /// `GET /iserver/accounts` (empty while competing, 401 while unauthenticated).
-async fn accounts(shared: web::Data<Shared>) -> HttpResponse {
+pub(super) async fn accounts(shared: web::Data<Shared>) -> HttpResponse {
     shared.lock().counters.accounts += 1;
     if let Some(res) = gate(&shared).await {
         return res;

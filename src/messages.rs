@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use actix::Message;
 use secrecy::SecretString;
-use tokio::time::Instant;
 
 use crate::channel;
 use crate::dialect::DialPlan;
 use crate::failure::Failure;
+use crate::ids::{Epoch, Generation};
+use crate::machine::Now;
 use crate::status::{ActorKind, SubscriptionCounts};
 use crate::subscription::{Event, Subscription};
 
@@ -22,13 +23,13 @@ use crate::subscription::{Event, Subscription};
 #[derive(Clone)]
 pub struct Credentials {
     /// Monotonic per stream; a rejection names the generation it rejected.
-    pub generation: u64,
+    pub generation: Generation,
     /// The secret itself.
     pub secret: SecretString,
-    /// When it was issued (or taken from a cache).
-    pub issued_at: Instant,
+    /// When it was issued (or taken from a cache), on the stream's machine clock.
+    pub issued_at: Now,
     /// When it stops being valid, if known.
-    pub expires_at: Option<Instant>,
+    pub expires_at: Option<Now>,
     /// This generation replaced one that the gateway rejected.
     pub replaced_rejected: bool,
 }
@@ -56,7 +57,16 @@ pub struct GetCredentials;
 #[rtype(result = "()")]
 pub struct CredentialsRejected {
     /// The generation that was rejected.
-    pub generation: u64,
+    pub generation: Generation,
+}
+
+/// The gateway rejected `generation` for good (the stream stops): forget it without refreshing,
+/// so that a resumed stream never presents it again.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct CredentialsDiscarded {
+    /// The generation that was rejected.
+    pub generation: Generation,
 }
 
 /// The gateway session now uses this credential (IBKR: tickle's session id). A different value
@@ -91,6 +101,11 @@ pub struct SessionLost {
     pub failure: Failure,
 }
 
+/// The socket stayed healthy long enough: the session's retries and repairs start over.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SocketHealthy;
+
 /// Ends the gateway session if the dialect and configuration say so.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -108,7 +123,7 @@ pub struct SessionDown;
 #[rtype(result = "()")]
 pub struct CredentialsChanged {
     /// The new generation.
-    pub generation: u64,
+    pub generation: Generation,
 }
 
 /// Writes a text frame on the socket of `epoch` (dropped if that socket is gone).
@@ -116,7 +131,7 @@ pub struct CredentialsChanged {
 #[rtype(result = "()")]
 pub struct SendFrame {
     /// The socket it is meant for.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The frame.
     pub text: String,
 }
@@ -133,7 +148,7 @@ pub struct Resync;
 #[rtype(result = "()")]
 pub struct StreamUp {
     /// The socket.
-    pub epoch: u64,
+    pub epoch: Epoch,
 }
 
 /// The socket of `epoch` is gone: every binding becomes pending.
@@ -141,7 +156,7 @@ pub struct StreamUp {
 #[rtype(result = "()")]
 pub struct StreamDown {
     /// The socket.
-    pub epoch: u64,
+    pub epoch: Epoch,
 }
 
 /// A data message from the socket of `epoch`.
@@ -149,7 +164,7 @@ pub struct StreamDown {
 #[rtype(result = "()")]
 pub struct Deliver {
     /// The socket.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The routing topic.
     pub topic: Arc<str>,
     /// The message, parsed once.
@@ -161,7 +176,7 @@ pub struct Deliver {
 #[rtype(result = "()")]
 pub struct Acknowledged {
     /// The socket.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The acknowledgement id.
     pub id: String,
     /// `Some(reason)` when the gateway refused it.
@@ -173,7 +188,7 @@ pub struct Acknowledged {
 #[rtype(result = "()")]
 pub struct TopicRefused {
     /// The socket.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The topic or command prefix the gateway named.
     pub topic: String,
     /// What it said.
@@ -266,7 +281,7 @@ pub enum Report {
         /// Attempts since the last healthy period.
         attempt: u32,
         /// Current socket epoch.
-        epoch: u64,
+        epoch: Epoch,
     },
     /// Subscription counts changed.
     Subscriptions(SubscriptionCounts),
@@ -282,7 +297,7 @@ pub enum Report {
     /// A credential fetch finished.
     CredentialsRefreshed {
         /// The new generation (on success).
-        generation: Option<u64>,
+        generation: Option<Generation>,
     },
     /// Consumer events were dropped.
     EventsDropped(u64),

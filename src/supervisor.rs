@@ -4,7 +4,7 @@
 //! turns reports into [`Status`] and metrics, and stops cleanly.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +20,12 @@ use crate::actors::{
 use crate::config::StreamConfig;
 use crate::dialect::DialectSend;
 use crate::failure::{Class, Failure};
+use crate::ids::{Epoch, Generation};
 use crate::messages::{
     ConnPhase, Halt, InjectPanic, Logout, Report, Resume, Resync, SessionPhase, StreamDown,
     Subscribe, Unsubscribe,
 };
+use crate::machine::intensity::{Cause, Intensity};
 use crate::metrics::StreamMetrics;
 use crate::status::{
     ActorKind, LastFailure, Status, StreamState, StreamStatus, SubscriptionCounts,
@@ -58,7 +60,7 @@ pub struct StreamSupervisor {
     conn: ConnPhase,
     hard: Option<Failure>,
     stopped: bool,
-    restart_log: BTreeMap<ActorKind, VecDeque<Instant>>,
+    intensity: Intensity,
     lost_ready_at: Option<Instant>,
     was_fully_ready: bool,
     /// When this supervisor was created (for `keepwire_time_to_first_ready_seconds`).
@@ -77,6 +79,7 @@ impl StreamSupervisor {
         status_tx: Arc<watch::Sender<Status>>,
     ) -> Self {
         let dialect = crate::config::build_dialect(&config);
+        let intensity = Intensity::new(config.restart_intensity);
         let config = Arc::new(config);
         let (clients, hard) = match ClientFactory::new(&config) {
             Ok(c) => (Some(c), None),
@@ -96,7 +99,7 @@ impl StreamSupervisor {
             conn: ConnPhase::Waiting,
             hard,
             stopped: false,
-            restart_log: BTreeMap::new(),
+            intensity,
             lost_ready_at: None,
             was_fully_ready: false,
             created_at: Instant::now(),
@@ -173,7 +176,7 @@ impl StreamSupervisor {
             }
             tracing::error!(stream = %self.name, actor = kind.as_str(), "actor died (panic); rebuilding it alone");
             self.start_child(kind);
-            self.restarted(kind, ctx);
+            self.restarted(kind, Cause::Died, ctx);
             let Some(sctx) = &self.ctx else { continue };
             match kind {
                 ActorKind::Subscriptions => {
@@ -198,29 +201,16 @@ impl StreamSupervisor {
         self.publish();
     }
 
-    fn restarted(&mut self, kind: ActorKind, _ctx: &mut Context<Self>) {
+    /// Counts a restart; only deaths count towards restart intensity (a planned restart answers
+    /// a remote failure and is paced by backoff).
+    fn restarted(&mut self, kind: ActorKind, cause: Cause, _ctx: &mut Context<Self>) {
         self.metrics.actor_restart(kind.as_str());
         *self.status.restarts.entry(kind).or_default() += 1;
-        let now = Instant::now();
-        let window = self.config.restart_intensity.window;
-        let log = self.restart_log.entry(kind).or_default();
-        log.push_back(now);
-        while log
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) > window)
-        {
-            log.pop_front();
-        }
-        let restarts = log.len() as u32;
-        if restarts > self.config.restart_intensity.max_restarts && self.hard.is_none() {
-            self.fail_hard(
-                ActorKind::StreamConnection,
-                Failure::RestartIntensity {
-                    actor: kind.as_str(),
-                    restarts,
-                    window,
-                },
-            );
+        let now = Instant::now().saturating_duration_since(self.created_at);
+        if let Some(failure) = self.intensity.restarted(kind, cause, now) {
+            if self.hard.is_none() {
+                self.fail_hard(kind, failure);
+            }
         }
     }
 
@@ -330,8 +320,8 @@ impl Actor for StreamSupervisor {
             peers: Rc::new(RefCell::new(Peers::default())),
             report: ctx.address().recipient(),
             metrics: self.metrics.clone(),
-            generation: Rc::new(Cell::new(0)),
-            epoch: Rc::new(Cell::new(0)),
+            generation: Rc::new(Cell::new(Generation::NONE)),
+            epoch: Rc::new(Cell::new(Epoch::NONE)),
             origin: self.created_at,
         });
         for kind in ActorKind::ALL {
@@ -360,7 +350,7 @@ impl Handler<Report> for StreamSupervisor {
                 epoch,
             } => {
                 self.status.attempt = attempt;
-                self.status.epoch = epoch;
+                self.status.epoch = epoch.get();
                 self.conn = phase;
             }
             Report::Subscriptions(c) => self.status.subscriptions = c,
@@ -383,10 +373,10 @@ impl Handler<Report> for StreamSupervisor {
                     self.record_failure(actor, &failure, class);
                 }
             }
-            Report::Restarted(kind) => self.restarted(kind, ctx),
+            Report::Restarted(kind) => self.restarted(kind, Cause::Planned, ctx),
             Report::CredentialsRefreshed { generation } => {
                 if let Some(g) = generation {
-                    self.status.credential_generation = g;
+                    self.status.credential_generation = g.get();
                 }
             }
             Report::EventsDropped(_) => {}
@@ -432,7 +422,7 @@ impl Handler<Resume> for StreamSupervisor {
     fn handle(&mut self, _: Resume, _ctx: &mut Context<Self>) {
         if self.hard.take().is_some() {
             tracing::info!(stream = %self.name, "resuming after a hard failure");
-            self.restart_log.clear();
+            self.intensity.clear();
             self.broadcast(Resume);
             self.publish();
         }

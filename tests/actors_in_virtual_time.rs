@@ -19,6 +19,7 @@ use keepwire::messages::{
     CredentialsRejected, Deliver, GetCredentials, Report, SendFrame, StreamDown, StreamUp,
     Subscribe,
 };
+use keepwire::ids::{Epoch, Generation};
 use keepwire::{Failure, StreamConfig, Subscription};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -108,8 +109,8 @@ fn ctx_with(dialect: Arc<dyn keepwire::dialect::DialectSend>, tape: &Tape) -> St
         peers: Rc::new(RefCell::new(peers)),
         report: collector.recipient(),
         metrics,
-        generation: Rc::new(std::cell::Cell::new(0)),
-        epoch: Rc::new(std::cell::Cell::new(0)),
+        generation: Rc::new(std::cell::Cell::new(Generation::NONE)),
+        epoch: Rc::new(std::cell::Cell::new(Epoch::NONE)),
         origin: tokio::time::Instant::now(),
     }
 }
@@ -131,7 +132,7 @@ async fn a_thousand_rejections_of_one_generation_cause_exactly_one_refresh() {
     let (dialect, fetches) = counting(None);
     let tm = TokenManager::new(ctx_with(dialect, &tape)).start();
     let first = tm.send(GetCredentials).await.unwrap().unwrap();
-    assert_eq!(first.generation, 1);
+    assert_eq!(first.generation, Generation::new(1));
     assert_eq!(fetches.load(Ordering::SeqCst), 1);
 
     for _ in 0..1000 {
@@ -144,7 +145,7 @@ async fn a_thousand_rejections_of_one_generation_cause_exactly_one_refresh() {
     let got = futures_util::future::join_all(waits).await;
     assert!(got
         .iter()
-        .all(|r| matches!(r, Ok(Ok(c)) if c.generation == 2 && c.replaced_rejected)));
+        .all(|r| matches!(r, Ok(Ok(c)) if c.generation == Generation::new(2) && c.replaced_rejected)));
     assert_eq!(
         fetches.load(Ordering::SeqCst),
         2,
@@ -162,9 +163,9 @@ async fn a_thousand_rejections_of_one_generation_cause_exactly_one_refresh() {
     );
 
     // a late rejection of the old generation changes nothing
-    tm.do_send(CredentialsRejected { generation: 1 });
+    tm.do_send(CredentialsRejected { generation: Generation::new(1) });
     let again = tm.send(GetCredentials).await.unwrap().unwrap();
-    assert_eq!(again.generation, 2);
+    assert_eq!(again.generation, Generation::new(2));
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
 }
 
@@ -175,7 +176,7 @@ async fn credentials_are_refreshed_before_they_expire_not_after_a_failure() {
     let (dialect, fetches) = counting(Some(Duration::from_secs(600)));
     let tm = TokenManager::new(ctx_with(dialect, &tape)).start();
     let first = tm.send(GetCredentials).await.unwrap().unwrap();
-    assert_eq!(first.generation, 1);
+    assert_eq!(first.generation, Generation::new(1));
 
     tokio::time::sleep(Duration::from_secs(560)).await;
     assert_eq!(fetches.load(Ordering::SeqCst), 1, "not refreshed too early");
@@ -186,8 +187,8 @@ async fn credentials_are_refreshed_before_they_expire_not_after_a_failure() {
         "refreshed within the 30 s skew before expiry"
     );
     let c = tm.send(GetCredentials).await.unwrap().unwrap();
-    assert_eq!(c.generation, 2);
-    assert!(c.expires_at.unwrap() > tokio::time::Instant::now() + Duration::from_secs(500));
+    assert_eq!(c.generation, Generation::new(2));
+    assert!(c.expires_at.unwrap().saturating_sub(c.issued_at) > Duration::from_secs(500));
 }
 
 #[actix_rt::test]
@@ -195,12 +196,14 @@ async fn an_expired_credential_is_never_handed_out() {
     tokio::time::pause();
     let tape = Tape::default();
     let (dialect, fetches) = counting(Some(Duration::from_millis(200)));
-    let tm = TokenManager::new(ctx_with(dialect, &tape)).start();
+    let ctx = ctx_with(dialect, &tape);
+    let origin = ctx.origin;
+    let tm = TokenManager::new(ctx).start();
     tm.send(GetCredentials).await.unwrap().unwrap();
     // far past expiry (and past any proactive refresh): asking fetches a fresh one first
     tokio::time::sleep(Duration::from_secs(5)).await;
     let c = tm.send(GetCredentials).await.unwrap().unwrap();
-    assert!(c.expires_at.unwrap() > tokio::time::Instant::now());
+    assert!(c.expires_at.unwrap() > origin.elapsed());
     assert!(fetches.load(Ordering::SeqCst) >= 2);
 }
 
@@ -237,9 +240,9 @@ async fn an_active_smd_subscription_is_resent_every_nine_minutes_before_ibkr_end
     .await
     .unwrap()
     .unwrap();
-    subs.send(StreamUp { epoch: 1 }).await.unwrap();
+    subs.send(StreamUp { epoch: Epoch::new(1) }).await.unwrap();
     subs.send(Deliver {
-        epoch: 1,
+        epoch: Epoch::new(1),
         topic: "smd+8314".into(),
         data: serde_json::json!({"31":"1"}),
     })
@@ -271,7 +274,7 @@ async fn an_unconfirmed_subscription_is_retried_a_bounded_number_of_times_then_f
     .await
     .unwrap()
     .unwrap();
-    subs.send(StreamUp { epoch: 7 }).await.unwrap();
+    subs.send(StreamUp { epoch: Epoch::new(7) }).await.unwrap();
     tokio::time::sleep(Duration::from_secs(120)).await;
     settle().await;
     assert_eq!(frames(&tape).len(), 3, "max_subscribe_attempts = 3");
@@ -306,27 +309,27 @@ async fn every_subscription_is_replayed_on_each_new_socket_and_stale_events_are_
         .unwrap()
         .unwrap();
     }
-    subs.send(StreamUp { epoch: 1 }).await.unwrap();
+    subs.send(StreamUp { epoch: Epoch::new(1) }).await.unwrap();
     assert_eq!(frames(&tape).len(), 3);
-    subs.send(StreamDown { epoch: 1 }).await.unwrap();
+    subs.send(StreamDown { epoch: Epoch::new(1) }).await.unwrap();
     // a late message from the dead socket must not mark anything active
     subs.send(Deliver {
-        epoch: 1,
+        epoch: Epoch::new(1),
         topic: "smd+1".into(),
         data: serde_json::json!({}),
     })
     .await
     .unwrap();
-    subs.send(StreamUp { epoch: 2 }).await.unwrap();
+    subs.send(StreamUp { epoch: Epoch::new(2) }).await.unwrap();
     assert_eq!(
         frames(&tape).len(),
         6,
         "all three replayed on the new socket"
     );
     // a StreamDown about the old socket arriving late does not take the new one down
-    subs.send(StreamDown { epoch: 1 }).await.unwrap();
+    subs.send(StreamDown { epoch: Epoch::new(1) }).await.unwrap();
     subs.send(Deliver {
-        epoch: 2,
+        epoch: Epoch::new(2),
         topic: "smd+2".into(),
         data: serde_json::json!({}),
     })

@@ -23,6 +23,7 @@ pub use token_manager::TokenManager;
 use crate::config::StreamConfig;
 use crate::dialect::DialectSend;
 use crate::failure::{Class, Failure};
+use crate::ids::{Epoch, Generation};
 use crate::messages::{Report, SendFrame};
 use crate::metrics::StreamMetrics;
 use crate::transport::ClientFactory;
@@ -61,9 +62,9 @@ pub struct StreamCtx {
     /// Metrics with the stream label bound.
     pub metrics: StreamMetrics,
     /// Last credential generation issued (survives a rebuilt TokenManager).
-    pub generation: Rc<Cell<u64>>,
+    pub generation: Rc<Cell<Generation>>,
     /// Last socket epoch used (survives a rebuilt StreamConnection).
-    pub epoch: Rc<Cell<u64>>,
+    pub epoch: Rc<Cell<Epoch>>,
     /// The origin of this stream's machine clock ([`crate::machine::Now`]).
     pub origin: tokio::time::Instant,
 }

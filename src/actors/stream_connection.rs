@@ -1,12 +1,12 @@
-//! StreamConnection: owns one socket at a time.
+//! StreamConnection: the shell around [`ConnMachine`], which owns one socket at a time.
 //!
-//! It dials with what GatewaySession and TokenManager give it *now*, performs the dialect's
-//! opening exchange and declares itself Ready only when the gateway confirmed authentication
-//! (an IBKR `sts` with `authenticated:false` is a failure, not a success). It watches for
-//! heartbeat silence (half-open sockets are real), answers pings (awc does not), reassembles
-//! fragments (awc does not), decodes text lossily (a non-UTF-8 byte must not kill the reader),
-//! and classifies every close through the failure table. Every socket loss restarts this actor
-//! alone; the restart waits out a jittered backoff before dialing again.
+//! The machine decides (dial, Ready only on confirmed authentication, every failure through the
+//! failure table, backoff, restart, halt); this shell does the I/O: it dials with what
+//! GatewaySession and TokenManager give it *now*, writes the dialect's opening frames, watches
+//! for heartbeat silence (half-open sockets are real), answers pings (awc does not), reassembles
+//! fragments (awc does not), decodes text lossily (a non-UTF-8 byte must not kill the reader) and
+//! turns closes into failures. A restart stops the actor (cancelling its timers, its stream and
+//! the dial in flight) and actix's Supervisor starts it again with the same machine.
 
 use std::time::Duration;
 
@@ -17,109 +17,143 @@ use awc::error::WsProtocolError;
 use awc::ws::{Codec, Frame, Message};
 use awc::BoxedSocket;
 use futures_util::stream::{SplitSink, StreamExt};
+use rand::Rng;
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
 use super::{mailbox, StreamCtx};
-use crate::backoff::Backoff;
 use crate::dialect::{Inbound, SocketDecoder};
-use crate::failure::{close_failure, Class, Failure};
-use crate::messages::Credentials;
+use crate::failure::{close_failure, Failure};
+use crate::ids::{Epoch, Generation};
+use crate::machine::connection::{ConnEffect, ConnEvent, ConnMachine, ConnState, Presented};
 use crate::messages::{
-    Acknowledged, AwaitSession, ConnPhase, CredentialsChanged, CredentialsRejected, Deliver,
-    GetCredentials, Halt, InjectPanic, PrepareDial, Report, Resume, Resync, SendFrame, SessionDown,
-    SessionLost, StreamDown, StreamUp, TopicRefused,
+    Acknowledged, AwaitSession, ConnPhase, CredentialsChanged, CredentialsDiscarded,
+    CredentialsRejected, Deliver, GetCredentials, Halt, InjectPanic, PrepareDial, Report, Resume,
+    Resync, SendFrame, SessionDown, SessionLost, SocketHealthy, StreamDown, StreamUp,
+    TopicRefused,
 };
 use crate::metrics::FrameKind;
 use crate::status::ActorKind;
 use crate::transport::{redact_url, ws_failure, Assembler, MessageKind};
 
-/// A rejection of credentials that replaced rejected ones, before the gateway ever accepted
-/// them, is the "second 401 with a fresh token" of the failure table: hard.
-fn mark_after_refresh(failure: Failure, creds: &Credentials, accepted: Option<u64>) -> Failure {
-    match failure {
-        Failure::Rejected { status, .. } => Failure::Rejected {
-            status,
-            after_refresh: creds.replaced_rejected && accepted != Some(creds.generation),
-        },
-        other => other,
-    }
-}
-
 type WsSink = SinkWrite<Message, SplitSink<Framed<BoxedSocket, Codec>, Message>>;
 
-/// An open socket.
+/// The I/O half of an open socket (its phase lives in the machine).
 struct Open {
-    epoch: u64,
-    generation: u64,
+    epoch: Epoch,
     sink: WsSink,
     decoder: Box<dyn SocketDecoder>,
     assembler: Assembler,
-    ready: bool,
     last_rx: Instant,
     malformed_in_a_row: u32,
-}
-
-/// The socket's state machine.
-enum Socket {
-    /// Nothing in progress (before the first dial, while halted).
-    Idle,
-    /// Waiting out a backoff delay.
-    Backoff,
-    /// Waiting for the session, credentials and the upgrade.
-    Dialing,
-    /// Upgraded; `ready` once the gateway confirmed authentication.
-    Open(Box<Open>),
 }
 
 /// The socket actor of one stream.
 pub struct StreamConnection {
     ctx: StreamCtx,
     http: Option<awc::Client>,
-    socket: Socket,
-    backoff: Backoff,
-    /// Delay to wait after the next restart.
-    next_delay: Option<Duration>,
-    /// The last generation the gateway accepted on a socket.
-    accepted_generation: Option<u64>,
-    halted: bool,
+    machine: ConnMachine,
+    socket: Option<Open>,
+    dial: Option<SpawnHandle>,
     /// Reused buffer for decoded messages.
     scratch: Vec<Inbound>,
 }
 
+type Dialed = (Presented, Framed<BoxedSocket, Codec>);
+
 impl StreamConnection {
     /// A StreamConnection for the stream.
     pub fn new(ctx: StreamCtx) -> Self {
-        let backoff = Backoff::new(ctx.config.backoff.clone());
+        let machine = ConnMachine::new(
+            ctx.config.backoff.clone(),
+            ctx.dialect.competing_policy(),
+            rand::thread_rng().gen(),
+        );
         Self {
             ctx,
             http: None,
-            socket: Socket::Idle,
-            backoff,
-            next_delay: None,
-            accepted_generation: None,
-            halted: false,
+            machine,
+            socket: None,
+            dial: None,
             scratch: Vec::new(),
+        }
+    }
+
+    fn on(&mut self, event: ConnEvent, ctx: &mut Context<Self>) {
+        let now = self.ctx.now();
+        for effect in self.machine.on(event, now) {
+            self.perform(effect, ctx);
         }
     }
 
     fn report_phase(&self, phase: ConnPhase) {
         self.ctx.report(Report::Connection {
             phase,
-            attempt: self.backoff.attempt(),
+            attempt: self.machine.attempt(),
             epoch: self.ctx.epoch.get(),
         });
     }
 
-    fn dial(&mut self, ctx: &mut Context<Self>) {
-        if self.halted {
-            return;
+    fn perform(&mut self, effect: ConnEffect, ctx: &mut Context<Self>) {
+        match effect {
+            ConnEffect::Dial => self.dial(ctx),
+            ConnEffect::ArmBackoff(delay) => {
+                ctx.run_later(delay, |act, ctx| act.on(ConnEvent::BackoffElapsed, ctx));
+            }
+            ConnEffect::Close(epoch) => self.close(epoch),
+            ConnEffect::Up(epoch) => {
+                tracing::info!(stream = %self.ctx.name, %epoch, "stream ready");
+                if let Some(s) = self.ctx.subscriptions() {
+                    s.do_send(StreamUp { epoch });
+                }
+            }
+            ConnEffect::Reject(generation) => {
+                if let Some(token) = self.ctx.token() {
+                    token.do_send(CredentialsRejected { generation });
+                }
+            }
+            ConnEffect::Discard(generation) => {
+                if let Some(token) = self.ctx.token() {
+                    token.do_send(CredentialsDiscarded { generation });
+                }
+            }
+            ConnEffect::CancelDial => {
+                if let Some(h) = self.dial.take() {
+                    ctx.cancel_future(h);
+                }
+            }
+            ConnEffect::SessionLost(failure) => {
+                if let Some(g) = self.ctx.gateway() {
+                    g.do_send(SessionLost { failure });
+                }
+            }
+            ConnEffect::Phase(phase) => self.report_phase(phase),
+            ConnEffect::Report(failure) => {
+                let class = self.ctx.class(&failure);
+                tracing::warn!(stream = %self.ctx.name, %failure, ?class, "socket failed");
+                self.ctx.report(Report::Failure {
+                    actor: ActorKind::StreamConnection,
+                    failure,
+                });
+            }
+            ConnEffect::Healthy => {
+                if let Some(g) = self.ctx.gateway() {
+                    g.do_send(SocketHealthy);
+                }
+            }
+            ConnEffect::Restart => ctx.stop(),
         }
-        self.socket = Socket::Dialing;
+    }
+
+    fn dial(&mut self, ctx: &mut Context<Self>) {
         let (Some(gateway), Some(token)) = (self.ctx.gateway(), self.ctx.token()) else {
-            return self.fail(
-                Failure::Transport {
-                    detail: "peers not started".into(),
+            let failure = Failure::Transport {
+                detail: "peers not started".into(),
+            };
+            return self.on(
+                ConnEvent::DialFailed {
+                    failure,
+                    presented: None,
                 },
                 ctx,
             );
@@ -129,18 +163,17 @@ impl StreamConnection {
             .get_or_insert_with(|| self.ctx.clients.client())
             .clone();
         let max_frame = self.ctx.config.max_frame_size;
-        let accepted = self.accepted_generation;
         let report = self.ctx.report.clone();
         let epoch = self.ctx.epoch.get();
-        let attempt = self.backoff.attempt();
+        let attempt = self.machine.attempt();
         let dialect = self.ctx.dialect.clone();
         let fut = async move {
-            let no_gen = |f: Failure| (None, f);
+            let none = |f: Failure| (None, f);
             gateway
                 .send(AwaitSession)
                 .await
-                .map_err(|e| no_gen(mailbox("gateway session", e)))?
-                .map_err(no_gen)?;
+                .map_err(|e| none(mailbox("gateway session", e)))?
+                .map_err(none)?;
             report.do_send(Report::Connection {
                 phase: ConnPhase::Connecting,
                 attempt,
@@ -149,72 +182,80 @@ impl StreamConnection {
             let creds = token
                 .send(GetCredentials)
                 .await
-                .map_err(|e| no_gen(mailbox("token manager", e)))?
-                .map_err(no_gen)?;
-            let with_gen = |f: Failure| {
-                (
-                    Some(creds.generation),
-                    mark_after_refresh(f, &creds, accepted),
-                )
+                .map_err(|e| none(mailbox("token manager", e)))?
+                .map_err(none)?;
+            let presented = Presented {
+                generation: creds.generation,
+                replaced_rejected: creds.replaced_rejected,
+                issued_at: creds.issued_at,
             };
+            let with = |f: Failure| (Some(presented), f);
             let plan = gateway
                 .send(PrepareDial {
                     credentials: creds.clone(),
                 })
                 .await
-                .map_err(|e| with_gen(mailbox("gateway session", e)))?
-                .map_err(with_gen)?;
-            tracing::debug!(url = %redact_url(&plan.url), generation = creds.generation, "dialing");
+                .map_err(|e| with(mailbox("gateway session", e)))?
+                .map_err(with)?;
+            tracing::debug!(url = %redact_url(&plan.url), generation = %creds.generation, "dialing");
             let mut req = http.ws(plan.url.as_str()).max_frame_size(max_frame);
             for (name, value) in &plan.headers {
                 req = req.header(*name, value.expose_secret());
             }
             match req.connect().await {
-                Ok((_resp, framed)) => Ok((creds.generation, framed)),
-                Err(e) => Err(with_gen(ws_failure(&e, |status| {
-                    dialect.upgrade_refused(status)
-                }))),
+                Ok((_resp, framed)) => Ok((presented, framed)),
+                Err(e) => Err(with(ws_failure(&e, |status| dialect.upgrade_refused(status)))),
             }
         };
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
-            Ok((generation, framed)) => act.opened(generation, framed, ctx),
-            Err((generation, failure)) => act.fail_with(failure, generation, ctx),
-        }));
+        let handle = ctx.spawn(fut.into_actor(self).map(
+            |res: Result<Dialed, (Option<Presented>, Failure)>, act, ctx| {
+                act.dial = None;
+                match res {
+                    Ok((presented, framed)) => act.opened(presented, framed, ctx),
+                    Err((presented, failure)) => {
+                        act.on(ConnEvent::DialFailed { failure, presented }, ctx)
+                    }
+                }
+            },
+        ));
+        self.dial = Some(handle);
     }
 
     fn opened(
         &mut self,
-        generation: u64,
+        presented: Presented,
         framed: Framed<BoxedSocket, Codec>,
         ctx: &mut Context<Self>,
     ) {
-        let opening = self.ctx.dialect.opening_frames();
-        let epoch = self.ctx.epoch.get() + 1;
+        let epoch = self.ctx.epoch.get().next();
         self.ctx.epoch.set(epoch);
         let (sink, stream) = framed.split();
         let sink = SinkWrite::new(sink, ctx);
         ctx.add_stream(stream);
         let cfg = self.ctx.config.clone();
-        self.socket = Socket::Open(Box::new(Open {
+        self.socket = Some(Open {
             epoch,
-            generation,
             sink,
             decoder: self.ctx.dialect.decoder(),
             assembler: Assembler::new(cfg.max_message_size),
-            ready: false,
             last_rx: Instant::now(),
             malformed_in_a_row: 0,
-        }));
-        for frame in opening {
+        });
+        self.on(ConnEvent::Opened { epoch, presented }, ctx);
+        if self.socket.is_none() {
+            // The machine closed it at once (a dial that finished after a halt).
+            return;
+        }
+        for frame in self.ctx.dialect.opening_frames() {
             self.write(frame);
         }
         if self.ctx.dialect.ready_on_open() {
-            self.on_inbound(Inbound::Authenticated, 0, ctx);
+            self.on(ConnEvent::Authenticated, ctx);
         }
-        tracing::debug!(stream = %self.ctx.name, epoch, "socket open; waiting for the gateway to confirm authentication");
+        tracing::debug!(stream = %self.ctx.name, %epoch, "socket open; waiting for the gateway to confirm authentication");
         ctx.run_later(cfg.auth_timeout, move |act, ctx| {
-            if matches!(&act.socket, Socket::Open(o) if o.epoch == epoch && !o.ready) {
-                act.fail(Failure::AuthTimeout, ctx);
+            if matches!(act.machine.state(), ConnState::Opening { epoch: e, .. } if e == epoch) {
+                act.on(ConnEvent::SocketFailed(Failure::AuthTimeout), ctx);
             }
         });
         let hb = cfg.heartbeat_timeout;
@@ -226,22 +267,35 @@ impl StreamConnection {
         }
     }
 
-    fn watchdog(&mut self, timeout: Duration, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        let Socket::Open(open) = &self.socket else {
-            return;
-        };
-        let silent_for = now.saturating_duration_since(open.last_rx);
-        if silent_for > timeout {
-            return self.fail(Failure::HeartbeatSilence { silent_for }, ctx);
-        }
-        if open.ready && self.backoff.maybe_reset(self.ctx.now()) {
-            self.report_phase(ConnPhase::Ready);
+    /// Closes socket `epoch` and tells Subscriptions it is gone.
+    fn close(&mut self, epoch: Epoch) {
+        if self.socket.as_ref().is_some_and(|o| o.epoch == epoch) {
+            if let Some(mut open) = self.socket.take() {
+                open.sink.close();
+                self.ctx.metrics.frame_sent(FrameKind::Close);
+            }
+            if let Some(s) = self.ctx.subscriptions() {
+                s.do_send(StreamDown { epoch });
+            }
         }
     }
 
+    fn watchdog(&mut self, timeout: Duration, ctx: &mut Context<Self>) {
+        let Some(open) = &self.socket else {
+            return;
+        };
+        let silent_for = Instant::now().saturating_duration_since(open.last_rx);
+        if silent_for > timeout {
+            return self.on(
+                ConnEvent::SocketFailed(Failure::HeartbeatSilence { silent_for }),
+                ctx,
+            );
+        }
+        self.on(ConnEvent::Watchdog, ctx);
+    }
+
     fn write(&mut self, text: String) {
-        if let Socket::Open(open) = &mut self.socket {
+        if let Some(open) = &mut self.socket {
             let _ = open.sink.write(Message::Text(text.into()));
             self.ctx.metrics.frame_sent(FrameKind::Text);
         }
@@ -249,13 +303,15 @@ impl StreamConnection {
 
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         let mut inbound = std::mem::take(&mut self.scratch);
-        if let Socket::Open(open) = &mut self.socket {
+        let Some(epoch) = self.socket.as_mut().map(|open| {
             open.decoder.decode_frame(text, &mut inbound);
-        }
-        let epoch = self.ctx.epoch.get();
+            open.epoch
+        }) else {
+            return;
+        };
         for message in inbound.drain(..) {
             // A failure restarts this actor: nothing after it on that socket matters.
-            if !matches!(&self.socket, Socket::Open(o) if o.epoch == epoch) {
+            if self.socket.as_ref().map(|o| o.epoch) != Some(epoch) {
                 break;
             }
             self.on_inbound(message, text.len(), ctx);
@@ -264,41 +320,30 @@ impl StreamConnection {
     }
 
     fn on_inbound(&mut self, message: Inbound, bytes: usize, ctx: &mut Context<Self>) {
-        let Socket::Open(open) = &mut self.socket else {
+        let ready = self.machine.ready_epoch();
+        let Some(open) = &mut self.socket else {
             return;
         };
+        let epoch = open.epoch;
         match message {
-            Inbound::Authenticated if !open.ready => {
-                open.ready = true;
-                let (epoch, generation) = (open.epoch, open.generation);
-                self.accepted_generation = Some(generation);
-                self.backoff.healthy(self.ctx.now());
-                tracing::info!(stream = %self.ctx.name, epoch, "stream ready");
-                self.report_phase(ConnPhase::Ready);
-                if let Some(s) = self.ctx.subscriptions() {
-                    s.do_send(StreamUp { epoch });
-                }
+            Inbound::Authenticated => {
+                open.malformed_in_a_row = 0;
+                self.on(ConnEvent::Authenticated, ctx);
             }
-            Inbound::Authenticated | Inbound::Heartbeat | Inbound::Control => {
-                open.malformed_in_a_row = 0
-            }
-            Inbound::Failure(failure) => self.fail(failure, ctx),
+            Inbound::Heartbeat | Inbound::Control => open.malformed_in_a_row = 0,
+            Inbound::Failure(failure) => self.on(ConnEvent::SocketFailed(failure), ctx),
             Inbound::Data { topic, data } => {
                 open.malformed_in_a_row = 0;
-                if open.ready {
+                if ready == Some(epoch) {
                     if let Some(s) = self.ctx.subscriptions() {
-                        s.do_send(Deliver {
-                            epoch: open.epoch,
-                            topic,
-                            data,
-                        });
+                        s.do_send(Deliver { epoch, topic, data });
                     }
                 }
             }
             Inbound::Ack { id } => {
                 if let Some(s) = self.ctx.subscriptions() {
                     s.do_send(Acknowledged {
-                        epoch: open.epoch,
+                        epoch,
                         id,
                         refused: None,
                     });
@@ -307,7 +352,7 @@ impl StreamConnection {
             Inbound::Nack { id, message } => {
                 if let Some(s) = self.ctx.subscriptions() {
                     s.do_send(Acknowledged {
-                        epoch: open.epoch,
+                        epoch,
                         id,
                         refused: Some(message),
                     });
@@ -316,7 +361,7 @@ impl StreamConnection {
             Inbound::TopicError { topic, message } => {
                 if let Some(s) = self.ctx.subscriptions() {
                     s.do_send(TopicRefused {
-                        epoch: open.epoch,
+                        epoch,
                         topic,
                         message,
                     });
@@ -324,81 +369,26 @@ impl StreamConnection {
             }
             Inbound::Malformed => {
                 self.ctx.metrics.decode_errors.inc();
-                open.malformed_in_a_row += 1;
+                open.malformed_in_a_row = open.malformed_in_a_row.saturating_add(1);
                 let count = open.malformed_in_a_row;
                 tracing::debug!(stream = %self.ctx.name, bytes, "skipped a malformed frame");
                 if count > self.ctx.config.malformed_burst {
-                    self.fail(Failure::MalformedBurst { count }, ctx);
+                    self.on(
+                        ConnEvent::SocketFailed(Failure::MalformedBurst { count }),
+                        ctx,
+                    );
                 }
             }
         }
     }
 
-    fn fail(&mut self, failure: Failure, ctx: &mut Context<Self>) {
-        let generation = match &self.socket {
-            Socket::Open(o) => Some(o.generation),
+    fn presented_generation(&self) -> Option<Generation> {
+        match self.machine.state() {
+            ConnState::Opening { presented, .. } | ConnState::Ready { presented, .. } => {
+                Some(presented.generation)
+            }
             _ => None,
-        };
-        self.fail_with(failure, generation, ctx);
-    }
-
-    /// Handles a failure through the failure table, then restarts this actor.
-    fn fail_with(&mut self, failure: Failure, generation: Option<u64>, ctx: &mut Context<Self>) {
-        if self.halted {
-            return;
         }
-        let class = self.ctx.class(&failure);
-        let was_ready = matches!(&self.socket, Socket::Open(o) if o.ready);
-        tracing::warn!(stream = %self.ctx.name, %failure, ?class, was_ready, "socket failed");
-        self.ctx.report(Report::Failure {
-            actor: ActorKind::StreamConnection,
-            failure: failure.clone(),
-        });
-        let reject = |gen: Option<u64>| {
-            if let (Some(generation), Some(token)) = (gen, self.ctx.token()) {
-                token.do_send(CredentialsRejected { generation });
-            }
-        };
-        let delay = match class {
-            Class::Hard => {
-                self.teardown(ctx);
-                return;
-            }
-            Class::Auth => {
-                reject(generation);
-                // The fresh credentials are worth trying soon, but never in a hot loop.
-                self.backoff.floor()
-            }
-            Class::Session | Class::NeedsLogin => {
-                reject(generation);
-                if let Some(g) = self.ctx.gateway() {
-                    g.do_send(SessionLost {
-                        failure: failure.clone(),
-                    });
-                }
-                self.backoff.floor()
-            }
-            Class::Soft | Class::Ignore => self.backoff.next_delay_at_least(failure.retry_after()),
-        };
-        self.restart_after(delay, ctx);
-    }
-
-    /// Tells Subscriptions the socket is gone and closes it.
-    fn teardown(&mut self, _ctx: &mut Context<Self>) {
-        if let Socket::Open(open) = &mut self.socket {
-            open.sink.close();
-            self.ctx.metrics.frame_sent(FrameKind::Close);
-            if let Some(s) = self.ctx.subscriptions() {
-                s.do_send(StreamDown { epoch: open.epoch });
-            }
-        }
-        self.socket = Socket::Idle;
-    }
-
-    fn restart_after(&mut self, delay: Duration, ctx: &mut Context<Self>) {
-        self.teardown(ctx);
-        self.next_delay = Some(delay);
-        ctx.stop();
     }
 }
 
@@ -406,27 +396,15 @@ impl Actor for StreamConnection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.halted {
-            return;
-        }
-        match self.next_delay.take() {
-            Some(delay) if !delay.is_zero() => {
-                self.socket = Socket::Backoff;
-                self.report_phase(ConnPhase::Backoff { delay });
-                ctx.run_later(delay, |act, ctx| act.dial(ctx));
-            }
-            _ => {
-                self.report_phase(ConnPhase::Waiting);
-                self.dial(ctx);
-            }
-        }
+        self.on(ConnEvent::Started, ctx);
     }
 }
 
 impl Supervised for StreamConnection {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        self.socket = Socket::Idle;
-        if !self.halted {
+        self.socket = None;
+        self.dial = None;
+        if self.machine.state() != ConnState::Halted {
             self.ctx
                 .report(Report::Restarted(ActorKind::StreamConnection));
         }
@@ -439,18 +417,16 @@ impl StreamHandler<Result<Frame, WsProtocolError>> for StreamConnection {
             Ok(frame) => frame,
             Err(WsProtocolError::Overflow) => {
                 let limit = self.ctx.config.max_frame_size;
-                return self.fail(Failure::Oversized { limit }, ctx);
+                return self.on(ConnEvent::SocketFailed(Failure::Oversized { limit }), ctx);
             }
             Err(e) => {
-                return self.fail(
-                    Failure::Transport {
-                        detail: format!("websocket protocol: {e}"),
-                    },
-                    ctx,
-                )
+                let failure = Failure::Transport {
+                    detail: format!("websocket protocol: {e}"),
+                };
+                return self.on(ConnEvent::SocketFailed(failure), ctx);
             }
         };
-        let Socket::Open(open) = &mut self.socket else {
+        let Some(open) = &mut self.socket else {
             return;
         };
         open.last_rx = Instant::now();
@@ -464,7 +440,7 @@ impl StreamHandler<Result<Frame, WsProtocolError>> for StreamConnection {
                     self.on_text(&String::from_utf8_lossy(&bytes), ctx)
                 }
                 Ok(None) => {}
-                Err(failure) => self.fail(failure, ctx),
+                Err(failure) => self.on(ConnEvent::SocketFailed(failure), ctx),
             },
             Frame::Ping(payload) => {
                 let _ = open.sink.write(Message::Pong(payload));
@@ -476,26 +452,24 @@ impl StreamHandler<Result<Frame, WsProtocolError>> for StreamConnection {
                     Some(r) => (Some(u16::from(r.code)), r.description.unwrap_or_default()),
                     None => (None, String::new()),
                 };
-                self.fail(close_failure(code, &text), ctx);
+                self.on(ConnEvent::SocketFailed(close_failure(code, &text)), ctx);
             }
         }
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        if matches!(self.socket, Socket::Open(_)) {
-            self.fail(Failure::Dropped, ctx);
+        if self.socket.is_some() {
+            self.on(ConnEvent::SocketFailed(Failure::Dropped), ctx);
         }
     }
 }
 
 impl WriteHandler<WsProtocolError> for StreamConnection {
     fn error(&mut self, err: WsProtocolError, ctx: &mut Context<Self>) -> Running {
-        self.fail(
-            Failure::Transport {
-                detail: format!("websocket write: {err}"),
-            },
-            ctx,
-        );
+        let failure = Failure::Transport {
+            detail: format!("websocket write: {err}"),
+        };
+        self.on(ConnEvent::SocketFailed(failure), ctx);
         Running::Continue
     }
 
@@ -507,12 +481,12 @@ impl Handler<SendFrame> for StreamConnection {
 
     fn handle(&mut self, msg: SendFrame, _ctx: &mut Context<Self>) {
         match &mut self.socket {
-            Socket::Open(open) if open.epoch == msg.epoch && open.ready => {
+            Some(open) if self.machine.ready_epoch() == Some(msg.epoch) => {
                 let _ = open.sink.write(Message::Text(msg.text.into()));
                 self.ctx.metrics.frame_sent(FrameKind::Text);
             }
             _ => {
-                tracing::trace!(stream = %self.ctx.name, epoch = msg.epoch, "frame for a dead socket dropped")
+                tracing::trace!(stream = %self.ctx.name, epoch = %msg.epoch, "frame for a dead socket dropped")
             }
         }
     }
@@ -522,10 +496,8 @@ impl Handler<SessionDown> for StreamConnection {
     type Result = ();
 
     fn handle(&mut self, _: SessionDown, ctx: &mut Context<Self>) {
-        if !self.halted && matches!(self.socket, Socket::Open(_) | Socket::Dialing) {
-            tracing::info!(stream = %self.ctx.name, "gateway session down; socket rebuilt once it is back");
-            self.restart_after(Duration::ZERO, ctx);
-        }
+        tracing::info!(stream = %self.ctx.name, "gateway session down; socket rebuilt once it is back");
+        self.on(ConnEvent::SessionDown, ctx);
     }
 }
 
@@ -533,12 +505,14 @@ impl Handler<CredentialsChanged> for StreamConnection {
     type Result = ();
 
     fn handle(&mut self, msg: CredentialsChanged, ctx: &mut Context<Self>) {
-        if matches!(&self.socket, Socket::Open(o) if o.generation < msg.generation) {
-            tracing::info!(stream = %self.ctx.name, generation = msg.generation, "new credentials; rebuilding the socket");
+        if self
+            .presented_generation()
+            .is_some_and(|g| g < msg.generation)
+        {
+            tracing::info!(stream = %self.ctx.name, generation = %msg.generation, "new credentials; rebuilding the socket");
             self.ctx.metrics.reconnect("credentials_rotated");
-            let delay = self.backoff.floor();
-            self.restart_after(delay, ctx);
         }
+        self.on(ConnEvent::CredentialsChanged(msg.generation), ctx);
     }
 }
 
@@ -546,10 +520,8 @@ impl Handler<Resync> for StreamConnection {
     type Result = ();
 
     fn handle(&mut self, _: Resync, _ctx: &mut Context<Self>) {
-        if let (Socket::Open(open), Some(s)) = (&self.socket, self.ctx.subscriptions()) {
-            if open.ready {
-                s.do_send(StreamUp { epoch: open.epoch });
-            }
+        if let (Some(epoch), Some(s)) = (self.machine.ready_epoch(), self.ctx.subscriptions()) {
+            s.do_send(StreamUp { epoch });
         }
     }
 }
@@ -559,10 +531,7 @@ impl Handler<Halt> for StreamConnection {
 
     fn handle(&mut self, _: Halt, ctx: &mut Context<Self>) {
         // Close gracefully: frames already queued (unsubscribes on shutdown) are flushed first.
-        // Timers keep ticking but find no open socket, and every failure path checks `halted`.
-        self.teardown(ctx);
-        self.halted = true;
-        self.report_phase(ConnPhase::Waiting);
+        self.on(ConnEvent::Halt, ctx);
     }
 }
 
@@ -570,12 +539,7 @@ impl Handler<Resume> for StreamConnection {
     type Result = ();
 
     fn handle(&mut self, _: Resume, ctx: &mut Context<Self>) {
-        if self.halted {
-            self.halted = false;
-            self.backoff.reset();
-            self.next_delay = None;
-            ctx.stop();
-        }
+        self.on(ConnEvent::Resume, ctx);
     }
 }
 

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::StreamCtx;
 use crate::channel::{self, Push};
+use crate::ids::Epoch;
 use crate::dialect::{Confirmation, SubscriptionWire};
 use crate::messages::{
     Acknowledged, Deliver, Halt, InjectPanic, Report, Resume, SendFrame, StreamDown, StreamUp,
@@ -48,7 +49,7 @@ const TICK: Duration = Duration::from_secs(1);
 pub struct Subscriptions {
     ctx: StreamCtx,
     book: Book,
-    epoch: Option<u64>,
+    epoch: Option<Epoch>,
     halted: bool,
     last_counts: Option<SubscriptionCounts>,
 }
@@ -263,7 +264,7 @@ impl Handler<StreamUp> for Subscriptions {
         }
         let now = Instant::now();
         let keys: Vec<Arc<str>> = self.book.borrow().keys().cloned().collect();
-        tracing::debug!(stream = %self.ctx.name, epoch = msg.epoch, count = keys.len(), "replaying subscriptions");
+        tracing::debug!(stream = %self.ctx.name, epoch = %msg.epoch, count = keys.len(), "replaying subscriptions");
         for key in keys {
             if let Some(b) = self.book.borrow_mut().get_mut(&key) {
                 set_state(b, SubscriptionState::Pending);

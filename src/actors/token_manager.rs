@@ -1,111 +1,147 @@
-//! TokenManager: owns the credentials of a stream and their generations.
-//!
-//! * Every dial asks for credentials *at that moment* ([`GetCredentials`]): nothing captures a token.
-//! * Refreshes are single-flight: concurrent requests wait for the one fetch in progress.
-//! * A rejection names the generation it rejected; only a rejection of the *current* generation
-//!   refreshes, so a thousand simultaneous 401s cause exactly one refresh.
-//! * Credentials with a known expiry are refreshed before it (with jitter), and handed out only
-//!   while they are not about to expire.
-
-use std::time::Duration;
+//! TokenManager: the shell around [`TokenMachine`], which owns the credentials of a stream and
+//! their generations (single-flight refresh, generation-guarded rejections, refresh before
+//! expiry). The shell performs what the machine decides: it calls the dialect's credential
+//! source, keeps the secret of each generation, answers waiting dials and arms the refresh timer.
 
 use actix::prelude::*;
 use rand::Rng;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use super::StreamCtx;
 use crate::dialect::Issued;
-use crate::failure::{Class, Failure};
+use crate::failure::Failure;
+use crate::machine::token::{Held, TokenEffect, TokenEvent, TokenMachine};
 use crate::messages::{
-    Credentials, CredentialsChanged, CredentialsObserved, CredentialsRejected, GetCredentials,
+    Credentials, CredentialsChanged, CredentialsDiscarded, CredentialsObserved, CredentialsRejected, GetCredentials,
     Halt, InjectPanic, Report, Resume, SessionLost,
 };
 use crate::status::ActorKind;
 
 type Waiter = oneshot::Sender<Result<Credentials, Failure>>;
 
-/// Refresh credentials this long before they expire (at most a fifth of their lifetime).
-const SKEW: Duration = Duration::from_secs(30);
-
-/// The refresh margin for a credential valid for `lifetime`.
-fn skew(lifetime: Duration) -> Duration {
-    SKEW.min(lifetime / 5)
-}
-
 /// The credentials actor of one stream.
 pub struct TokenManager {
     ctx: StreamCtx,
     http: Option<awc::Client>,
-    current: Option<Credentials>,
-    /// The next generation replaces a rejected one.
-    replacing_rejected: bool,
-    fetching: bool,
+    machine: TokenMachine,
+    /// The secret of the current generation.
+    secret: Option<SecretString>,
+    /// A secret received (fetched or observed) and about to be installed.
+    incoming: Option<SecretString>,
     waiters: Vec<Waiter>,
     refresh_timer: Option<SpawnHandle>,
-    halted: bool,
 }
 
 impl TokenManager {
     /// A TokenManager for the stream.
     pub fn new(ctx: StreamCtx) -> Self {
+        let machine = TokenMachine::new(ctx.generation.get(), rand::thread_rng().gen());
         Self {
             ctx,
             http: None,
-            current: None,
-            replacing_rejected: false,
-            fetching: false,
+            machine,
+            secret: None,
+            incoming: None,
             waiters: Vec::new(),
             refresh_timer: None,
-            halted: false,
         }
     }
 
-    /// The current credentials unless they expire within the skew: a credential about to expire
-    /// is refreshed *before* a dial, never discovered by a failure after it.
-    fn usable(&self, now: Instant) -> Option<Credentials> {
-        let c = self.current.as_ref()?;
-        match c.expires_at {
-            Some(exp) if now + skew(exp.saturating_duration_since(c.issued_at)) >= exp => None,
-            _ => Some(c.clone()),
+    fn on(&mut self, event: TokenEvent, ctx: &mut Context<Self>) {
+        let now = self.ctx.now();
+        for effect in self.machine.on(event, now) {
+            self.perform(effect, ctx);
         }
     }
 
-    fn http(&mut self) -> awc::Client {
-        self.http
-            .get_or_insert_with(|| self.ctx.clients.client())
-            .clone()
+    fn credentials(&self, held: Held) -> Result<Credentials, Failure> {
+        let secret = self.secret.clone().ok_or_else(|| Failure::Transport {
+            detail: "credentials were installed without a secret".into(),
+        })?;
+        Ok(Credentials {
+            generation: held.generation,
+            secret,
+            issued_at: held.issued_at,
+            expires_at: held.expires_at,
+            replaced_rejected: held.replaced_rejected,
+        })
     }
 
-    fn fetch(&mut self, ctx: &mut Context<Self>) {
-        if self.fetching || self.halted {
-            return;
+    fn perform(&mut self, effect: TokenEffect, ctx: &mut Context<Self>) {
+        match effect {
+            TokenEffect::Fetch => {
+                let http = self
+                    .http
+                    .get_or_insert_with(|| self.ctx.clients.client())
+                    .clone();
+                let fut = self.ctx.dialect.fetch_credentials(http);
+                ctx.spawn(fut.into_actor(self).map(|res, act, ctx| act.fetched(res, ctx)));
+            }
+            TokenEffect::Install(held) => {
+                self.secret = self.incoming.take();
+                self.ctx.generation.set(held.generation);
+                let now = self.ctx.now();
+                self.ctx
+                    .metrics
+                    .credential_expiry(held.expires_at.map(|at| at.saturating_sub(now)));
+                self.ctx.report(Report::CredentialsRefreshed {
+                    generation: Some(held.generation),
+                });
+                tracing::debug!(stream = %self.ctx.name, generation = %held.generation, "credentials installed");
+            }
+            TokenEffect::Give(held) => {
+                let answer = self.credentials(held);
+                if let Some(w) = self.waiters.pop() {
+                    let _ = w.send(answer);
+                }
+            }
+            TokenEffect::Wait => {}
+            TokenEffect::Answer(res) => {
+                let answer = res.and_then(|held| self.credentials(held));
+                for w in self.waiters.drain(..) {
+                    let _ = w.send(answer.clone());
+                }
+            }
+            TokenEffect::ArmRefresh(delay) => {
+                if let Some(h) = self.refresh_timer.take() {
+                    ctx.cancel_future(h);
+                }
+                self.refresh_timer = Some(ctx.run_later(delay, |act, ctx| {
+                    act.refresh_timer = None;
+                    tracing::debug!(stream = %act.ctx.name, "refreshing credentials before expiry");
+                    act.on(TokenEvent::RefreshDue, ctx);
+                }));
+            }
+            TokenEffect::CancelRefresh => {
+                if let Some(h) = self.refresh_timer.take() {
+                    ctx.cancel_future(h);
+                }
+            }
+            TokenEffect::SessionLost(failure) => {
+                if let Some(g) = self.ctx.gateway() {
+                    g.do_send(SessionLost { failure });
+                }
+            }
+            TokenEffect::Changed(generation) => {
+                tracing::info!(stream = %self.ctx.name, %generation, "gateway rotated the session; socket will be rebuilt");
+                if let Some(s) = self.ctx.stream() {
+                    s.do_send(CredentialsChanged { generation });
+                }
+            }
         }
-        self.fetching = true;
-        let http = self.http();
-        let fut = self.ctx.dialect.fetch_credentials(http);
-        ctx.spawn(
-            fut.into_actor(self)
-                .map(|res, act, ctx| act.fetched(res, ctx)),
-        );
     }
 
     fn fetched(&mut self, res: Result<Issued, Failure>, ctx: &mut Context<Self>) {
-        self.fetching = false;
         match res {
             Ok(issued) => {
-                let creds =
-                    self.install(issued.secret, issued.expires_in.map(|d| Instant::now() + d));
                 self.ctx.metrics.credential_refresh(true);
-                self.ctx.report(Report::CredentialsRefreshed {
-                    generation: Some(creds.generation),
-                });
-                tracing::debug!(stream = %self.ctx.name, generation = creds.generation, "credentials fetched");
-                for w in self.waiters.drain(..) {
-                    let _ = w.send(Ok(creds.clone()));
-                }
-                self.schedule_refresh(ctx);
+                self.incoming = Some(issued.secret);
+                let event = TokenEvent::Issued {
+                    expires_in: issued.expires_in,
+                    age: issued.age,
+                };
+                self.on(event, ctx);
             }
             Err(failure) => {
                 self.ctx.metrics.credential_refresh(false);
@@ -115,60 +151,10 @@ impl TokenManager {
                     actor: ActorKind::TokenManager,
                     failure: failure.clone(),
                 });
-                if self.ctx.class(&failure) == Class::Session {
-                    if let Some(g) = self.ctx.gateway() {
-                        g.do_send(SessionLost {
-                            failure: failure.clone(),
-                        });
-                    }
-                }
-                for w in self.waiters.drain(..) {
-                    let _ = w.send(Err(failure.clone()));
-                }
+                let class = self.ctx.class(&failure);
+                self.on(TokenEvent::FetchFailed(failure, class), ctx);
             }
         }
-    }
-
-    fn install(
-        &mut self,
-        secret: secrecy::SecretString,
-        expires_at: Option<Instant>,
-    ) -> Credentials {
-        let generation = self.ctx.generation.get() + 1;
-        self.ctx.generation.set(generation);
-        let creds = Credentials {
-            generation,
-            secret,
-            issued_at: Instant::now(),
-            expires_at,
-            replaced_rejected: self.replacing_rejected,
-        };
-        self.replacing_rejected = false;
-        self.ctx
-            .metrics
-            .credential_expiry(expires_at.map(|at| at.saturating_duration_since(Instant::now())));
-        self.current = Some(creds.clone());
-        creds
-    }
-
-    fn schedule_refresh(&mut self, ctx: &mut Context<Self>) {
-        if let Some(h) = self.refresh_timer.take() {
-            ctx.cancel_future(h);
-        }
-        let Some(exp) = self.current.as_ref().and_then(|c| c.expires_at) else {
-            return;
-        };
-        let lifetime = exp.saturating_duration_since(Instant::now());
-        let skew = skew(lifetime);
-        let jitter = Duration::from_millis(
-            rand::thread_rng().gen_range(0..=skew.as_millis().min(5_000) as u64 / 2 + 1),
-        );
-        let at = lifetime.saturating_sub(skew + jitter);
-        self.refresh_timer = Some(ctx.run_later(at, |act, ctx| {
-            act.refresh_timer = None;
-            tracing::debug!(stream = %act.ctx.name, "refreshing credentials before expiry");
-            act.fetch(ctx);
-        }));
     }
 }
 
@@ -176,20 +162,15 @@ impl Actor for TokenManager {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.current.is_none() {
+        if self.machine.current().is_none() {
             if let Some(cached) = self.ctx.dialect.cached_credentials() {
-                let creds =
-                    self.install(cached.secret, cached.expires_in.map(|d| Instant::now() + d));
-                if let Some(c) = self.current.as_mut() {
-                    c.issued_at = Instant::now()
-                        .checked_sub(cached.age)
-                        .unwrap_or(c.issued_at);
-                }
-                tracing::debug!(stream = %self.ctx.name, generation = creds.generation, "using cached credentials");
-                self.ctx.report(Report::CredentialsRefreshed {
-                    generation: Some(creds.generation),
-                });
-                self.schedule_refresh(ctx);
+                tracing::debug!(stream = %self.ctx.name, "using cached credentials");
+                self.incoming = Some(cached.secret);
+                let event = TokenEvent::Issued {
+                    expires_in: cached.expires_in,
+                    age: cached.age,
+                };
+                self.on(event, ctx);
             }
         }
     }
@@ -197,9 +178,10 @@ impl Actor for TokenManager {
 
 impl Supervised for TokenManager {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        self.fetching = false;
         self.refresh_timer = None;
         self.waiters.clear();
+        self.machine = TokenMachine::new(self.ctx.generation.get(), rand::thread_rng().gen());
+        self.secret = None;
         self.ctx.report(Report::Restarted(ActorKind::TokenManager));
     }
 }
@@ -209,12 +191,9 @@ impl Handler<GetCredentials> for TokenManager {
 
     fn handle(&mut self, _: GetCredentials, ctx: &mut Context<Self>) -> Self::Result {
         self.ctx.metrics.credential_requests.inc();
-        if let Some(c) = self.usable(Instant::now()) {
-            return Box::pin(async move { Ok(c) });
-        }
         let (tx, rx) = oneshot::channel();
         self.waiters.push(tx);
-        self.fetch(ctx);
+        self.on(TokenEvent::Get, ctx);
         Box::pin(async move {
             rx.await.unwrap_or_else(|_| {
                 Err(Failure::Transport {
@@ -229,44 +208,38 @@ impl Handler<CredentialsRejected> for TokenManager {
     type Result = ();
 
     fn handle(&mut self, msg: CredentialsRejected, ctx: &mut Context<Self>) {
-        match &self.current {
-            Some(c) if c.generation == msg.generation => {
-                tracing::info!(stream = %self.ctx.name, generation = msg.generation, "credentials rejected; refreshing");
-                self.current = None;
-                self.replacing_rejected = true;
-                self.fetch(ctx);
-            }
-            _ => {
-                tracing::trace!(stream = %self.ctx.name, generation = msg.generation, "stale rejection ignored")
-            }
+        if self
+            .machine
+            .current()
+            .is_some_and(|c| c.generation == msg.generation)
+        {
+            tracing::info!(stream = %self.ctx.name, generation = %msg.generation, "credentials rejected; refreshing");
         }
+        self.on(TokenEvent::Rejected(msg.generation), ctx);
+    }
+}
+
+impl Handler<CredentialsDiscarded> for TokenManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: CredentialsDiscarded, ctx: &mut Context<Self>) {
+        self.on(TokenEvent::Discard(msg.generation), ctx);
     }
 }
 
 impl Handler<CredentialsObserved> for TokenManager {
     type Result = ();
 
-    fn handle(&mut self, msg: CredentialsObserved, _ctx: &mut Context<Self>) {
-        let same = self
-            .current
+    fn handle(&mut self, msg: CredentialsObserved, ctx: &mut Context<Self>) {
+        let differs = self
+            .secret
             .as_ref()
-            .is_some_and(|c| c.secret.expose_secret() == msg.secret.expose_secret());
-        if same || self.fetching {
-            return;
+            .is_none_or(|c| c.expose_secret() != msg.secret.expose_secret());
+        if differs {
+            self.incoming = Some(msg.secret);
         }
-        let had = self.current.is_some();
-        let creds = self.install(msg.secret, None);
-        self.ctx.report(Report::CredentialsRefreshed {
-            generation: Some(creds.generation),
-        });
-        if had {
-            tracing::info!(stream = %self.ctx.name, generation = creds.generation, "gateway rotated the session; socket will be rebuilt");
-            if let Some(s) = self.ctx.stream() {
-                s.do_send(CredentialsChanged {
-                    generation: creds.generation,
-                });
-            }
-        }
+        self.on(TokenEvent::Observed { differs }, ctx);
+        self.incoming = None;
     }
 }
 
@@ -274,18 +247,15 @@ impl Handler<Halt> for TokenManager {
     type Result = ();
 
     fn handle(&mut self, _: Halt, ctx: &mut Context<Self>) {
-        self.halted = true;
-        if let Some(h) = self.refresh_timer.take() {
-            ctx.cancel_future(h);
-        }
+        self.on(TokenEvent::Halt, ctx);
     }
 }
 
 impl Handler<Resume> for TokenManager {
     type Result = ();
 
-    fn handle(&mut self, _: Resume, _ctx: &mut Context<Self>) {
-        self.halted = false;
+    fn handle(&mut self, _: Resume, ctx: &mut Context<Self>) {
+        self.on(TokenEvent::Resume, ctx);
     }
 }
 

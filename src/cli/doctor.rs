@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use keepwire::config::DialectKind;
 use keepwire::config_file;
 use keepwire::dialect::ibkr::{self, Ibkr};
-use keepwire::dialect::{Confirmation, Dialect, Inbound};
+use keepwire::dialect::{Confirmation, Dialect, Inbound, Repair};
 use keepwire::failure::Failure;
 use keepwire::transport::ClientFactory;
 use keepwire::{StreamConfig, Subscription};
@@ -160,7 +160,7 @@ async fn check_stream(cfg: &StreamConfig, subs: &[Subscription]) -> Vec<Check> {
     } else {
         match tokio::time::timeout(
             STEP_TIMEOUT,
-            ibkr::establish(http.clone(), api.clone(), ibkr_cfg.competing),
+            ibkr::establish(http.clone(), api.clone(), ibkr_cfg.competing, Repair::None),
         )
         .await
         {
@@ -254,7 +254,7 @@ async fn generic_checks(cfg: &StreamConfig, subs: &[Subscription], list: &mut Ch
         Err(f) => return list.fail_with("configuration", &f, "fix the configuration"),
     };
     let http = clients.client();
-    if let Err(f) = dialect.establish(http.clone()).await {
+    if let Err(f) = dialect.establish(http.clone(), Repair::None).await {
         return list.fail_with("gateway session", &f, "check the gateway");
     }
     let issued = match tokio::time::timeout(STEP_TIMEOUT, dialect.fetch_credentials(http.clone()))

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use super::{
     Confirmation, DialPlan, Dialect, Inbound, Issued, KeepaliveOutcome, SocketDecoder,
-    SubscriptionWire,
+    SubscriptionWire, Repair,
 };
 use crate::failure::{http_failure, CompetingPolicy, Endpoint, Failure};
 use crate::subscription::Subscription;
@@ -165,18 +165,44 @@ pub async fn auth_status(http: &awc::Client, api: &str) -> Result<AuthStatus, Fa
     Ok(parse_status(&reply))
 }
 
+/// `POST iserver/reauthenticate`.
+async fn reauthenticate(http: &awc::Client, api: &str) -> Result<(), Failure> {
+    let re = call_json(
+        http,
+        Method::POST,
+        &format!("{api}/iserver/reauthenticate"),
+        Endpoint::Reauthenticate,
+        None,
+        &[],
+    )
+    .await?;
+    check(Endpoint::Reauthenticate, &re)
+}
+
 /// The whole handshake: status → `ssodh/init` → status → `reauthenticate` → status → preflight.
+///
+/// `repair` distrusts a status that says authenticated (the socket found the session dead: a
+/// half-dead gateway): [`Repair::Reauthenticate`] reauthenticates first, [`Repair::Init`] runs
+/// `ssodh/init` whatever the status says.
 pub async fn establish(
     http: awc::Client,
     api: Arc<str>,
     policy: CompetingPolicy,
+    repair: Repair,
 ) -> Result<(), Failure> {
     let status = auth_status(&http, &api).await?;
-    if status.healthy() {
-        return preflight(&http, &api).await;
-    }
     if status.competing && policy == CompetingPolicy::Yield {
         return Err(Failure::Competing);
+    }
+    match repair {
+        Repair::None if status.healthy() => return preflight(&http, &api).await,
+        Repair::Reauthenticate if status.authenticated && !status.competing => {
+            reauthenticate(&http, &api).await?;
+            if auth_status(&http, &api).await?.healthy() {
+                return preflight(&http, &api).await;
+            }
+        }
+        _ => {}
     }
     let body = json!({"publish": true, "compete": policy == CompetingPolicy::Compete});
     let init = call_json(
@@ -194,16 +220,7 @@ pub async fn establish(
         return preflight(&http, &api).await;
     }
     // Last resort while the SSO session may still be valid.
-    let re = call_json(
-        &http,
-        Method::POST,
-        &format!("{api}/iserver/reauthenticate"),
-        Endpoint::Reauthenticate,
-        None,
-        &[],
-    )
-    .await?;
-    check(Endpoint::Reauthenticate, &re)?;
+    reauthenticate(&http, &api).await?;
     let status = auth_status(&http, &api).await?;
     if status.healthy() {
         return preflight(&http, &api).await;
@@ -281,8 +298,12 @@ impl Dialect for Ibkr {
         "ibkr"
     }
 
-    fn establish(&self, http: awc::Client) -> LocalBoxFuture<'static, Result<(), Failure>> {
-        establish(http, self.api.clone(), self.config.competing).boxed_local()
+    fn establish(
+        &self,
+        http: awc::Client,
+        repair: Repair,
+    ) -> LocalBoxFuture<'static, Result<(), Failure>> {
+        establish(http, self.api.clone(), self.config.competing, repair).boxed_local()
     }
 
     fn keepalive(

@@ -58,6 +58,18 @@ impl fmt::Debug for DialPlan {
     }
 }
 
+/// How hard an establishment tries to repair a session the gateway claims is fine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Repair {
+    /// Trust the session status: only initialise a session that is not authenticated.
+    #[default]
+    None,
+    /// Reauthenticate even when the status says authenticated (IBKR `reauthenticate`).
+    Reauthenticate,
+    /// Initialise even when the status says authenticated (IBKR `ssodh/init`).
+    Init,
+}
+
 /// What a keepalive learned.
 #[derive(Default)]
 pub struct KeepaliveOutcome {
@@ -154,7 +166,11 @@ pub trait Dialect {
 
     /// Makes sure the gateway session is established (IBKR: auth/status → ssodh/init → status).
     /// Defaults to nothing to establish: dialects whose credentials are the session.
-    fn establish(&self, _http: awc::Client) -> LocalBoxFuture<'static, Result<(), Failure>> {
+    fn establish(
+        &self,
+        _http: awc::Client,
+        _repair: Repair,
+    ) -> LocalBoxFuture<'static, Result<(), Failure>> {
         Box::pin(async { Ok(()) })
     }
     /// Keeps the session alive; called every [`Dialect::keepalive_interval`].

@@ -13,17 +13,7 @@ use crate::config::{BackoffConfig, CompetingPolicy};
 use crate::failure::{Class, Failure};
 use crate::messages::SessionPhase;
 
-/// How hard an establishment tries to repair a session the gateway claims is fine.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Repair {
-    /// Trust `auth/status`: only initialise a session that is not authenticated.
-    #[default]
-    None,
-    /// Call `reauthenticate` even when `auth/status` says authenticated.
-    Reauthenticate,
-    /// Call `ssodh/init` even when `auth/status` says authenticated.
-    Init,
-}
+pub use crate::dialect::Repair;
 
 /// Where the session flow is.
 #[derive(Clone, Debug, PartialEq)]

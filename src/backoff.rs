@@ -219,14 +219,22 @@ mod tests {
     #[test]
     fn server_delay_wins_when_longer() {
         let mut b = Backoff::new(cfg(100, 1000, 0.0));
-        assert_eq!(
-            b.next_delay_at_least(Some(Duration::from_secs(7))),
-            Duration::from_secs(7)
+        let d = b.next_delay_at_least(Some(Duration::from_secs(7)));
+        assert!(
+            d >= Duration::from_secs(7) && d <= Duration::from_millis(7_700),
+            "{d:?}"
         );
         assert_eq!(
             b.next_delay_at_least(Some(Duration::from_millis(1))),
             Duration::from_millis(200)
         );
+    }
+
+    #[test]
+    fn an_absurd_retry_after_is_capped() {
+        let mut b = Backoff::new(cfg(100, 1000, 0.5));
+        let d = b.next_delay_at_least(Some(Duration::from_secs(99_999_999)));
+        assert_eq!(d, RETRY_AFTER_CAP);
     }
 
     #[test]

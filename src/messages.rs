@@ -11,11 +11,11 @@ use std::time::Duration;
 use actix::Message;
 use secrecy::SecretString;
 
+use crate::backoff::Now;
 use crate::channel;
 use crate::dialect::DialPlan;
 use crate::failure::Failure;
 use crate::ids::{Epoch, Generation};
-use crate::machine::Now;
 use crate::status::{ActorKind, SubscriptionCounts};
 use crate::subscription::{Event, Subscription};
 

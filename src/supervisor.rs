@@ -21,11 +21,11 @@ use crate::config::StreamConfig;
 use crate::dialect::DialectSend;
 use crate::failure::{Class, Failure};
 use crate::ids::{Epoch, Generation};
+use crate::machine::intensity::{Cause, Intensity};
 use crate::messages::{
     ConnPhase, Halt, InjectPanic, Logout, Report, Resume, Resync, SessionPhase, StreamDown,
     Subscribe, Unsubscribe,
 };
-use crate::machine::intensity::{Cause, Intensity};
 use crate::metrics::StreamMetrics;
 use crate::status::{
     ActorKind, LastFailure, Status, StreamState, StreamStatus, SubscriptionCounts,

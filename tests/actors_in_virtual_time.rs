@@ -15,11 +15,11 @@ use keepwire::actors::{Peers, StreamCtx, Subscriptions, TokenManager};
 use keepwire::config::IbkrConfig;
 use keepwire::dialect::ibkr::Ibkr;
 use keepwire::dialect::{DialPlan, Dialect, Issued, SocketDecoder, SubscriptionWire};
+use keepwire::ids::{Epoch, Generation};
 use keepwire::messages::{
     CredentialsRejected, Deliver, GetCredentials, Report, SendFrame, StreamDown, StreamUp,
     Subscribe,
 };
-use keepwire::ids::{Epoch, Generation};
 use keepwire::{Failure, StreamConfig, Subscription};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -143,9 +143,9 @@ async fn a_thousand_rejections_of_one_generation_cause_exactly_one_refresh() {
     // and 1000 dials asking at the same moment share the one fetch
     let waits: Vec<_> = (0..1000).map(|_| tm.send(GetCredentials)).collect();
     let got = futures_util::future::join_all(waits).await;
-    assert!(got
-        .iter()
-        .all(|r| matches!(r, Ok(Ok(c)) if c.generation == Generation::new(2) && c.replaced_rejected)));
+    assert!(got.iter().all(
+        |r| matches!(r, Ok(Ok(c)) if c.generation == Generation::new(2) && c.replaced_rejected)
+    ));
     assert_eq!(
         fetches.load(Ordering::SeqCst),
         2,
@@ -163,7 +163,9 @@ async fn a_thousand_rejections_of_one_generation_cause_exactly_one_refresh() {
     );
 
     // a late rejection of the old generation changes nothing
-    tm.do_send(CredentialsRejected { generation: Generation::new(1) });
+    tm.do_send(CredentialsRejected {
+        generation: Generation::new(1),
+    });
     let again = tm.send(GetCredentials).await.unwrap().unwrap();
     assert_eq!(again.generation, Generation::new(2));
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
@@ -240,7 +242,11 @@ async fn an_active_smd_subscription_is_resent_every_nine_minutes_before_ibkr_end
     .await
     .unwrap()
     .unwrap();
-    subs.send(StreamUp { epoch: Epoch::new(1) }).await.unwrap();
+    subs.send(StreamUp {
+        epoch: Epoch::new(1),
+    })
+    .await
+    .unwrap();
     subs.send(Deliver {
         epoch: Epoch::new(1),
         topic: "smd+8314".into(),
@@ -274,7 +280,11 @@ async fn an_unconfirmed_subscription_is_retried_a_bounded_number_of_times_then_f
     .await
     .unwrap()
     .unwrap();
-    subs.send(StreamUp { epoch: Epoch::new(7) }).await.unwrap();
+    subs.send(StreamUp {
+        epoch: Epoch::new(7),
+    })
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(120)).await;
     settle().await;
     assert_eq!(frames(&tape).len(), 3, "max_subscribe_attempts = 3");
@@ -309,9 +319,17 @@ async fn every_subscription_is_replayed_on_each_new_socket_and_stale_events_are_
         .unwrap()
         .unwrap();
     }
-    subs.send(StreamUp { epoch: Epoch::new(1) }).await.unwrap();
+    subs.send(StreamUp {
+        epoch: Epoch::new(1),
+    })
+    .await
+    .unwrap();
     assert_eq!(frames(&tape).len(), 3);
-    subs.send(StreamDown { epoch: Epoch::new(1) }).await.unwrap();
+    subs.send(StreamDown {
+        epoch: Epoch::new(1),
+    })
+    .await
+    .unwrap();
     // a late message from the dead socket must not mark anything active
     subs.send(Deliver {
         epoch: Epoch::new(1),
@@ -320,14 +338,22 @@ async fn every_subscription_is_replayed_on_each_new_socket_and_stale_events_are_
     })
     .await
     .unwrap();
-    subs.send(StreamUp { epoch: Epoch::new(2) }).await.unwrap();
+    subs.send(StreamUp {
+        epoch: Epoch::new(2),
+    })
+    .await
+    .unwrap();
     assert_eq!(
         frames(&tape).len(),
         6,
         "all three replayed on the new socket"
     );
     // a StreamDown about the old socket arriving late does not take the new one down
-    subs.send(StreamDown { epoch: Epoch::new(1) }).await.unwrap();
+    subs.send(StreamDown {
+        epoch: Epoch::new(1),
+    })
+    .await
+    .unwrap();
     subs.send(Deliver {
         epoch: Epoch::new(2),
         topic: "smd+2".into(),

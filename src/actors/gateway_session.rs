@@ -111,16 +111,18 @@ impl GatewaySession {
             metrics.keepalive(res.as_ref().map_or_else(Failure::reason, |_| "ok"));
             res
         };
-        ctx.spawn(fut.into_actor(self).map(
-            |res: Result<KeepaliveOutcome, Failure>, act, ctx| match res {
-                Ok(outcome) => {
-                    if let (Some(secret), Some(token)) = (outcome.observed, act.ctx.token()) {
-                        token.do_send(CredentialsObserved { secret });
+        ctx.spawn(
+            fut.into_actor(self).map(
+                |res: Result<KeepaliveOutcome, Failure>, act, ctx| match res {
+                    Ok(outcome) => {
+                        if let (Some(secret), Some(token)) = (outcome.observed, act.ctx.token()) {
+                            token.do_send(CredentialsObserved { secret });
+                        }
                     }
-                }
-                Err(failure) => act.on(SessionEvent::KeepaliveFailed(failure), ctx),
-            },
-        ));
+                    Err(failure) => act.on(SessionEvent::KeepaliveFailed(failure), ctx),
+                },
+            ),
+        );
     }
 }
 

@@ -29,8 +29,7 @@ use crate::machine::connection::{ConnEffect, ConnEvent, ConnMachine, ConnState, 
 use crate::messages::{
     Acknowledged, AwaitSession, ConnPhase, CredentialsChanged, CredentialsDiscarded,
     CredentialsRejected, Deliver, GetCredentials, Halt, InjectPanic, PrepareDial, Report, Resume,
-    Resync, SendFrame, SessionDown, SessionLost, SocketHealthy, StreamDown, StreamUp,
-    TopicRefused,
+    Resync, SendFrame, SessionDown, SessionLost, SocketHealthy, StreamDown, StreamUp, TopicRefused,
 };
 use crate::metrics::FrameKind;
 use crate::status::ActorKind;
@@ -204,7 +203,9 @@ impl StreamConnection {
             }
             match req.connect().await {
                 Ok((_resp, framed)) => Ok((presented, framed)),
-                Err(e) => Err(with(ws_failure(&e, |status| dialect.upgrade_refused(status)))),
+                Err(e) => Err(with(ws_failure(&e, |status| {
+                    dialect.upgrade_refused(status)
+                }))),
             }
         };
         let handle = ctx.spawn(fut.into_actor(self).map(

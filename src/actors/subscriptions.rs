@@ -17,8 +17,8 @@ use tokio::time::Instant;
 
 use super::StreamCtx;
 use crate::channel::{self, Push};
-use crate::ids::Epoch;
 use crate::dialect::{Confirmation, SubscriptionWire};
+use crate::ids::Epoch;
 use crate::messages::{
     Acknowledged, Deliver, Halt, InjectPanic, Report, Resume, SendFrame, StreamDown, StreamUp,
     Subscribe, TopicRefused, Unsubscribe,

@@ -13,8 +13,8 @@ use crate::dialect::Issued;
 use crate::failure::Failure;
 use crate::machine::token::{Held, TokenEffect, TokenEvent, TokenMachine};
 use crate::messages::{
-    Credentials, CredentialsChanged, CredentialsDiscarded, CredentialsObserved, CredentialsRejected, GetCredentials,
-    Halt, InjectPanic, Report, Resume, SessionLost,
+    Credentials, CredentialsChanged, CredentialsDiscarded, CredentialsObserved,
+    CredentialsRejected, GetCredentials, Halt, InjectPanic, Report, Resume, SessionLost,
 };
 use crate::status::ActorKind;
 
@@ -76,7 +76,10 @@ impl TokenManager {
                     .get_or_insert_with(|| self.ctx.clients.client())
                     .clone();
                 let fut = self.ctx.dialect.fetch_credentials(http);
-                ctx.spawn(fut.into_actor(self).map(|res, act, ctx| act.fetched(res, ctx)));
+                ctx.spawn(
+                    fut.into_actor(self)
+                        .map(|res, act, ctx| act.fetched(res, ctx)),
+                );
             }
             TokenEffect::Install(held) => {
                 self.secret = self.incoming.take();

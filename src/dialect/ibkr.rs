@@ -20,8 +20,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    Confirmation, DialPlan, Dialect, Inbound, Issued, KeepaliveOutcome, SocketDecoder,
-    SubscriptionWire, Repair,
+    Confirmation, DialPlan, Dialect, Inbound, Issued, KeepaliveOutcome, Repair, SocketDecoder,
+    SubscriptionWire,
 };
 use crate::failure::{http_failure, CompetingPolicy, Endpoint, Failure};
 use crate::subscription::Subscription;

@@ -50,6 +50,9 @@ pub struct Held {
     pub issued_at: Now,
     /// When it stops being valid, if known.
     pub expires_at: Option<Now>,
+    /// Its whole lifetime from issue to expiry, if known (a cached credential issued before the
+    /// stream started has a lifetime longer than what is left of it).
+    pub lifetime: Option<Duration>,
     /// It replaced a generation that the gateway rejected.
     pub replaced_rejected: bool,
 }
@@ -227,8 +230,8 @@ impl TokenMachine {
     /// is refreshed *before* a dial, never discovered by a failure after it.
     fn usable(&self, now: Now) -> Option<Held> {
         let c = self.current?;
-        match c.expires_at {
-            Some(exp) if now.saturating_add(skew(exp.saturating_sub(c.issued_at))) >= exp => None,
+        match (c.expires_at, c.lifetime) {
+            (Some(exp), Some(lifetime)) if now.saturating_add(skew(lifetime)) >= exp => None,
             _ => Some(c),
         }
     }
@@ -248,10 +251,12 @@ impl TokenMachine {
         fx: &mut Vec<TokenEffect>,
     ) -> Held {
         self.last = self.last.next();
+        let expires_in = believable(expires_in);
         let held = Held {
             generation: self.last,
             issued_at: now.saturating_sub(age),
-            expires_at: believable(expires_in).and_then(|d| now.checked_add(d)),
+            expires_at: expires_in.and_then(|d| now.checked_add(d)),
+            lifetime: expires_in.map(|d| d.saturating_add(age)),
             replaced_rejected: self.replacing_rejected,
         };
         self.replacing_rejected = false;

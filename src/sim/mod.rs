@@ -27,8 +27,22 @@ use serde::Serialize;
 pub use schedule::{Fault, FaultKind, Schedule, SimDialect};
 use world::World;
 
-/// Seeds of schedules that once broke an invariant; the tests replay every one.
-pub const REGRESSIONS: &[(u64, &str)] = &[];
+/// Schedules (of 20 faults) that once broke an invariant, with what broke; the tests replay
+/// every one. Found by `keepwire chaos --sim --schedules 20000 --seed 1` on the machines as the
+/// actors behaved before the sans-IO core, then by later runs.
+pub const REGRESSIONS: &[(u64, &str)] = &[
+    (807013244984872231, "(a) SignalR refuses the account after every handshake: ended by restart intensity, not as rejected credentials"),
+    (8680832624474097475, "(a) SignalR refusal after the handshake: negotiate at the floor delay forever"),
+    (14072917602864530048, "(a)+(d) expiresIn 0 while the hub refuses the account: token requests in a loop"),
+    (12803034438824211395, "(b) a hung upgrade completes after a hard failure (competing, yield): socket left open"),
+    (15986950797480777301, "(b) a dial in flight goes on to the upgrade after a hard failure"),
+    (406134896046871403, "(c) half-dead IBKR gateway: auth/status at the floor delay, no repair"),
+    (13166747327335888811, "(c) half-dead IBKR gateway: upgrades faster than the backoff allows"),
+    (17911839290282890590, "(d) a huge expiresIn overflows the clock and panics"),
+    (10451216379200822465, "Retry-After: 99999999 parks the stream for years"),
+    (8195237237126968761, "a generation rejected for good is presented again after resume"),
+    (18013154328940581666, "credentials revoked during a long Retry-After were taken for 'rejected right after a refresh'"),
+];
 
 /// One broken invariant.
 #[derive(Clone, Debug, Serialize)]

@@ -237,7 +237,7 @@ impl Handler<CredentialsObserved> for TokenManager {
         let differs = self
             .secret
             .as_ref()
-            .is_none_or(|c| c.expose_secret() != msg.secret.expose_secret());
+            .map_or(true, |c| c.expose_secret() != msg.secret.expose_secret());
         if differs {
             self.incoming = Some(msg.secret);
         }

@@ -46,6 +46,8 @@ fi
 command -v promtool >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus; }
 need promtool "apt-get install -y prometheus"
 need prometheus "apt-get install -y prometheus"
+echo "== keepwire chaos --sim: 20 000 seeded fault schedules in the deterministic simulator"
+cargo run --locked --quiet -- chaos --sim --schedules 20000 --seed "${KW_SIM_SEED:-1}"
 echo "== cargo test"
 cargo test --locked --all-targets
 cargo test --locked --doc

@@ -726,11 +726,17 @@ async fn actors_dying_more_often_than_the_restart_intensity_escalates_but_reconn
         .await;
     }
     // Deaths (panics) are what restart intensity is for.
-    for _ in 0..3 {
+    for n in 1..=3u64 {
         rig.kw
             .inject_panic(STREAM, ActorKind::Subscriptions)
             .await
             .unwrap();
+        if n < 3 {
+            rig.wait(10, "subscriptions rebuilt", |s| {
+                restarts(s, ActorKind::Subscriptions) == n
+            })
+            .await;
+        }
     }
     let s = rig
         .wait(10, "escalated", |s| {

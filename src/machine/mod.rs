@@ -18,6 +18,7 @@
 pub mod connection;
 pub mod intensity;
 pub mod session;
+pub mod subscriptions;
 pub mod token;
 
 pub use crate::backoff::Now;

@@ -4,7 +4,6 @@
 //! turns reports into [`Status`] and metrics, and stops cleanly.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,7 +92,7 @@ impl StreamSupervisor {
             metrics,
             status_tx,
             ctx: None,
-            book: Rc::new(RefCell::new(BTreeMap::new())),
+            book: Book::default(),
             status: StreamStatus::default(),
             session: SessionPhase::Establishing,
             conn: ConnPhase::Waiting,
@@ -453,6 +452,7 @@ impl Handler<Shutdown> for StreamSupervisor {
         let keys: Vec<_> = self
             .book
             .borrow()
+            .bindings
             .values()
             .map(|b| b.subscription.clone())
             .collect();

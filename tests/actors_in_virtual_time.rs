@@ -2,7 +2,6 @@
 //! single-flight refreshes and bounded retries, with no network and no waiting.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,6 +10,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
 use futures_util::FutureExt;
+use keepwire::actors::subscriptions::Book;
 use keepwire::actors::{Peers, StreamCtx, Subscriptions, TokenManager};
 use keepwire::config::IbkrConfig;
 use keepwire::dialect::ibkr::Ibkr;
@@ -211,11 +211,7 @@ async fn an_expired_credential_is_never_handed_out() {
 
 fn subscriptions(tape: &Tape) -> Addr<Subscriptions> {
     let dialect = Arc::new(Ibkr::new("http://127.0.0.1:9", IbkrConfig::default()));
-    Subscriptions::new(
-        ctx_with(dialect, tape),
-        Rc::new(RefCell::new(BTreeMap::new())),
-    )
-    .start()
+    Subscriptions::new(ctx_with(dialect, tape), Book::default()).start()
 }
 
 fn frames(tape: &Tape) -> Vec<String> {

@@ -73,6 +73,18 @@ pub enum SubsEffect {
     Deliver(Arc<str>),
 }
 
+/// What becomes of one data message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not desired, or from a socket that is not the live one: dropped.
+    Drop,
+    /// Handed to the consumers; `became_active` when it confirmed the subscription.
+    Deliver {
+        /// The message confirmed the subscription (its consumers learn it is Active).
+        became_active: bool,
+    },
+}
+
 /// Limits on confirmation.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -128,6 +140,11 @@ impl SubsMachine {
     /// Whether `key` is desired.
     pub fn wants(&self, key: &str) -> bool {
         self.desired.contains_key(key)
+    }
+
+    /// Where `key` stands, when it is desired.
+    pub fn state(&self, key: &str) -> Option<&SubscriptionState> {
+        self.desired.get(key).map(|d| &d.state)
     }
 
     /// The desired set.
@@ -203,12 +220,15 @@ impl SubsMachine {
                     self.set(&key, SubscriptionState::Pending, &mut fx);
                 }
             }
-            SubsEvent::Data(epoch, key) => {
-                if self.up(epoch) && self.desired.contains_key(&key) {
-                    self.set(&key, SubscriptionState::Active, &mut fx);
+            SubsEvent::Data(epoch, key) => match self.on_data(epoch, &key) {
+                Verdict::Drop => {}
+                Verdict::Deliver { became_active } => {
+                    if became_active {
+                        fx.push(SubsEffect::State(key.clone(), SubscriptionState::Active));
+                    }
                     fx.push(SubsEffect::Deliver(key));
                 }
-            }
+            },
             SubsEvent::Ack(epoch, id, refused) => {
                 if !self.up(epoch) {
                     return fx;
@@ -264,6 +284,22 @@ impl SubsMachine {
         fx
     }
 
+    /// The data path: whether data on `key` from socket `epoch` is delivered, and whether it
+    /// confirmed the subscription. The same decision as [`SubsEvent::Data`], without allocating.
+    pub fn on_data(&mut self, epoch: Epoch, key: &str) -> Verdict {
+        if !self.up(epoch) {
+            return Verdict::Drop;
+        }
+        match self.desired.get_mut(key) {
+            None => Verdict::Drop,
+            Some(d) => {
+                let became_active = d.state != SubscriptionState::Active;
+                d.state = SubscriptionState::Active;
+                Verdict::Deliver { became_active }
+            }
+        }
+    }
+
     fn up(&self, epoch: Epoch) -> bool {
         matches!(self.link, Link::Up(e) | Link::Halted(Some(e)) if e == epoch)
     }
@@ -289,7 +325,9 @@ impl SubsMachine {
         d.last_sent = Some(now);
         let next = match d.wire.confirmation {
             Confirmation::Immediate => SubscriptionState::Active,
-            Confirmation::FirstMessage | Confirmation::Ack(_) => SubscriptionState::Sent { attempt },
+            Confirmation::FirstMessage | Confirmation::Ack(_) => {
+                SubscriptionState::Sent { attempt }
+            }
         };
         let frame = d.wire.subscribe.clone();
         self.set(key, next, fx);

@@ -90,7 +90,19 @@ pub struct Fault {
     pub lasts: Duration,
 }
 
-/// Everything one simulated run needs: the stream's settings and the faults.
+/// What the user of the stream does meanwhile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserAction {
+    /// Subscribes to a topic (again, if already desired: a further consumer).
+    Subscribe(&'static str),
+    /// Unsubscribes from a topic.
+    Unsubscribe(&'static str),
+}
+
+/// The topics the user picks from.
+pub const TOPICS: [&str; 3] = ["a", "b", "c"];
+
+/// Everything one simulated run needs: the stream's settings, the faults and the user's actions.
 #[derive(Clone, Debug)]
 pub struct Schedule {
     /// The seed it was drawn from.
@@ -117,6 +129,8 @@ pub struct Schedule {
     pub max_latency: Duration,
     /// The faults, by start time.
     pub faults: Vec<Fault>,
+    /// The user's subscribes and unsubscribes, by time (the first two at 0).
+    pub actions: Vec<(Duration, UserAction)>,
 }
 
 impl Schedule {
@@ -179,6 +193,25 @@ impl Schedule {
             // the session is being rebuilt, a hard failure during a dial.
             at += Duration::from_millis(rng.gen_range(0..4_000));
         }
+        // Drawn from a generator of their own, so that the faults of a seed stay what they were
+        // before the user's actions were modelled (the regression seeds keep their schedules).
+        let mut user = StdRng::seed_from_u64(seed ^ 0x05ab_5c71_be00_0000);
+        let end = list.last().map_or(Duration::ZERO, |f| f.at + f.lasts);
+        let mut actions = vec![
+            (Duration::ZERO, UserAction::Subscribe(TOPICS[0])),
+            (Duration::ZERO, UserAction::Subscribe(TOPICS[1])),
+        ];
+        for _ in 0..6 {
+            let at = Duration::from_millis(user.gen_range(0..=end.as_millis() as u64));
+            let topic = TOPICS[user.gen_range(0..TOPICS.len())];
+            let action = if user.gen_bool(0.5) {
+                UserAction::Subscribe(topic)
+            } else {
+                UserAction::Unsubscribe(topic)
+            };
+            actions.push((at, action));
+        }
+        actions.sort_by_key(|(at, _)| *at);
         Self {
             seed,
             dialect,
@@ -192,6 +225,7 @@ impl Schedule {
             token_lifetime: Duration::from_secs(rng.gen_range(5..600)),
             max_latency: Duration::from_millis(rng.gen_range(1..60)),
             faults: list,
+            actions,
         }
     }
 

@@ -2,7 +2,8 @@
 //! model gateway, a virtual clock and one seeded generator for latencies and interleavings.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -10,15 +11,29 @@ use rand::{Rng, SeedableRng};
 
 use super::gateway::{Gateway, Upgrade};
 use super::monitor::{Monitor, Request};
-use super::schedule::{Schedule, SimDialect};
+use super::schedule::{Schedule, SimDialect, UserAction};
 use crate::config::CompetingPolicy;
+use crate::dialect::{Confirmation, SubscriptionWire};
 use crate::failure::{Class, Failure};
 use crate::ids::{Epoch, Generation};
 use crate::machine::connection::{ConnEffect, ConnEvent, ConnMachine, ConnState, Presented};
 use crate::machine::intensity::{Cause, Intensity};
 use crate::machine::session::{Repair, SessionEffect, SessionEvent, SessionMachine};
+use crate::machine::subscriptions::{SubsEffect, SubsEvent, SubsMachine};
 use crate::machine::token::{Held, TokenEffect, TokenEvent, TokenMachine};
 use crate::status::ActorKind;
+use crate::subscription::SubscriptionState;
+
+/// How often the model gateway sends a message on every topic subscribed on its socket.
+const PUMP: Duration = Duration::from_millis(250);
+
+/// How often Subscriptions checks confirmations (the actor's tick).
+const SUBS_TICK: Duration = Duration::from_secs(1);
+
+/// How long after anything happens (a fault, a user action, a socket up or down) the gateway
+/// keeps pumping data and Subscriptions keeps ticking: past every confirmation timeout. After
+/// that the run is quiet, and simulating a quiet stream would only cost time.
+const BUSY: Duration = Duration::from_secs(35);
 
 /// The receivers of messages (each a FIFO mailbox).
 #[derive(Clone, Copy, Debug)]
@@ -27,6 +42,7 @@ enum To {
     Session = 1,
     Conn = 2,
     Supervisor = 3,
+    Subs = 4,
 }
 
 /// A step of a dial in flight.
@@ -56,6 +72,14 @@ enum Ev {
     AwaitSession(u64),
     Resume,
     Probe,
+    /// The user's action number `n` of the schedule.
+    User(usize),
+    Subs(SubsEvent),
+    SubsTick,
+    /// A frame reaches the model gateway on socket `epoch`.
+    GwFrame(Epoch, String),
+    /// The model gateway sends data on every subscribed topic.
+    Pump,
 }
 
 /// The dial in flight.
@@ -85,13 +109,36 @@ pub struct World<'s> {
     queue: BinaryHeap<Reverse<(Duration, u64, usize)>>,
     slots: Vec<Option<Ev>>,
     free: Vec<usize>,
-    mailbox: [Duration; 4],
+    mailbox: [Duration; 5],
     rng: StdRng,
+    /// Latencies of Subscriptions' traffic, apart from `rng` so that the other actors'
+    /// interleavings stay what they were before subscriptions were modelled.
+    subs_rng: StdRng,
     token: TokenMachine,
     session: SessionMachine,
     conn: ConnMachine,
     intensity: Intensity,
+    subs: SubsMachine,
     gateway: Gateway,
+    /// Topics the user desires: subscribe returned, unsubscribe not (yet).
+    wanted: BTreeSet<Arc<str>>,
+    /// When the user last subscribed or unsubscribed.
+    last_user_action: Duration,
+    /// The topics subscribed at the gateway on its socket `gw_epoch`.
+    gw_topics: BTreeSet<Arc<str>>,
+    gw_epoch: Epoch,
+    /// A socket the gateway went silent on.
+    silent: Option<Epoch>,
+    /// Since when the stream is Ready.
+    ready_since: Option<Duration>,
+    /// How long a desired subscription may take to be Active once the stream is Ready.
+    subs_bound: Duration,
+    /// Until when the data pump and Subscriptions' tick run.
+    busy_until: Duration,
+    /// Whether a pump is scheduled.
+    pump_armed: bool,
+    /// Whether a tick is scheduled.
+    tick_armed: bool,
     monitor: Monitor,
     refresh_timer: u64,
     session_instance: u64,
@@ -118,8 +165,9 @@ impl<'s> World<'s> {
             queue: BinaryHeap::with_capacity(64),
             slots: Vec::with_capacity(64),
             free: Vec::new(),
-            mailbox: [Duration::ZERO; 4],
+            mailbox: [Duration::ZERO; 5],
             rng: StdRng::seed_from_u64(s.seed ^ 0x5eed),
+            subs_rng: StdRng::seed_from_u64(s.seed ^ 0x5ab5),
             token: TokenMachine::new(Generation::NONE, s.seed.wrapping_add(1)),
             session: SessionMachine::new(
                 s.backoff.clone(),
@@ -129,7 +177,18 @@ impl<'s> World<'s> {
             ),
             conn: ConnMachine::new(s.backoff.clone(), competing, s.seed.wrapping_add(3)),
             intensity: Intensity::new(s.intensity),
+            subs: SubsMachine::default(),
             gateway: Gateway::new(s.dialect, s.token_lifetime),
+            wanted: BTreeSet::new(),
+            last_user_action: Duration::ZERO,
+            gw_topics: BTreeSet::new(),
+            gw_epoch: Epoch::NONE,
+            silent: None,
+            ready_since: None,
+            subs_bound: PUMP * 2 + SUBS_TICK + s.max_latency * 8,
+            busy_until: Duration::ZERO,
+            pump_armed: false,
+            tick_armed: false,
             monitor: Monitor::new(s),
             refresh_timer: 0,
             session_instance: 0,
@@ -156,6 +215,10 @@ impl<'s> World<'s> {
         }
         let end = self.s.end_of_faults() + self.monitor.ready_bound + Duration::from_secs(1);
         self.at(Duration::from_secs(1), Ev::Probe);
+        for (i, (at, _)) in self.s.actions.iter().enumerate() {
+            self.at(*at, Ev::User(i));
+        }
+
         self.at(Duration::ZERO, Ev::Session(SessionEvent::Started));
         self.at(Duration::ZERO, Ev::Conn(ConnEvent::Started));
         while let Some(Reverse((t, _, slot))) = self.queue.pop() {
@@ -255,6 +318,7 @@ impl<'s> World<'s> {
                     self.monitor.ready_bound.as_millis()
                 ));
             }
+            self.check_subscriptions();
             if let Some(since) = self.monitor.hard_alone_since {
                 if now > since + self.monitor.hard_bound {
                     self.violate(format!(
@@ -263,6 +327,49 @@ impl<'s> World<'s> {
                     ));
                 }
             }
+        }
+    }
+
+    /// Once the stream has been Ready (and nothing in force) for `subs_bound`, every topic the
+    /// user desires is Active.
+    fn check_subscriptions(&mut self) {
+        if self.faults_on > 0 || self.gateway.faulty() {
+            return;
+        }
+        let (Some(epoch), Some(ready)) = (self.conn.ready_epoch(), self.ready_since) else {
+            return;
+        };
+        let from = ready
+            .max(self.monitor.calm_since)
+            .max(self.last_user_action);
+        if self.now <= from + self.subs_bound || self.silent == Some(epoch) {
+            return;
+        }
+        let stuck = self
+            .wanted
+            .iter()
+            .find_map(|key| match self.subs.state(key) {
+                Some(SubscriptionState::Active) => None,
+                other => Some(format!("{key} is {other:?}")),
+            });
+        if let Some(stuck) = stuck {
+            self.violate(format!(
+                "a desired subscription is not active {} ms after the stream became Ready: {stuck}",
+                self.now.saturating_sub(from).as_millis()
+            ));
+        }
+    }
+
+    /// Something happened: the pump and the tick run for [`BUSY`] more.
+    fn busy(&mut self) {
+        self.busy_until = self.now + BUSY;
+        if !self.pump_armed {
+            self.pump_armed = true;
+            self.after(PUMP, Ev::Pump);
+        }
+        if !self.tick_armed {
+            self.tick_armed = true;
+            self.after(SUBS_TICK, Ev::SubsTick);
         }
     }
 
@@ -339,6 +446,25 @@ impl<'s> World<'s> {
                     self.conn(ConnEvent::SocketFailed(Failure::AuthTimeout));
                 }
             }
+            Ev::User(i) => self.user(i),
+            Ev::Subs(e) => self.subs(e),
+            Ev::SubsTick => {
+                if self.now <= self.busy_until {
+                    self.after(SUBS_TICK, Ev::SubsTick);
+                    self.subs(SubsEvent::Tick);
+                } else {
+                    self.tick_armed = false;
+                }
+            }
+            Ev::GwFrame(epoch, frame) => self.gateway_frame(epoch, &frame),
+            Ev::Pump => {
+                if self.now <= self.busy_until {
+                    self.after(PUMP, Ev::Pump);
+                    self.pump();
+                } else {
+                    self.pump_armed = false;
+                }
+            }
             Ev::Resume => {
                 self.gateway.heal_hard();
                 self.hard = None;
@@ -348,11 +474,13 @@ impl<'s> World<'s> {
                 self.send(To::Token, Ev::Token(TokenEvent::Resume));
                 self.send(To::Session, Ev::Session(SessionEvent::Resume));
                 self.send(To::Conn, Ev::Conn(ConnEvent::Resume));
+                self.send_subs(Ev::Subs(SubsEvent::Resume));
             }
         }
     }
 
     fn fault(&mut self, i: usize, on: bool) {
+        self.busy();
         let f = self.s.faults[i];
         self.monitor.fault(f.kind, self.now);
         let last = self.token.last_generation();
@@ -380,6 +508,7 @@ impl<'s> World<'s> {
                         self.after(l, Ev::Socket(epoch, Err(failure)));
                     }
                     K::Silence => {
+                        self.silent = Some(epoch);
                         let silent_for = self.s.heartbeat_timeout;
                         let d = silent_for + silent_for / 4;
                         self.after(
@@ -452,6 +581,7 @@ impl<'s> World<'s> {
         self.send(To::Token, Ev::Token(TokenEvent::Halt));
         self.send(To::Session, Ev::Session(SessionEvent::Halt));
         self.send(To::Conn, Ev::Conn(ConnEvent::Halt));
+        self.send_subs(Ev::Subs(SubsEvent::Halt));
         let delivered = self.mailbox.iter().copied().max().unwrap_or(self.now);
         self.monitor.quiet_from = Some(delivered);
         // The harness looks for further requests for a while, then heals and resumes.
@@ -578,8 +708,12 @@ impl<'s> World<'s> {
                     if self.gateway.open == Some(epoch) {
                         self.gateway.open = None;
                     }
+                    self.ready_since = None;
+                    self.send_subs(Ev::Subs(SubsEvent::Down(epoch)));
                 }
-                ConnEffect::Up(_) => {
+                ConnEffect::Up(epoch) => {
+                    self.ready_since = Some(self.now);
+                    self.send_subs(Ev::Subs(SubsEvent::Up(epoch)));
                     let i = self.conn_instance;
                     let d = self.s.backoff.reset_after / 4 + Duration::from_millis(10);
                     self.after(d, Ev::Watchdog(i));
@@ -707,6 +841,109 @@ impl<'s> World<'s> {
         }
     }
 
+    // ------------------------------------------------------------ Subscriptions' shell
+
+    fn user(&mut self, i: usize) {
+        let Some(&(_, action)) = self.s.actions.get(i) else {
+            return;
+        };
+        self.last_user_action = self.now;
+        self.busy();
+        match action {
+            UserAction::Subscribe(topic) => {
+                let wire = sim_wire(self.s.dialect, topic);
+                self.wanted.insert(wire.key.clone());
+                self.subs(SubsEvent::Add(wire));
+            }
+            UserAction::Unsubscribe(topic) => {
+                // The unsubscribe has returned once this event is processed.
+                self.wanted.remove(topic);
+                self.subs(SubsEvent::Remove(topic.into()));
+            }
+        }
+    }
+
+    fn subs(&mut self, event: SubsEvent) {
+        if matches!(event, SubsEvent::Up(_) | SubsEvent::Down(_)) {
+            self.busy();
+        }
+        for effect in self.subs.on(event, self.now) {
+            match effect {
+                SubsEffect::Send(epoch, frame) => {
+                    if self.monitor.quiet_from.is_some_and(|t| self.now > t) {
+                        self.violate(format!(
+                            "frame {frame:?} sent after the stream stopped on a hard failure"
+                        ));
+                    }
+                    // StreamConnection writes it only on the socket it was decided for.
+                    if self.conn.open_epoch() == Some(epoch) {
+                        let l = self.subs_latency();
+                        self.after(l, Ev::GwFrame(epoch, frame));
+                    }
+                }
+                SubsEffect::State(..) => {}
+                SubsEffect::Deliver(key) => {
+                    if !self.wanted.contains(&key) {
+                        self.violate(format!(
+                            "data on {key} delivered after its unsubscribe returned"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    fn subs_latency(&mut self) -> Duration {
+        let max = self.s.max_latency.as_micros() as u64;
+        Duration::from_micros(self.subs_rng.gen_range(1..=max.max(1)))
+    }
+
+    /// A message to Subscriptions, in order with StreamConnection's earlier ones.
+    fn send_subs(&mut self, ev: Ev) {
+        let l = self.subs_latency() / 4;
+        let t = (self.now + l).max(self.mailbox[To::Subs as usize]);
+        self.mailbox[To::Subs as usize] = t;
+        self.at(t, ev);
+    }
+
+    /// The model gateway reads a frame: it (un)subscribes on that socket, acknowledging where
+    /// the dialect does.
+    fn gateway_frame(&mut self, epoch: Epoch, frame: &str) {
+        if self.gateway.open != Some(epoch) {
+            return;
+        }
+        if self.gw_epoch != epoch {
+            self.gw_topics.clear();
+            self.gw_epoch = epoch;
+        }
+        if let Some(topic) = frame.strip_prefix("sub:") {
+            self.gw_topics.insert(topic.into());
+            if let Confirmation::Ack(id) = sim_wire(self.s.dialect, topic).confirmation {
+                self.send_subs(Ev::Subs(SubsEvent::Ack(epoch, id, None)));
+            }
+        } else if let Some(topic) = frame.strip_prefix("unsub:") {
+            self.gw_topics.remove(topic);
+        }
+    }
+
+    /// The model gateway sends one message on every topic subscribed on its open socket;
+    /// StreamConnection passes data on only from the socket that is Ready.
+    fn pump(&mut self) {
+        let Some(epoch) = self.gateway.open else {
+            return;
+        };
+        if self.gw_epoch != epoch
+            || self.silent == Some(epoch)
+            || self.conn.ready_epoch() != Some(epoch)
+        {
+            return;
+        }
+        let topics: Vec<Arc<str>> = self.gw_topics.iter().cloned().collect();
+        for topic in topics {
+            self.send_subs(Ev::Subs(SubsEvent::Data(epoch, topic)));
+        }
+    }
+
     /// Credentials are presented to the gateway: never a generation it already rejected.
     fn present(&mut self, generation: Generation) {
         if self.gateway.rejected.contains(&generation) {
@@ -714,5 +951,21 @@ impl<'s> World<'s> {
                 "credential generation {generation} presented after the gateway rejected it"
             ));
         }
+    }
+}
+
+/// The wire form of `topic` in the model: confirmed the way the dialect confirms (IBKR by the
+/// first message, SignalR by an acknowledgement, a ticket socket not at all).
+fn sim_wire(dialect: SimDialect, topic: &str) -> SubscriptionWire {
+    SubscriptionWire {
+        key: topic.into(),
+        subscribe: format!("sub:{topic}"),
+        unsubscribe: Some(format!("unsub:{topic}")),
+        resend_every: None,
+        confirmation: match dialect {
+            SimDialect::Ibkr => Confirmation::FirstMessage,
+            SimDialect::SignalR => Confirmation::Ack(format!("id-{topic}")),
+            SimDialect::Ticket => Confirmation::Immediate,
+        },
     }
 }

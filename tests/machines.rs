@@ -9,8 +9,10 @@ use keepwire::ids::{Epoch, Generation};
 use keepwire::machine::connection::{ConnEffect, ConnEvent, ConnMachine, ConnState, Presented};
 use keepwire::machine::intensity::{Cause, Intensity};
 use keepwire::machine::session::{Repair, SessionEffect, SessionEvent, SessionMachine};
+use keepwire::machine::subscriptions::{Link, SubsEffect, SubsEvent, SubsMachine, Verdict};
 use keepwire::machine::token::{TokenEffect, TokenEvent, TokenMachine, REFRESH_FLOOR};
 use keepwire::status::ActorKind;
+use keepwire::subscription::SubscriptionState;
 
 fn backoff() -> BackoffConfig {
     BackoffConfig {
@@ -258,6 +260,117 @@ fn a_hard_failure_while_establishing_answers_every_waiting_dial() {
     s.on(SessionEvent::Started, Duration::ZERO);
     let fx = s.on(SessionEvent::Established(Err(Failure::Competing)), secs(1));
     assert!(fx.contains(&SessionEffect::Answer(Err(Failure::Competing))));
+}
+
+// ---------------------------------------------------------------- Subscriptions
+
+fn wire(
+    topic: &str,
+    confirmation: keepwire::dialect::Confirmation,
+) -> keepwire::dialect::SubscriptionWire {
+    keepwire::dialect::SubscriptionWire {
+        key: topic.into(),
+        subscribe: format!("sub:{topic}"),
+        unsubscribe: Some(format!("unsub:{topic}")),
+        resend_every: None,
+        confirmation,
+    }
+}
+
+fn sent(fx: &[SubsEffect]) -> Vec<(Epoch, &str)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            SubsEffect::Send(epoch, frame) => Some((*epoch, frame.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn data_that_arrives_after_an_unsubscribe_returned_is_never_delivered() {
+    use keepwire::dialect::Confirmation;
+    let mut m = SubsMachine::default();
+    let e1 = Epoch::NONE.next();
+    m.on(
+        SubsEvent::Add(wire("a", Confirmation::FirstMessage)),
+        secs(0),
+    );
+    m.on(SubsEvent::Up(e1), secs(0));
+    assert_eq!(
+        m.on_data(e1, "a"),
+        Verdict::Deliver {
+            became_active: true
+        }
+    );
+    let fx = m.on(SubsEvent::Remove("a".into()), secs(1));
+    assert_eq!(sent(&fx), vec![(e1, "unsub:a")]);
+    // The gateway sent this before it read the unsubscribe.
+    assert_eq!(m.on_data(e1, "a"), Verdict::Drop);
+    assert!(m.on(SubsEvent::Data(e1, "a".into()), secs(1)).is_empty());
+}
+
+#[test]
+fn every_new_ready_socket_replays_every_desired_subscription_and_old_sockets_are_ignored() {
+    use keepwire::dialect::Confirmation;
+    let mut m = SubsMachine::default();
+    let (e1, e2) = (Epoch::NONE.next(), Epoch::NONE.next().next());
+    m.on(
+        SubsEvent::Add(wire("a", Confirmation::FirstMessage)),
+        secs(0),
+    );
+    m.on(
+        SubsEvent::Add(wire("b", Confirmation::Ack("id-b".into()))),
+        secs(0),
+    );
+    let fx = m.on(SubsEvent::Up(e1), secs(0));
+    assert_eq!(sent(&fx), vec![(e1, "sub:a"), (e1, "sub:b")]);
+    m.on(SubsEvent::Ack(e1, "id-b".into(), None), secs(0));
+    assert_eq!(m.state("b"), Some(&SubscriptionState::Active));
+    m.on(SubsEvent::Down(e1), secs(1));
+    assert_eq!(m.state("b"), Some(&SubscriptionState::Pending));
+    let fx = m.on(SubsEvent::Up(e2), secs(2));
+    assert_eq!(sent(&fx), vec![(e2, "sub:a"), (e2, "sub:b")]);
+    // A late Down or data of the old socket changes nothing.
+    assert!(m.on(SubsEvent::Down(e1), secs(2)).is_empty());
+    assert_eq!(m.on_data(e1, "a"), Verdict::Drop);
+    assert_eq!(m.link(), Link::Up(e2));
+}
+
+#[test]
+fn an_unconfirmed_subscription_is_resent_then_failed_with_a_reason() {
+    use keepwire::dialect::Confirmation;
+    let mut m = SubsMachine::default(); // 10 s, 3 attempts
+    let e1 = Epoch::NONE.next();
+    m.on(
+        SubsEvent::Add(wire("a", Confirmation::FirstMessage)),
+        secs(0),
+    );
+    m.on(SubsEvent::Up(e1), secs(0));
+    assert!(sent(&m.on(SubsEvent::Tick, secs(9))).is_empty());
+    assert_eq!(sent(&m.on(SubsEvent::Tick, secs(10))), vec![(e1, "sub:a")]);
+    assert_eq!(sent(&m.on(SubsEvent::Tick, secs(20))), vec![(e1, "sub:a")]);
+    m.on(SubsEvent::Tick, secs(30));
+    assert!(
+        matches!(m.state("a"), Some(SubscriptionState::Failed { reason }) if reason.contains("3 attempts"))
+    );
+}
+
+#[test]
+fn a_halted_stream_sends_nothing_and_replays_on_the_first_socket_after_resume() {
+    use keepwire::dialect::Confirmation;
+    let mut m = SubsMachine::default();
+    let (e1, e2) = (Epoch::NONE.next(), Epoch::NONE.next().next());
+    m.on(SubsEvent::Add(wire("a", Confirmation::Immediate)), secs(0));
+    m.on(SubsEvent::Up(e1), secs(0));
+    m.on(SubsEvent::Halt, secs(1));
+    assert!(sent(&m.on(SubsEvent::Add(wire("b", Confirmation::Immediate)), secs(1))).is_empty());
+    assert!(sent(&m.on(SubsEvent::Remove("a".into()), secs(1))).is_empty());
+    m.on(SubsEvent::Down(e1), secs(1));
+    assert!(sent(&m.on(SubsEvent::Up(e2), secs(2))).is_empty());
+    m.on(SubsEvent::Resume, secs(3));
+    let fx = m.on(SubsEvent::Up(e2.next()), secs(4));
+    assert_eq!(sent(&fx), vec![(e2.next(), "sub:b")]);
+    assert_eq!(m.state("b"), Some(&SubscriptionState::Active));
 }
 
 // ---------------------------------------------------------------- restart intensity

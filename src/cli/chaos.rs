@@ -63,11 +63,12 @@ pub async fn run(args: ChaosArgs) -> ExitCode {
         print_violation(v);
     }
     println!(
-        "{} schedules of {} faults (seed {}): {} steps, {} violating, {:.1} s, {:.0} schedules/s",
+        "{} schedules of {} faults (seed {}): {} steps, {} messages raced an unsubscribe, {} violating, {:.1} s, {:.0} schedules/s",
         report.schedules,
         report.faults,
         report.seed,
         report.steps,
+        report.raced_unsubscribe,
         report.violating_schedules,
         report.elapsed_s,
         report.schedules_per_s

@@ -70,6 +70,9 @@ pub struct Report {
     pub faults: usize,
     /// Events processed in all.
     pub steps: u64,
+    /// Messages that reached Subscriptions after their topic's unsubscribe returned (each one
+    /// a chance to break "no data after unsubscribe").
+    pub raced_unsubscribe: u64,
     /// Schedules that broke an invariant.
     pub violating_schedules: u64,
     /// The first violations (shrunk, with traces).
@@ -174,6 +177,7 @@ pub fn explore(
 ) -> Report {
     let started = Instant::now();
     let mut steps = 0;
+    let mut raced = 0;
     let mut violating = 0;
     let mut violations = Vec::new();
     let mut seen = Vec::new();
@@ -181,6 +185,7 @@ pub fn explore(
         let s = schedule_seed(seed, index);
         let outcome = run(&Schedule::draw(s, faults), false);
         steps += outcome.steps;
+        raced += outcome.raced_unsubscribe;
         if let Some(what) = outcome.violation {
             violating += 1;
             let cat = category(&what);
@@ -200,6 +205,7 @@ pub fn explore(
         schedules,
         faults,
         steps,
+        raced_unsubscribe: raced,
         violating_schedules: violating,
         violations,
         elapsed_s: elapsed.as_secs_f64(),

@@ -99,6 +99,9 @@ pub struct Outcome {
     pub trace: Vec<String>,
     /// Events processed.
     pub steps: u64,
+    /// Messages that reached Subscriptions for a topic after its unsubscribe returned (the
+    /// race the no-data-after-unsubscribe invariant is about).
+    pub raced_unsubscribe: u64,
 }
 
 /// One simulated stream.
@@ -864,8 +867,12 @@ impl<'s> World<'s> {
     }
 
     fn subs(&mut self, event: SubsEvent) {
-        if matches!(event, SubsEvent::Up(_) | SubsEvent::Down(_)) {
-            self.busy();
+        match &event {
+            SubsEvent::Up(_) | SubsEvent::Down(_) => self.busy(),
+            SubsEvent::Data(_, key) if !self.wanted.contains(key) => {
+                self.outcome.raced_unsubscribe += 1;
+            }
+            _ => {}
         }
         for effect in self.subs.on(event, self.now) {
             match effect {

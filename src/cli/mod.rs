@@ -6,3 +6,4 @@ pub mod doctor;
 pub mod emulate;
 pub mod http;
 pub mod run;
+pub mod scenario;

@@ -41,15 +41,19 @@ enum Command {
     Doctor(cli::doctor::DoctorArgs),
     /// Run the fault-injecting gateway emulator (IBKR, ticket API, SignalR hub) alone.
     Emulate(cli::emulate::EmulateArgs),
-    /// Explore seeded fault schedules (`--sim`: the deterministic simulator) and check the
-    /// invariants after every step. Exits 1 when any is broken.
+    /// Inject seeded faults into supervised streams over real sockets against the emulator
+    /// (`--sim`: explore schedules in the deterministic simulator instead) and check the
+    /// invariants all along. Exits 1 when any is broken.
     Chaos(cli::chaos::ChaosArgs),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     // A sidecar and an emulator report what they do; the demo and doctor print their own output.
+    // A live chaos run keeps keepwire's logs in memory, where it scans them for secrets.
+    let live_chaos = matches!(&args.command, Command::Chaos(a) if a.is_live());
     let default_filter = match args.command {
+        _ if live_chaos => "keepwire=debug,keepwire::emulator=warn",
         Command::Run(_) | Command::Emulate(_) => "keepwire=info",
         Command::Demo(_) | Command::Doctor(_) | Command::Chaos(_) => "keepwire=error",
     };
@@ -59,6 +63,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
     match args.log_format {
+        _ if live_chaos => logs
+            .with_writer(cli::chaos::capture_logs())
+            .with_ansi(false)
+            .init(),
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }

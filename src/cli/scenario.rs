@@ -327,6 +327,17 @@ pub fn stream_config(dialect: Dialect, name: &str, emu: &EmulatorHandle) -> Stre
     cfg
 }
 
+/// A subscription none of [`subscriptions`] makes, for probing subscribe and unsubscribe.
+pub fn probe(dialect: Dialect) -> Subscription {
+    match dialect {
+        Dialect::Ibkr => Subscription::market_data(12087792, ["31"]),
+        Dialect::Ticket => Subscription::Channel {
+            channel: "trades.SOL-USD".to_string(),
+        },
+        Dialect::Signalr => Subscription::hub_quotes("CON.F.US.MYM.M25"),
+    }
+}
+
 /// The `p` quantile (0..=1) of sorted values.
 pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {

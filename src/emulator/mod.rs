@@ -14,6 +14,7 @@ mod cookie;
 mod counters;
 mod faults;
 mod gateway;
+mod issued;
 mod ibkr;
 mod market;
 mod schedule;
@@ -32,6 +33,7 @@ use std::time::Duration;
 
 pub use config::{EmulatorConfig, StsStyle, TlsMode};
 pub use counters::Counters;
+pub use issued::issued_secrets;
 pub use faults::Fault;
 pub use schedule::FaultSchedule;
 pub use state::EmulatorState;

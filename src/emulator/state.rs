@@ -49,7 +49,9 @@ pub(crate) async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 
 /// A fresh random gateway session id (32 hex digits).
 pub(crate) fn new_session_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    let id = format!("{:032x}", rand::random::<u128>());
+    super::issued::remember(&id);
+    id
 }
 
 /// The brokerage session as the gateway sees it.

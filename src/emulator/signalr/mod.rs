@@ -360,6 +360,7 @@ impl HubState {
             }
         }
         let token = random_hex(32);
+        crate::emulator::issued::remember(&token);
         self.tokens.insert(
             token.clone(),
             TokenEntry {

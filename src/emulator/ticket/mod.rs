@@ -149,6 +149,7 @@ async fn token(api: web::Data<TicketApi>, body: web::Bytes) -> HttpResponse {
         );
     }
     let jwt = random_token("eyJ.kw.");
+    crate::emulator::issued::remember(&jwt);
     let ttl = api.config.jwt_ttl;
     api.lock().jwts.insert(
         jwt.clone(),
@@ -190,6 +191,7 @@ async fn ticket(req: HttpRequest, api: web::Data<TicketApi>) -> HttpResponse {
         return code(StatusCode::UNAUTHORIZED, "MISSING_SESSION");
     }
     let ticket = random_token("tk/");
+    crate::emulator::issued::remember(&ticket);
     let used = std::mem::take(&mut st.reuse_next);
     st.tickets
         .retain(|_, t| now < t.expires + Duration::from_secs(60));

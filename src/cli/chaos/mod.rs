@@ -1,0 +1,74 @@
+//! `keepwire chaos`: fault schedules against keepwire, with invariants checked all along.
+//!
+//! * `--sim` ([`sim`]): the deterministic simulator, millions of schedules in virtual time;
+//! * otherwise ([`live`]): supervised streams over real sockets against the emulator in this
+//!   process, a seeded schedule of the emulator's faults, the invariants of [`checks`].
+
+mod checks;
+mod live;
+mod sim;
+
+use std::process::ExitCode;
+
+pub use live::capture_logs;
+
+/// Which dialects a live run mixes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DialectChoice {
+    /// IBKR Client Portal Gateway streams.
+    Ibkr,
+    /// Ticket WebSocket streams.
+    Ticket,
+    /// SignalR hub streams.
+    Signalr,
+    /// All three, in turn.
+    All,
+}
+
+/// Arguments of `keepwire chaos`.
+#[derive(clap::Args, Debug)]
+pub struct ChaosArgs {
+    /// Run the deterministic simulator (virtual time, model gateways) instead of real sockets.
+    #[arg(long)]
+    sim: bool,
+    /// Simulator: how many schedules to explore.
+    #[arg(long, default_value_t = 20_000)]
+    schedules: u64,
+    /// Simulator: faults per schedule (default 20). Live: faults to inject (default 100).
+    #[arg(long)]
+    faults: Option<usize>,
+    /// The seed: the same seed gives the same schedule.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Simulator: replay one schedule by its own seed (as printed with a violation).
+    #[arg(long)]
+    replay: Option<u64>,
+    /// Live: the dialects of the streams.
+    #[arg(long, value_enum, default_value_t = DialectChoice::All)]
+    dialect: DialectChoice,
+    /// Live: how many supervised streams.
+    #[arg(long, default_value_t = 6)]
+    streams: usize,
+    /// Live: stop injecting after this many seconds, even if faults remain.
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Print the report as one JSON object on the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ChaosArgs {
+    /// Whether this run goes over real sockets (its logs are captured and scanned).
+    pub fn is_live(&self) -> bool {
+        !self.sim
+    }
+}
+
+/// Runs `keepwire chaos`.
+pub async fn run(args: ChaosArgs) -> ExitCode {
+    if args.sim {
+        sim::run(&args)
+    } else {
+        live::run(&args).await
+    }
+}

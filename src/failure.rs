@@ -394,7 +394,10 @@ impl fmt::Display for Failure {
             } => {
                 write!(f, "gateway certificate refused: {detail}")?;
                 if let Some(hash) = presented_sha256 {
-                    write!(f, "; the presented certificate is pin_sha256 = \"{hash}\"")?;
+                    write!(
+                        f,
+                        "; the gateway presented the certificate pin_sha256 = \"{hash}\""
+                    )?;
                 }
                 Ok(())
             }

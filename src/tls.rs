@@ -211,6 +211,7 @@ fn verifier(tls: &TlsConfig, host: &str) -> Result<Arc<dyn ServerCertVerifier>, 
             webpki: Some(webpki(RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             })?),
+            roots: "the public CAs".into(),
         },
         TlsConfig::CaFile(path) => {
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
@@ -273,17 +274,22 @@ fn bundle(certs: Vec<CertificateDer<'static>>, origin: &str) -> Result<Trust, Fa
     } else {
         Some(webpki(roots)?)
     };
-    Ok(Trust::Bundle { own: certs, webpki })
+    Ok(Trust::Bundle {
+        own: certs,
+        webpki,
+        roots: origin.to_string(),
+    })
 }
 
 /// What a [`GatewayVerifier`] trusts.
 #[derive(Debug)]
 enum Trust {
     /// Any of `own` when presented as itself (dates checked); otherwise webpki with these roots
-    /// (none: nothing else is trusted).
+    /// (none: nothing else is trusted), described as `roots` in a refusal.
     Bundle {
         own: Vec<CertificateDer<'static>>,
         webpki: Option<Arc<WebPkiServerVerifier>>,
+        roots: String,
     },
     /// Exactly the certificate with this SHA-256 (dates checked).
     Pin(CertificatePin),
@@ -381,7 +387,7 @@ impl ServerCertVerifier for GatewayVerifier {
                 check_dates(end_entity, now)?;
                 Ok(ServerCertVerified::assertion())
             }
-            Trust::Bundle { own, webpki } => {
+            Trust::Bundle { own, webpki, roots } => {
                 if own.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
                     check_dates(end_entity, now)?;
                     return Ok(ServerCertVerified::assertion());
@@ -390,7 +396,7 @@ impl ServerCertVerifier for GatewayVerifier {
                     return Err(refuse(
                         CertificateProblem::Untrusted,
                         end_entity,
-                        "it is not one of ca_file's certificates".to_string(),
+                        format!("it is not one of the certificates of {roots}"),
                     ));
                 };
                 webpki
@@ -405,7 +411,11 @@ impl ServerCertVerifier for GatewayVerifier {
                             ) => CertificateProblem::OutsideValidity,
                             _ => CertificateProblem::Untrusted,
                         };
-                        refuse(problem, end_entity, e.to_string())
+                        refuse(
+                            problem,
+                            end_entity,
+                            format!("verified against {roots}: {e}"),
+                        )
                     })
             }
         }

@@ -734,7 +734,7 @@ fn pin_sha256_and_ca_file_together_are_a_config_error() {
     ))
     .unwrap_err();
     assert!(
-        err.contains("pin_sha256") && err.contains("ca_file"),
+        err.contains("pin_sha256 and ca_file are both set") && err.contains("keep one"),
         "{err}"
     );
 }

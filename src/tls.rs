@@ -69,11 +69,17 @@ impl CertificatePin {
                 digits.len()
             ));
         }
+        let nibble = |b: u8| {
+            char::from(b)
+                .to_digit(16)
+                .ok_or_else(|| format!("{:?} is not a hex digit", char::from(b)))
+        };
         let mut out = [0u8; 32];
         for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-            let hex = std::str::from_utf8(pair).map_err(|_| "not hex".to_string())?;
-            *byte =
-                u8::from_str_radix(hex, 16).map_err(|_| format!("{hex:?} is not a hex byte"))?;
+            if let [hi, lo] = pair {
+                *byte = u8::try_from(nibble(*hi)? * 16 + nibble(*lo)?)
+                    .map_err(|_| "not a byte".to_string())?;
+            }
         }
         Ok(Self(out))
     }
@@ -719,6 +725,7 @@ mod tests {
         assert_eq!(pin.config_line(), format!("pin_sha256 = \"{hex}\""));
         assert!(CertificatePin::parse(&hex[..62]).is_err());
         assert!(CertificatePin::parse(&format!("{}zz", &hex[..62])).is_err());
+        assert!(CertificatePin::parse(&format!("+f{}", &hex[2..])).is_err());
     }
 
     #[test]

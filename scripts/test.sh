@@ -23,6 +23,10 @@ if ! python3 -c "import ibind" >/dev/null 2>&1; then
   python3 -m pip install --quiet ibind==0.2.2 || { echo "missing: ibind — install it with: python3 -m pip install ibind" >&2; exit 1; }
 fi
 
+# openssl, whose CLI makes the certificates of tests/certificates.rs at test time.
+command -v openssl >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y openssl; }
+need openssl "apt-get install -y openssl"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (all targets, warnings are errors)"

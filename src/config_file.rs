@@ -38,7 +38,7 @@ use crate::config::{
 use crate::dialect::signalr::{SignalRConfig, TokenTransport};
 use crate::dialect::ticket::TicketConfig;
 use crate::subscription::Subscription;
-use crate::tls::is_loopback_host;
+use crate::tls::{is_loopback_host, CertificatePin};
 use crate::transport::url_host;
 
 /// A configuration error: what is wrong, where, and how to fix it.
@@ -217,6 +217,8 @@ pub struct StreamSection {
     /// Skip TLS verification (loopback gateways only).
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    /// Trust exactly the gateway certificate with this SHA-256 (hex, colons optional).
+    pub pin_sha256: Option<String>,
     /// IBKR keepalive interval.
     pub tickle_interval: Option<HumanDuration>,
     /// IBKR socket `tic` interval.
@@ -428,6 +430,27 @@ pub fn parse(text: &str, base: &Path) -> Result<RunConfig, ConfigError> {
     })
 }
 
+/// `pin_sha256`: alone (with neither `ca_file` nor `insecure_skip_verify`), and a SHA-256.
+fn pinned(pin: &str, other: &TlsConfig, at: &str) -> Result<TlsConfig, ConfigError> {
+    if *other != TlsConfig::Verified {
+        return Err(ConfigError(format!(
+            "{at}: pin_sha256 and {} are both set: keep one (pin_sha256 trusts exactly the pinned certificate)",
+            if *other == TlsConfig::InsecureSkipVerifyLoopbackOnly {
+                "insecure_skip_verify"
+            } else {
+                "ca_file"
+            }
+        )));
+    }
+    CertificatePin::parse(pin)
+        .map(TlsConfig::PinSha256)
+        .map_err(|why| {
+            ConfigError(format!(
+                "{at}: pin_sha256 = {pin:?} is not a certificate's SHA-256 ({why}): paste the line `keepwire doctor` prints (64 hex digits, colons optional)"
+            ))
+        })
+}
+
 fn stream(
     s: StreamSection,
     at: &str,
@@ -483,6 +506,9 @@ fn stream(
         (None, true) => TlsConfig::InsecureSkipVerifyLoopbackOnly,
         (None, false) => TlsConfig::Verified,
     };
+    if let Some(pin) = &s.pin_sha256 {
+        cfg.tls = pinned(pin, &cfg.tls, at)?;
+    }
     let d = IbkrConfig::default();
     if s.dialect == "ticket" {
         cfg.dialect = DialectKind::Ticket(Box::new(ticket_config(&s, at, base)?));

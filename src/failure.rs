@@ -13,6 +13,8 @@
 //! | competing session | `Competing` | policy `compete`: take over; `yield`: hard until resumed |
 //! | connection refused, timeouts, 5xx, 429, close 1000/1001/1006/1011–1013, heartbeat silence, oversized frame, `no bridge` | `Soft` | reconnect with jittered exponential backoff (429 honours Retry-After) |
 //! | close 1008 (policy), 1009 (too big), restart intensity exceeded, configuration errors | `Hard` | stop; Status `Failed{reason}`; logged once |
+//! | the gateway's certificate fails verification (untrusted, another than the pinned one, expired) | `Hard` | stop; the reason names the presented certificate's `pin_sha256` and the remedy |
+//! | any other TLS error (an alert, a handshake cut short) | `Soft` | reconnect with backoff |
 //! | one malformed frame | `Ignore` | counted and skipped (a burst is `Soft`) |
 
 use std::fmt;
@@ -30,6 +32,17 @@ pub enum CompetingPolicy {
 
 /// The least a 429 answered without `Retry-After` is waited out.
 pub const RATE_LIMIT_FLOOR: Duration = Duration::from_secs(1);
+
+/// Why the gateway's certificate was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CertificateProblem {
+    /// Not issued by a trusted CA, not valid for the host, or not one of `ca_file`'s certificates.
+    Untrusted,
+    /// Another certificate than the one `pin_sha256` names.
+    PinMismatch,
+    /// Expired or not yet valid.
+    OutsideValidity,
+}
 
 /// How a failure is handled. See the module docs for the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -95,10 +108,20 @@ pub enum Failure {
         /// Which call.
         endpoint: Endpoint,
     },
-    /// TLS failed (certificate not trusted, bad configuration).
+    /// TLS failed for a reason other than the certificate (an alert, a handshake cut short):
+    /// transient, retried.
     Tls {
         /// What rustls said.
         detail: String,
+    },
+    /// The gateway's certificate failed verification: retrying cannot help.
+    Certificate {
+        /// What is wrong with it.
+        problem: CertificateProblem,
+        /// What the verifier said.
+        detail: String,
+        /// The SHA-256 of the presented certificate (lowercase hex), when it was seen.
+        presented_sha256: Option<String>,
     },
     /// Any other transport error.
     Transport {
@@ -237,8 +260,9 @@ impl Failure {
                 ..
             }
             | Failure::TicketRejected { .. } => Class::Soft,
-            Failure::Tls { .. } => Class::Hard,
+            Failure::Certificate { .. } => Class::Hard,
             Failure::Unreachable { .. }
+            | Failure::Tls { .. }
             | Failure::Timeout { .. }
             | Failure::Transport { .. }
             | Failure::Http { .. }
@@ -276,7 +300,7 @@ impl Failure {
         match self {
             Failure::Unreachable { .. } => "unreachable",
             Failure::Timeout { .. } => "timeout",
-            Failure::Tls { .. } => "tls",
+            Failure::Tls { .. } | Failure::Certificate { .. } => "tls",
             Failure::Transport { .. } => "transport",
             Failure::Http { status: 429, .. } => "rate_limited",
             Failure::Http {
@@ -308,8 +332,23 @@ impl Failure {
             Failure::Unreachable { .. } => {
                 Some("start the gateway (IBKR: bin/run.sh root/conf.yaml) or fix the url")
             }
-            Failure::Tls { .. } => Some(
-                "trust the gateway certificate with ca_file, or for a loopback gateway only set insecure_skip_verify",
+            Failure::Certificate {
+                problem: CertificateProblem::Untrusted,
+                ..
+            } => Some(
+                "if this is your gateway's own certificate, trust it: ca_file = its PEM file (or its CA's), or pin_sha256 = its SHA-256 as shown (keepwire doctor prints the line), then resume",
+            ),
+            Failure::Certificate {
+                problem: CertificateProblem::PinMismatch,
+                ..
+            } => Some(
+                "the gateway presented another certificate than pin_sha256 names: if the gateway's certificate was replaced, set pin_sha256 to the new one as shown (keepwire doctor prints the line), then resume",
+            ),
+            Failure::Certificate {
+                problem: CertificateProblem::OutsideValidity,
+                ..
+            } => Some(
+                "the gateway's certificate is expired or not yet valid (check this machine's clock): renew the certificate, update ca_file or pin_sha256, then resume",
             ),
             Failure::NeedsLogin { .. } => Some(
                 "log in at the gateway in a browser and approve the 2FA notification on your phone; keepwire continues by itself",
@@ -348,6 +387,20 @@ impl fmt::Display for Failure {
             }
             Failure::Timeout { endpoint } => write!(f, "timed out: {}", endpoint.as_str()),
             Failure::Tls { detail } => write!(f, "TLS failed: {detail}"),
+            Failure::Certificate {
+                detail,
+                presented_sha256,
+                ..
+            } => {
+                write!(f, "gateway certificate refused: {detail}")?;
+                if let Some(hash) = presented_sha256 {
+                    write!(
+                        f,
+                        "; the gateway presented the certificate pin_sha256 = \"{hash}\""
+                    )?;
+                }
+                Ok(())
+            }
             Failure::Transport { detail } => write!(f, "transport error: {detail}"),
             Failure::Http {
                 endpoint,

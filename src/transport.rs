@@ -123,19 +123,15 @@ pub fn send_failure(endpoint: Endpoint, e: &SendRequestError) -> Failure {
         SendRequestError::Connect(ConnectError::Timeout) | SendRequestError::Timeout => {
             Failure::Timeout { endpoint }
         }
-        SendRequestError::Connect(ConnectError::Io(io)) if is_tls_error(io) => Failure::Tls {
-            detail: io.to_string(),
-        },
+        // A refused certificate is hard; any other TLS error soft (the table in `failure`).
+        SendRequestError::Connect(ConnectError::Io(io)) => crate::tls::io_failure(io)
+            .unwrap_or_else(|| Failure::Transport {
+                detail: format!("{}: {e}", endpoint.as_str()),
+            }),
         other => Failure::Transport {
             detail: format!("{}: {other}", endpoint.as_str()),
         },
     }
-}
-
-fn is_tls_error(io: &std::io::Error) -> bool {
-    io.get_ref()
-        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-        || io.kind() == std::io::ErrorKind::InvalidData
 }
 
 /// Maps a WebSocket connect error. A non-101 status loses headers and body in awc, so only the

@@ -2,7 +2,9 @@
 //!
 //! For each stream: gateway reachable? TLS ok? auth/status authenticated / competing /
 //! connected? ssodh/init completes the handshake? the socket says `authenticated`? one
-//! subscription confirmed? Each line ✓ or ✗ with the remedy in plain words.
+//! subscription confirmed? Each line ✓ or ✗ with the remedy in plain words. For a TLS gateway
+//! it also shows the certificate the gateway presents (subject, SANs, validity, SHA-256) and the
+//! `pin_sha256 = "…"` line that pins it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +18,7 @@ use keepwire::config_file;
 use keepwire::dialect::ibkr::{self, Ibkr};
 use keepwire::dialect::{Confirmation, Dialect, Inbound, Repair};
 use keepwire::failure::Failure;
+use keepwire::tls::{CertificateInfo, TlsConfig, Verification};
 use keepwire::transport::ClientFactory;
 use keepwire::{StreamConfig, Subscription};
 use secrecy::{ExposeSecret, SecretString};
@@ -41,6 +44,12 @@ struct Check {
     detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     remedy: Option<String>,
+    /// The gateway's certificate (on the "gateway certificate" line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate: Option<CertificateInfo>,
+    /// The configuration line that pins that certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config_line: Option<String>,
 }
 
 struct Checklist {
@@ -56,6 +65,8 @@ impl Checklist {
             ok: true,
             detail: detail.into(),
             remedy: None,
+            certificate: None,
+            config_line: None,
         });
     }
 
@@ -66,6 +77,8 @@ impl Checklist {
             ok: false,
             detail: detail.into(),
             remedy: Some(remedy.into()),
+            certificate: None,
+            config_line: None,
         });
     }
 
@@ -106,20 +119,10 @@ async fn check_stream(cfg: &StreamConfig, subs: &[Subscription]) -> Vec<Check> {
             list.fail_with("gateway reachable", f, "start the gateway");
             return list.lines;
         }
-        Err(f @ Failure::Tls { .. }) => {
-            list.pass("gateway reachable", format!("{} answers", cfg.url));
-            list.fail_with("TLS", f, "trust the gateway certificate with ca_file");
-            return list.lines;
-        }
         _ => {
             list.pass("gateway reachable", format!("{} answers", cfg.url));
-            if cfg.url.starts_with("https://") || cfg.url.starts_with("wss://") {
-                list.pass("TLS", "certificate verified");
-            } else {
-                list.pass(
-                    "TLS",
-                    "plain HTTP (allowed for a loopback test gateway only)",
-                );
+            if !tls_checks(cfg, &mut list).await {
+                return list.lines;
             }
         }
     }
@@ -234,6 +237,111 @@ async fn check_stream(cfg: &StreamConfig, subs: &[Subscription]) -> Vec<Check> {
     list.lines
 }
 
+/// `https://host[:port]/…` (or `wss://`) → host and port; `None` for a plain URL.
+fn tls_host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("wss://"))?;
+    let host = keepwire::transport::url_host(url)?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let port = match authority.strip_prefix(host)?.strip_prefix(':') {
+        Some(p) => p.parse().ok()?,
+        None => 443,
+    };
+    Some((host.to_string(), port))
+}
+
+/// What verified the certificate, in the configuration's words.
+fn trusted_by(tls: &TlsConfig) -> String {
+    match tls {
+        TlsConfig::Verified => "by the public CAs".into(),
+        TlsConfig::CaFile(p) => format!("with ca_file {}", p.display()),
+        TlsConfig::CaPem(_) => "with the configured CA PEM".into(),
+        TlsConfig::PinSha256(_) => "by pin_sha256".into(),
+        TlsConfig::InsecureSkipVerifyLoopbackOnly => "(not: verification skipped)".into(),
+    }
+}
+
+/// The TLS lines: the certificate the gateway presents, with the line that pins it, and whether
+/// the stream's settings trust it. `false` when the checklist cannot go on.
+async fn tls_checks(cfg: &StreamConfig, list: &mut Checklist) -> bool {
+    let Some((host, port)) = tls_host_port(&cfg.url) else {
+        list.pass(
+            "TLS",
+            "plain HTTP (allowed for a loopback test gateway only)",
+        );
+        return true;
+    };
+    let tls = cfg.tls.clone();
+    let probe = match tokio::task::spawn_blocking(move || {
+        keepwire::tls::probe(&tls, &host, port, STEP_TIMEOUT)
+    })
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            list.fail("TLS", format!("the TLS check failed: {e}"), "try again");
+            return false;
+        }
+    };
+    match probe.presented {
+        Some(Ok(info)) => {
+            let sans = if info.sans.is_empty() {
+                "none".to_string()
+            } else {
+                info.sans.join(", ")
+            };
+            let line = format!("pin_sha256 = \"{}\"", info.sha256);
+            list.pass(
+                "gateway certificate",
+                format!(
+                    "subject {}; SANs {sans}; not before {}; not after {}; SHA-256 {}",
+                    info.subject, info.not_before, info.not_after, info.sha256
+                ),
+            );
+            if let Some(last) = list.lines.last_mut() {
+                last.certificate = Some(info);
+                last.config_line = Some(line);
+            }
+        }
+        Some(Err(why)) => list.fail(
+            "gateway certificate",
+            why,
+            "the gateway presents a certificate that cannot be read: check its configuration",
+        ),
+        None => {}
+    }
+    match probe.outcome {
+        Ok(Verification::Verified) => {
+            list.pass(
+                "TLS",
+                format!("certificate verified {}", trusted_by(&cfg.tls)),
+            );
+            true
+        }
+        Ok(Verification::Skipped) => {
+            list.pass(
+                "TLS",
+                "verification skipped (insecure_skip_verify): the certificate was not checked; pin it with the pin_sha256 line above instead",
+            );
+            true
+        }
+        Err(f @ (Failure::Unreachable { .. } | Failure::Timeout { .. })) => {
+            list.fail_with("gateway reachable", &f, "start the gateway or fix the url");
+            false
+        }
+        Err(f) => {
+            list.fail_with(
+                "TLS",
+                &f,
+                "trust the gateway's certificate with ca_file or pin_sha256 (the line above)",
+            );
+            false
+        }
+    }
+}
+
 async fn socket_checks(
     dialect: &Ibkr,
     http: &awc::Client,
@@ -254,6 +362,9 @@ async fn generic_checks(cfg: &StreamConfig, subs: &[Subscription], list: &mut Ch
         Err(f) => return list.fail_with("configuration", &f, "fix the configuration"),
     };
     let http = clients.client();
+    if !tls_checks(cfg, list).await {
+        return;
+    }
     if let Err(f) = dialect.establish(http.clone(), Repair::None).await {
         return list.fail_with("gateway session", &f, "check the gateway");
     }
@@ -456,6 +567,9 @@ pub async fn run(args: DoctorArgs) -> ExitCode {
                 c.check,
                 c.detail
             );
+            if let Some(line) = &c.config_line {
+                println!("    to pin it, add to the stream in the configuration: {line}");
+            }
             if let Some(r) = &c.remedy {
                 println!("    → {r}");
             }

@@ -19,7 +19,8 @@ pub struct EmulateArgs {
     /// Serve TLS with a generated self-signed certificate (its path is printed).
     #[arg(long)]
     pub tls: bool,
-    /// Serve TLS with this PEM certificate (with --key) instead of a generated one.
+    /// Serve TLS with this PEM certificate chain, leaf first (with --key), instead of a
+    /// generated one.
     #[arg(long, requires = "key")]
     pub cert: Option<std::path::PathBuf>,
     /// The PEM private key of --cert.
@@ -41,14 +42,15 @@ pub struct EmulateArgs {
 
 /// Runs until interrupted.
 pub async fn run(args: EmulateArgs) -> ExitCode {
+    let tls = match (args.cert, args.key) {
+        (Some(cert), Some(key)) => TlsMode::Files { cert, key },
+        _ if args.tls => TlsMode::SelfSigned,
+        _ => TlsMode::Plain,
+    };
     let config = EmulatorConfig {
         bind: args.listen,
         admin_bind: args.admin,
-        tls: if args.tls {
-            TlsMode::SelfSigned
-        } else {
-            TlsMode::Plain
-        },
+        tls: tls.clone(),
         heartbeat_interval: Duration::from_secs(args.heartbeat_secs.max(1)),
         login_approved: !args.login_pending,
         ..EmulatorConfig::default()
@@ -63,7 +65,9 @@ pub async fn run(args: EmulateArgs) -> ExitCode {
     println!("gateway  {}/v1/api", emu.base_url());
     println!("socket   {}", emu.ws_url());
     println!("admin    {}  (POST /admin/faults, GET /admin/counters, GET /admin/state, POST /admin/schedule)", emu.admin_url());
-    if let Some(pem) = emu.ca_pem() {
+    if let TlsMode::Files { cert, .. } = &tls {
+        println!("cert     {}", cert.display());
+    } else if let Some(pem) = emu.ca_pem() {
         let path = std::env::temp_dir().join(format!(
             "keepwire-emulator-{}.pem",
             emu.gateway_addr().port()

@@ -62,33 +62,66 @@ fn start_gateway(
     let ibkr_data = web::Data::from(Arc::clone(&gateway.ibkr));
     let hub_data = web::Data::from(Arc::clone(&gateway.hub));
     let ticket_data = web::Data::from(Arc::clone(&gateway.ticket));
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(ibkr_data.clone())
+    let routes = move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(ibkr_data.clone())
             .app_data(hub_data.clone())
             .app_data(ticket_data.clone())
             .service(web::scope("/v1/api").configure(ibkr::routes))
             .service(web::scope("/v1/portal").configure(ibkr::routes))
             .configure(signalr::routes)
-            .configure(ticket::routes)
-    })
-    .workers(1)
-    .disable_signals()
-    .shutdown_timeout(0)
-    // When a socket task ends (the client's close answered, a close or drop fault), the
-    // connection must end at once, as the real gateway's does. By default actix-http lingers
-    // on a connection whose request payload (the socket's input) was not read to the end,
-    // for up to this timeout, so the FIN came 0.6–1 s late: clients that rely on it to stop
-    // their reader (ibind's websocket-client after its own close) hung, and drops were seen late.
-    .client_disconnect_timeout(Duration::ZERO);
+            .configure(ticket::routes);
+    };
     let server = match tls {
-        Some(config) => server.listen_rustls_0_23(listener, config.clone())?,
-        None => server.listen(listener)?,
-    }
-    .run();
+        Some(config) => https_http1_only(routes, listener, config.clone())?,
+        None => HttpServer::new(move || App::new().configure(routes.clone()))
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(0)
+            .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+            .listen(listener)?
+            .run(),
+    };
     let handle = server.handle();
     actix_web::rt::spawn(server);
     Ok(handle)
+}
+
+/// When a socket task ends (the client's close answered, a close or drop fault), the connection
+/// must end at once, as the real gateway's does. By default actix-http lingers on a connection
+/// whose request payload (the socket's input) was not read to the end, for up to this timeout, so
+/// the FIN came 0.6–1 s late: clients that rely on it to stop their reader (ibind's
+/// websocket-client after its own close) hung, and drops were seen late.
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::ZERO;
+
+/// Serves the routes over TLS speaking HTTP/1.1 only, with ALPN offering `http/1.1` alone.
+///
+/// actix-web's `listen_rustls_0_23` always prepends `h2` to the ALPN list when actix-http's
+/// `http2` feature is on (awc turns it on), and then serves HTTP/2 through the h2 crate. The
+/// emulator must never do that (h2 is not vetted: RUSTSEC-2026-0258), so its TLS listener is an
+/// actix-http HTTP/1 service built here.
+fn https_http1_only(
+    routes: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+    listener: TcpListener,
+    mut config: ServerConfig,
+) -> io::Result<actix_web::dev::Server> {
+    use actix_http::HttpService;
+    use actix_service::IntoServiceFactory;
+    use actix_web::dev::AppConfig;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(actix_web::dev::Server::build()
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(0)
+        .listen("keepwire-emulator-https", listener, move || {
+            let app = App::new().configure(routes.clone()).into_factory();
+            HttpService::build()
+                .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+                // The app config only feeds `connection_info`/`url_for`, which the emulator does
+                // not use (actix-web keeps the constructor with the real address private).
+                .h1(actix_service::map_config(app, |_| AppConfig::default()))
+                .rustls_0_23(config.clone())
+        })?
+        .run())
 }
 
 /// Starts the admin server on a bound listener.

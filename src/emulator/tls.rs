@@ -47,7 +47,7 @@ pub(crate) fn setup(mode: &TlsMode) -> io::Result<Option<TlsSetup>> {
     }
 }
 
-/// A server config with the ring provider, safe protocol versions and ALPN `http/1.1`.
+/// A server config with the ring provider, safe protocol versions and ALPN `http/1.1` only.
 fn server_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -59,7 +59,7 @@ fn server_config(
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // actix-web prepends "http/1.1" itself; an empty list here avoids a duplicate entry.
-    config.alpn_protocols = Vec::new();
+    // HTTP/1.1 only; the listener (`control::https_http1_only`) insists on it too.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

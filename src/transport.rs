@@ -428,6 +428,22 @@ mod tests {
     }
 
     #[test]
+    fn a_redirected_upgrade_is_a_hard_redirect_failure() {
+        let e = WsClientError::InvalidResponseStatus(awc::http::StatusCode::TEMPORARY_REDIRECT);
+        let f = ws_failure(&e, |s| {
+            crate::failure::http_failure(Endpoint::Upgrade, s, None)
+        });
+        assert!(
+            matches!(f, Failure::Redirected { status: 307, .. }),
+            "{f:?}"
+        );
+        assert_eq!(
+            f.class(crate::failure::CompetingPolicy::Compete),
+            crate::failure::Class::Hard
+        );
+    }
+
+    #[test]
     fn schemes_are_swapped_both_ways() {
         assert_eq!(socket_url("https://h:1/x"), "wss://h:1/x");
         assert_eq!(socket_url("http://h/x"), "ws://h/x");

@@ -766,3 +766,25 @@ async fn server_pings_are_answered_with_pongs() {
     assert_eq!(s.epoch, before.epoch);
     rig.stop().await;
 }
+
+/// The URL rule with the real resolver: `localhost` (which resolves to loopback addresses only
+/// on a test machine) is loopback, so a self-signed gateway there may skip verification — decided
+/// for that URL when it is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_at_localhost_may_skip_verification() {
+    use keepwire::emulator::TlsMode;
+    let emu_cfg = EmulatorConfig {
+        tls: TlsMode::SelfSigned,
+        ..common::fast_emulator()
+    };
+    let emu = keepwire::emulator::Emulator::start(emu_cfg).unwrap();
+    let mut cfg = common::fast_stream(&emu);
+    cfg.url = emu.base_url().replace("127.0.0.1", "localhost");
+    assert!(cfg.url.starts_with("https://localhost:"), "{}", cfg.url);
+    cfg.tls = keepwire::TlsConfig::InsecureSkipVerifyLoopbackOnly;
+    let kw = keepwire::Handle::builder().stream(cfg).start().unwrap();
+    let rig = Rig { emu, kw };
+    let _rx = rig.subscribe_all(&CONIDS[..1]).await;
+    rig.fully_ready().await;
+    rig.stop().await;
+}

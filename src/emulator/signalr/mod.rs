@@ -625,6 +625,18 @@ mod tests {
 
     #[test]
     fn a_negotiate_redirect_carries_a_token_only_its_target_accepts() {
+        let f: HubFault = serde_json::from_str(
+            r#"{"hub_fault":"redirect_negotiate","url":"http://127.0.0.1:1/x"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f,
+            HubFault::RedirectNegotiate {
+                url: "http://127.0.0.1:1/x".into(),
+                count: 1,
+                with_access_token: true
+            }
+        );
         let hub = Hub::new(&HubConfig::default());
         let login = hub.login("kwuser1", "kw-demo-key").unwrap();
         hub.inject(HubFault::RedirectNegotiate {

@@ -156,6 +156,42 @@ impl StreamConfig {
     }
 }
 
+impl StreamConfig {
+    /// Every URL this stream's configuration names, with its setting: `url`, and per dialect
+    /// `ticket.token_url`, `ticket.ticket_url`, `ticket.socket_url`, `signalr.login_url`,
+    /// `signalr.validate_url` when set. (URLs derived from `url` share its scheme and host.)
+    pub fn urls(&self) -> Vec<(&'static str, &str)> {
+        let mut urls = vec![("url", self.url.as_str())];
+        match &self.dialect {
+            DialectKind::Ibkr(_) => {}
+            DialectKind::Ticket(t) => {
+                for (field, url) in [
+                    ("ticket.token_url", &t.token_url),
+                    ("ticket.ticket_url", &t.ticket_url),
+                    ("ticket.socket_url", &t.socket_url),
+                ] {
+                    if let Some(url) = url {
+                        urls.push((field, url.as_str()));
+                    }
+                }
+            }
+            DialectKind::SignalR(h) => {
+                if let Some(url) = &h.login_url {
+                    urls.push(("signalr.login_url", url.as_str()));
+                }
+                if let Some(url) = h
+                    .validate_url
+                    .as_deref()
+                    .filter(|u| h.validate && !u.is_empty())
+                {
+                    urls.push(("signalr.validate_url", url));
+                }
+            }
+        }
+        urls
+    }
+}
+
 /// Builds the dialect of a stream: the dialect modules take their own settings and the gateway
 /// URL, and know nothing of [`StreamConfig`].
 pub fn build_dialect(config: &StreamConfig) -> Arc<dyn DialectSend> {
@@ -317,9 +353,34 @@ impl StreamConfig {
     /// duration at most [`MAX_DURATION`]. Also: `backoff.max ≥ backoff.initial`, a finite
     /// `backoff.multiplier` in `[1, MAX_MULTIPLIER]`, a finite `backoff.randomization` in
     /// `[0, 1)`, sizes and counts above zero, and a SignalR `heartbeat_timeout` longer than
-    /// `signalr.ping_interval`. URLs and TLS are checked when the stream starts.
+    /// `signalr.ping_interval`. Every URL the stream will call ([`StreamConfig::urls`]) obeys
+    /// the URL rule ([`crate::url_rule::check`]), and `insecure_skip_verify` needs a loopback
+    /// `url`; the same rule runs again whenever a URL is used.
     pub fn validate(&self) -> Result<(), Vec<ConfigProblem>> {
         let mut p = Problems::default();
+        for (field, url) in self.urls() {
+            match crate::url_rule::check(field, url) {
+                Err(problem) => p.push(
+                    field,
+                    format!("\"{}\"", problem.shown),
+                    problem.reason,
+                    problem.remedy,
+                ),
+                Ok(checked)
+                    if field == "url"
+                        && !checked.loopback
+                        && self.tls == TlsConfig::InsecureSkipVerifyLoopbackOnly =>
+                {
+                    p.push(
+                        "insecure_skip_verify",
+                        "true".into(),
+                        "skips certificate verification for a host that is not this machine".into(),
+                        "trust the gateway's certificate with a CA file (ca_file) instead".into(),
+                    )
+                }
+                Ok(_) => {}
+            }
+        }
         if self.name.trim().is_empty() {
             p.push(
                 "name",
@@ -668,6 +729,85 @@ mod tests {
                 "{shown}"
             );
         }
+    }
+
+    fn ticket_with(f: fn(&mut TicketConfig)) -> StreamConfig {
+        let mut t = TicketConfig::default();
+        f(&mut t);
+        StreamConfig::ticket("t", "https://127.0.0.1:5002", t)
+    }
+
+    #[test]
+    fn a_cleartext_url_to_a_remote_host_is_refused_naming_its_key() {
+        let cfg =
+            ticket_with(|t| t.token_url = Some("http://example.com/api/v1/auth/token".into()));
+        let found = problems(&cfg);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].field, "ticket.token_url");
+        let shown = found[0].to_string();
+        assert!(
+            shown.contains("http://example.com/api/v1/auth/token")
+                && shown.contains("cleartext")
+                && shown.contains("use https://"),
+            "{shown}"
+        );
+        for (cfg, field) in [
+            (
+                ticket_with(|t| t.ticket_url = Some("http://10.1.2.3/t".into())),
+                "ticket.ticket_url",
+            ),
+            (
+                ticket_with(|t| t.socket_url = Some("ws://feed.example.com/ws".into())),
+                "ticket.socket_url",
+            ),
+            (
+                StreamConfig::ibkr("gw", "http://gw.example.com:5000"),
+                "url",
+            ),
+        ] {
+            let found = problems(&cfg);
+            assert_eq!(found.len(), 1, "{field}: {found:?}");
+            assert_eq!(found[0].field, field);
+        }
+        let mut hub = signalr();
+        set_hub(&mut hub, |h| {
+            h.login_url = Some("http://login.example.com/api".into())
+        });
+        assert_eq!(problems(&hub)[0].field, "signalr.login_url");
+        set_hub(&mut hub, |h| {
+            h.login_url = None;
+            h.validate_url = Some("ftp://x.example.com/validate".into());
+        });
+        assert_eq!(problems(&hub)[0].field, "signalr.validate_url");
+    }
+
+    #[test]
+    fn tls_urls_anywhere_and_cleartext_to_loopback_are_accepted() {
+        let cfg = ticket_with(|t| {
+            t.token_url = Some("https://auth.example.com/token".into());
+            t.socket_url = Some("ws://127.0.0.1:5002/ws".into());
+        });
+        assert_eq!(cfg.validate(), Ok(()));
+    }
+
+    #[test]
+    fn skipping_verification_needs_a_loopback_url() {
+        let mut cfg = StreamConfig::ibkr("gw", "https://gw.example.com:5000");
+        cfg.tls = TlsConfig::InsecureSkipVerifyLoopbackOnly;
+        assert_eq!(problems(&cfg)[0].field, "insecure_skip_verify");
+        cfg.url = "https://127.0.0.1:5000".into();
+        assert_eq!(cfg.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_url_problem_never_shows_userinfo_or_query_values() {
+        let cfg =
+            ticket_with(|t| t.token_url = Some("http://bob:hunter2@example.com/t?key=abc".into()));
+        let shown = problems(&cfg)[0].to_string();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("bob") && !shown.contains("abc"),
+            "{shown}"
+        );
     }
 
     fn set_ibkr(c: &mut StreamConfig, f: fn(&mut IbkrConfig)) {

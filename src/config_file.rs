@@ -38,7 +38,7 @@ use crate::config::{
 use crate::dialect::signalr::{SignalRConfig, TokenTransport};
 use crate::dialect::ticket::TicketConfig;
 use crate::subscription::Subscription;
-use crate::tls::{is_loopback_host, CertificatePin};
+use crate::tls::CertificatePin;
 use crate::transport::url_host;
 
 /// A configuration error: what is wrong, where, and how to fix it.
@@ -463,23 +463,9 @@ fn stream(
         )));
     }
     s.check_dialect_keys(at)?;
-    let scheme_ok = ["https://", "http://", "wss://", "ws://"]
-        .iter()
-        .any(|p| s.url.starts_with(p));
-    let host = url_host(&s.url).filter(|h| !h.is_empty());
-    let Some(host) = host.filter(|_| scheme_ok) else {
-        return Err(ConfigError(format!(
-            "{at}: url = {:?} is not a gateway URL: write it like \"https://127.0.0.1:5000\"",
-            s.url
-        )));
-    };
-    let plain = s.url.starts_with("http://") || s.url.starts_with("ws://");
-    if plain && !is_loopback_host(host) {
-        return Err(ConfigError(format!(
-            "{at}: url = {:?} is unencrypted; http:// and ws:// are allowed only for loopback test gateways: use https://",
-            s.url
-        )));
-    }
+    let url = crate::url_rule::check("url", &s.url)
+        .map_err(|problem| ConfigError(format!("{at}: {problem}")))?;
+    let host = url_host(&s.url).unwrap_or_default();
     let mut cfg = StreamConfig::ibkr(&s.name, &s.url);
     cfg.tls = match (&s.ca_file, s.insecure_skip_verify) {
         (Some(_), true) => {
@@ -498,7 +484,7 @@ fn stream(
             }
             TlsConfig::CaFile(path)
         }
-        (None, true) if !is_loopback_host(host) => {
+        (None, true) if !url.loopback => {
             return Err(ConfigError(format!(
                 "{at}: insecure_skip_verify = true is allowed only for a loopback gateway, not {host}: set ca_file to the gateway's certificate"
             )))
@@ -579,6 +565,7 @@ fn toml_key(field: &str) -> &str {
     field
         .strip_prefix("ibkr.")
         .or_else(|| field.strip_prefix("signalr."))
+        .or_else(|| field.strip_prefix("ticket."))
         .unwrap_or(field)
 }
 
@@ -979,6 +966,36 @@ channel = "trades.BTC-USD"
                 channel: "trades.BTC-USD".into()
             }]
         );
+    }
+
+    #[test]
+    fn a_cleartext_token_url_to_a_remote_host_is_an_error_naming_the_key() {
+        let e = err(&TICKET.replace(
+            "origin = ",
+            "token_url = \"http://example.com/api/v1/auth/token\"\norigin = ",
+        ));
+        assert!(
+            e.contains("token_url = \"http://example.com/api/v1/auth/token\"")
+                && e.contains("cleartext")
+                && e.contains("use https://"),
+            "{e}"
+        );
+        assert!(!e.contains("ticket."), "named as in the file: {e}");
+        let e = err(&TICKET.replace(
+            "origin = ",
+            "socket_url = \"ws://user:pw@feed.example.com/ws\"\norigin = ",
+        ));
+        assert!(
+            e.contains("socket_url = \"ws://feed.example.com/ws\""),
+            "{e}"
+        );
+        assert!(!e.contains("pw@"), "{e}");
+        // A loopback test gateway may use http://.
+        let ok = TICKET.replace(
+            "origin = ",
+            "token_url = \"http://127.0.0.1:5002/api/v1/auth/token\"\norigin = ",
+        );
+        assert!(parse(&ok, Path::new(".")).is_ok());
     }
 
     #[test]

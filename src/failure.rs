@@ -15,6 +15,8 @@
 //! | close 1008 (policy), 1009 (too big), restart intensity exceeded, configuration errors | `Hard` | stop; Status `Failed{reason}`; logged once |
 //! | the gateway's certificate fails verification (untrusted, another than the pinned one, expired) | `Hard` | stop; the reason names the presented certificate's `pin_sha256` and the remedy |
 //! | any other TLS error (an alert, a handshake cut short) | `Soft` | reconnect with backoff |
+//! | an HTTP endpoint answers 3xx (redirects are never followed) | `Hard` | stop: the configured URL is not the endpoint's address (or the server sends credentials elsewhere); retrying gets the same answer, and following would re-send a login body or bearer token to an origin nobody configured |
+//! | a URL breaks the URL rule at the moment it is used (`http://`/`ws://` to a non-loopback host, no host, another scheme), including a SignalR negotiate redirect | `Hard` | stop before sending anything: no retry makes a cleartext URL safe |
 //! | one malformed frame | `Ignore` | counted and skipped (a burst is `Soft`) |
 
 use std::fmt;
@@ -213,6 +215,26 @@ pub enum Failure {
         /// The window.
         window: Duration,
     },
+    /// An HTTP endpoint answered with a redirect, which keepwire never follows (a redirect would
+    /// carry a login body or a bearer token to an origin nobody configured).
+    Redirected {
+        /// Which call.
+        endpoint: Endpoint,
+        /// The 3xx status.
+        status: u16,
+        /// The origin (`scheme://host:port`) of the `Location` header, never its path or query;
+        /// `None` when absent or unreadable (a refused WebSocket upgrade loses its headers).
+        location: Option<String>,
+    },
+    /// A URL broke the URL rule when it was about to be used (see [`crate::url_rule`]): nothing
+    /// was sent to it.
+    UrlRefused {
+        /// The setting it comes from (`token_url`), or `negotiate redirect url` for a URL a
+        /// SignalR hub supplied.
+        key: String,
+        /// What is wrong with it (the URL shown without userinfo or query values).
+        detail: String,
+    },
     /// The configuration cannot work (bad URL, TLS skip for a non-loopback host…).
     Config {
         /// What is wrong and how to fix it.
@@ -248,9 +270,11 @@ impl Failure {
             Failure::Http {
                 status: 400..=499, ..
             } => Class::Hard,
-            Failure::RestartIntensity { .. } | Failure::Config { .. } | Failure::Refused { .. } => {
-                Class::Hard
-            }
+            Failure::RestartIntensity { .. }
+            | Failure::Config { .. }
+            | Failure::Refused { .. }
+            | Failure::Redirected { .. }
+            | Failure::UrlRefused { .. } => Class::Hard,
             Failure::ServerClose {
                 allow_reconnect: false,
                 ..
@@ -322,6 +346,8 @@ impl Failure {
             Failure::Oversized { .. } => "oversized",
             Failure::MalformedBurst { .. } => "malformed",
             Failure::RestartIntensity { .. } => "restart_intensity",
+            Failure::Redirected { .. } => "redirected",
+            Failure::UrlRefused { .. } => "url_refused",
             Failure::Config { .. } => "config",
         }
     }
@@ -373,6 +399,12 @@ impl Failure {
                 Some("an actor kept failing immediately after restart: see the last failure and the logs, then resume")
             }
             Failure::Config { .. } => Some("fix the configuration and restart keepwire"),
+            Failure::Redirected { .. } => Some(
+                "keepwire follows no HTTP redirects: set the URL to the address the endpoint really answers at (the redirect's target, if you trust it), then resume",
+            ),
+            Failure::UrlRefused { .. } => Some(
+                "use https:// (wss:// for sockets) for every host that is not this machine; http:// and ws:// are only for loopback test gateways (127.0.0.1, ::1, localhost)",
+            ),
             Failure::Http { status: 401 | 403, .. } => Some("the gateway refuses this client: check credentials and permissions"),
             _ => None,
         }
@@ -483,6 +515,17 @@ impl fmt::Display for Failure {
                 "{actor} restarted {restarts} times within {} ms: escalated",
                 window.as_millis()
             ),
+            Failure::Redirected {
+                endpoint,
+                status,
+                location,
+            } => write!(
+                f,
+                "{} answered HTTP {status}, a redirect to {}, which is not followed",
+                endpoint.as_str(),
+                location.as_deref().unwrap_or("an unknown location")
+            ),
+            Failure::UrlRefused { key, detail } => write!(f, "{key} refused: {detail}"),
             Failure::Config { detail } => write!(f, "configuration error: {detail}"),
         }?;
         if let Some(r) = self.remedy() {

@@ -39,6 +39,7 @@ pub mod subscription;
 pub mod supervisor;
 pub mod tls;
 pub mod transport;
+pub mod url_rule;
 
 #[cfg(feature = "emulator")]
 pub mod emulator;

@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -173,13 +173,28 @@ fn general_name(name: &x509_parser::extensions::GeneralName<'_>) -> String {
     }
 }
 
-/// Whether `host` (as in a URL, brackets allowed) names this machine.
+/// Whether `host` (as in a URL, brackets allowed) names this machine: a loopback IP literal
+/// (`127.0.0.0/8`, `::1`, or either mapped into IPv6), or `localhost` when it resolves, *now*, to
+/// loopback addresses only ([`all_loopback`]). Any other name is not loopback, whatever it
+/// resolves to.
 pub fn is_loopback_host(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = h.parse::<IpAddr>() {
+        return ip.to_canonical().is_loopback();
+    }
     h.eq_ignore_ascii_case("localhost")
-        || h.parse::<IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
+        && all_loopback(
+            &("localhost", 0)
+                .to_socket_addrs()
+                .map(Iterator::collect::<Vec<_>>)
+                .unwrap_or_default(),
+        )
+}
+
+/// Whether the addresses a name resolved to are all loopback addresses (and there is at least
+/// one): `localhost` mapped to a LAN address in `/etc/hosts` is not this machine.
+pub fn all_loopback(addrs: &[SocketAddr]) -> bool {
+    !addrs.is_empty() && addrs.iter().all(|a| a.ip().to_canonical().is_loopback())
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -676,6 +691,29 @@ mod tests {
         ] {
             assert!(!is_loopback_host(h), "{h}");
         }
+    }
+
+    #[test]
+    fn localhost_is_loopback_only_when_every_address_it_resolves_to_is() {
+        let v4 = |a: [u8; 4]| SocketAddr::from((a, 0));
+        let v6 = |s: &str| SocketAddr::new(s.parse().unwrap(), 0);
+        assert!(all_loopback(&[v4([127, 0, 0, 1]), v6("::1")]));
+        assert!(all_loopback(&[v6("::ffff:127.0.0.1")]));
+        // /etc/hosts saying `192.168.1.20 localhost` (or DNS answering for it): not this machine.
+        assert!(!all_loopback(&[v4([192, 168, 1, 20])]));
+        assert!(!all_loopback(&[v4([127, 0, 0, 1]), v4([10, 0, 0, 7])]));
+        assert!(!all_loopback(&[v6("::1"), v6("2001:db8::1")]));
+        // A name that resolves to nothing is not loopback either.
+        assert!(!all_loopback(&[]));
+    }
+
+    #[test]
+    fn this_machines_localhost_resolves_to_loopback() {
+        // The real resolver (/etc/hosts): a test machine maps localhost to 127.0.0.1 / ::1.
+        let addrs: Vec<SocketAddr> = ("localhost", 0).to_socket_addrs().unwrap().collect();
+        assert!(all_loopback(&addrs), "{addrs:?}");
+        assert!(is_loopback_host("localhost"));
+        assert!(is_loopback_host("[::ffff:127.0.0.1]"));
     }
 
     #[test]

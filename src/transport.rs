@@ -67,46 +67,107 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// The TLS configuration and timeouts of a stream, from which actors build their `!Send` clients.
+/// Which TLS configuration a URL is called with, decided per URL by [`ClientFactory::choice`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsChoice {
+    /// The stream's verification (the public roots, or its `ca_file`).
+    Verify,
+    /// No certificate verification: only for a URL whose own host is loopback, on a stream that
+    /// asked for `insecure_skip_verify`.
+    SkipVerify,
+}
+
+/// The TLS configurations and timeouts of a stream, from which actors build their `!Send`
+/// clients. A stream with `insecure_skip_verify` has two: the skipping one, used only for URLs
+/// whose host is loopback, and a verifying one (public roots) for every other URL.
 #[derive(Clone)]
 pub struct ClientFactory {
-    tls: Arc<rustls::ClientConfig>,
+    verifying: Arc<rustls::ClientConfig>,
+    skip_loopback: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
 }
 
 impl ClientFactory {
-    /// Validates a gateway's URL and TLS settings once: `timeout` bounds TCP connect, the TLS
-    /// handshake and every REST request. (`ClientFactory::new` takes them from a stream's config.)
+    /// Validates a gateway's URL (the URL rule, [`crate::url_rule::check`]) and TLS settings
+    /// once: `timeout` bounds TCP connect, the TLS handshake and every REST request.
+    /// (`ClientFactory::new` takes them from a stream's config.)
     pub fn for_gateway(url: &str, tls: &TlsConfig, timeout: Duration) -> Result<Self, Failure> {
-        let host = url_host(url).ok_or_else(|| Failure::Config {
-            detail: format!("url {:?} has no host", url),
+        crate::url_rule::check("url", url).map_err(|p| Failure::Config {
+            detail: p.to_string(),
         })?;
-        if !(url.starts_with("http://")
-            || url.starts_with("https://")
-            || url.starts_with("ws://")
-            || url.starts_with("wss://"))
-        {
-            return Err(Failure::Config {
-                detail: format!(
-                    "url {:?} must start with https:// (or http:// for a loopback test gateway)",
-                    url
-                ),
-            });
-        }
-        let tls = crate::tls::client_config(tls, host)?;
-        Ok(Self { tls, timeout })
+        let host = url_host(url).unwrap_or_default();
+        let (verifying, skip_loopback) = match tls {
+            TlsConfig::InsecureSkipVerifyLoopbackOnly => (
+                crate::tls::client_config(&TlsConfig::Verified, host)?,
+                // Refused here unless `url` itself is loopback.
+                Some(crate::tls::client_config(tls, host)?),
+            ),
+            other => (crate::tls::client_config(other, host)?, None),
+        };
+        Ok(Self {
+            verifying,
+            skip_loopback,
+            timeout,
+        })
     }
 
-    /// A new awc client (one per actor: awc clients are `!Send`).
-    pub fn client(&self) -> awc::Client {
+    /// Checks `url` (from the setting `key`) against the URL rule, and decides how its TLS is
+    /// verified: skipped only when the stream asked for it *and* this URL's host is loopback.
+    pub fn choice(&self, key: &str, url: &str) -> Result<TlsChoice, Failure> {
+        let checked = crate::url_rule::check(key, url)?;
+        Ok(match (&self.skip_loopback, checked.loopback) {
+            (Some(_), true) => TlsChoice::SkipVerify,
+            _ => TlsChoice::Verify,
+        })
+    }
+
+    fn build(&self, tls: Arc<rustls::ClientConfig>) -> awc::Client {
         let connector = awc::Connector::new()
-            .rustls_0_23(self.tls.clone())
+            .rustls_0_23(tls)
             .timeout(self.timeout)
             .handshake_timeout(self.timeout);
         awc::Client::builder()
             .connector(connector)
             .timeout(self.timeout)
+            // A redirect would re-send a login body or a bearer token to another origin.
+            .disable_redirects()
             .finish()
+    }
+
+    /// New clients for one actor (awc clients are `!Send`).
+    pub fn client(&self) -> Http {
+        Http {
+            factory: self.clone(),
+            verifying: self.build(self.verifying.clone()),
+            skip_loopback: self.skip_loopback.clone().map(|tls| self.build(tls)),
+        }
+    }
+}
+
+/// The HTTP and WebSocket clients of one actor. Every call names the setting its URL comes from
+/// and goes through the URL rule and the per-URL TLS decision ([`ClientFactory::choice`]) at
+/// the moment it is made. No client follows HTTP redirects.
+#[derive(Clone)]
+pub struct Http {
+    factory: ClientFactory,
+    verifying: awc::Client,
+    skip_loopback: Option<awc::Client>,
+}
+
+impl Http {
+    /// The client to call `url` (from the setting `key`) with, after the URL rule.
+    pub fn client_for(&self, key: &str, url: &str) -> Result<&awc::Client, Failure> {
+        Ok(
+            match (self.factory.choice(key, url)?, &self.skip_loopback) {
+                (TlsChoice::SkipVerify, Some(skip)) => skip,
+                _ => &self.verifying,
+            },
+        )
+    }
+
+    /// A WebSocket request to `url` (from the setting `key`), after the URL rule.
+    pub fn ws(&self, key: &str, url: &str) -> Result<awc::ws::WebsocketsRequest, Failure> {
+        Ok(self.client_for(key, url)?.ws(url))
     }
 }
 
@@ -138,6 +199,11 @@ pub fn send_failure(endpoint: Endpoint, e: &SendRequestError) -> Failure {
 /// status is known; the dialect says what it means ([`crate::dialect::Dialect::upgrade_refused`]).
 pub fn ws_failure(e: &WsClientError, upgrade_refused: impl Fn(u16) -> Failure) -> Failure {
     match e {
+        WsClientError::InvalidResponseStatus(s) if s.is_redirection() => Failure::Redirected {
+            endpoint: Endpoint::Upgrade,
+            status: s.as_u16(),
+            location: None,
+        },
         WsClientError::InvalidResponseStatus(s) => upgrade_refused(s.as_u16()),
         WsClientError::SendRequest(e) => send_failure(Endpoint::Upgrade, e),
         other => Failure::Transport {
@@ -173,16 +239,20 @@ impl JsonReply {
     }
 }
 
-/// Sends a JSON request (`body: None` sends an empty `{}` for POST, as some gateways reject a
-/// body-less POST) and reads the whole reply. Non-2xx statuses are returned, not mapped.
+/// Sends a JSON request to `url`, which comes from the setting `key` (`body: None` sends an
+/// empty `{}` for POST, as some gateways reject a body-less POST) and reads the whole reply.
+/// The URL passes the URL rule first ([`Http::client_for`]). A 3xx answer is
+/// [`Failure::Redirected`] (never followed); other non-2xx statuses are returned, not mapped.
 pub async fn call_json(
-    client: &awc::Client,
+    http: &Http,
     method: awc::http::Method,
+    key: &str,
     url: &str,
     endpoint: Endpoint,
     body: Option<serde_json::Value>,
     headers: &[(&'static str, String)],
 ) -> Result<JsonReply, Failure> {
+    let client = http.client_for(key, url)?;
     let mut req = client.request(method.clone(), url);
     for (k, v) in headers {
         req = req.insert_header((*k, v.as_str()));
@@ -194,6 +264,18 @@ pub async fn call_json(
             .await
     };
     let mut resp = sent.map_err(|e| send_failure(endpoint, &e))?;
+    if resp.status().is_redirection() {
+        let location = resp
+            .headers()
+            .get(awc::http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(crate::url_rule::origin);
+        return Err(Failure::Redirected {
+            endpoint,
+            status: resp.status().as_u16(),
+            location,
+        });
+    }
     let status = resp.status().as_u16();
     let retry_after = retry_after(resp.headers());
     let bytes = resp
@@ -285,6 +367,76 @@ mod tests {
             Some("api.ibkr.com")
         );
         assert_eq!(url_host("nonsense"), None);
+    }
+
+    #[test]
+    fn skip_verify_on_a_loopback_url_still_verifies_every_other_host() {
+        let f = ClientFactory::for_gateway(
+            "https://127.0.0.1:5000",
+            &TlsConfig::InsecureSkipVerifyLoopbackOnly,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(
+            f.choice("url", "https://127.0.0.1:5000/v1/api/tickle"),
+            Ok(TlsChoice::SkipVerify)
+        );
+        assert_eq!(
+            f.choice("socket_url", "wss://[::1]:5000/ws"),
+            Ok(TlsChoice::SkipVerify)
+        );
+        for url in [
+            "https://auth.example.com/api/v1/auth/token",
+            "wss://feed.example.com/ws",
+            "https://127.0.0.1.example.com/token",
+        ] {
+            assert_eq!(f.choice("token_url", url), Ok(TlsChoice::Verify), "{url}");
+        }
+        // A stream that did not ask to skip verifies loopback hosts too.
+        let verified = ClientFactory::for_gateway(
+            "https://127.0.0.1:5000",
+            &TlsConfig::Verified,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(
+            verified.choice("url", "https://127.0.0.1:5000"),
+            Ok(TlsChoice::Verify)
+        );
+    }
+
+    #[test]
+    fn every_call_goes_through_the_url_rule() {
+        let f = ClientFactory::for_gateway(
+            "http://127.0.0.1:5000",
+            &TlsConfig::Verified,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let err = f
+            .choice("token_url", "http://auth.example.com/token")
+            .unwrap_err();
+        assert_eq!(
+            err.class(crate::failure::CompetingPolicy::Compete),
+            crate::failure::Class::Hard
+        );
+        assert!(err.to_string().starts_with("token_url refused"), "{err}");
+    }
+
+    #[test]
+    fn a_redirected_upgrade_is_a_hard_redirect_failure() {
+        let e = WsClientError::InvalidResponseStatus(awc::http::StatusCode::TEMPORARY_REDIRECT);
+        let f = ws_failure(&e, |s| {
+            crate::failure::http_failure(Endpoint::Upgrade, s, None)
+        });
+        assert!(
+            matches!(f, Failure::Redirected { status: 307, .. }),
+            "{f:?}"
+        );
+        assert_eq!(
+            f.class(crate::failure::CompetingPolicy::Compete),
+            crate::failure::Class::Hard
+        );
     }
 
     #[test]

@@ -60,7 +60,7 @@ impl Dialect for CountingDialect {
     }
     fn fetch_credentials(
         &self,
-        _: awc::Client,
+        _: keepwire::transport::Http,
     ) -> LocalBoxFuture<'static, Result<Issued, Failure>> {
         let n = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
         let ttl = self.ttl;
@@ -77,7 +77,7 @@ impl Dialect for CountingDialect {
     }
     fn prepare_dial(
         &self,
-        h: awc::Client,
+        h: keepwire::transport::Http,
         s: &SecretString,
     ) -> LocalBoxFuture<'static, Result<DialPlan, Failure>> {
         self.inner.prepare_dial(h, s)

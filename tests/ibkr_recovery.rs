@@ -592,19 +592,18 @@ async fn an_untrusted_certificate_is_a_hard_tls_failure() {
 async fn skipping_tls_verification_for_a_remote_host_is_refused_with_the_fix() {
     let mut cfg = keepwire::StreamConfig::ibkr(STREAM, "https://gateway.example.com:5000");
     cfg.tls = keepwire::TlsConfig::InsecureSkipVerifyLoopbackOnly;
-    let kw = keepwire::Handle::builder().stream(cfg).start().unwrap();
-    let s = common::wait_status(&kw, 5, "failed", |s| {
-        matches!(s.state, StreamState::Failed { .. })
-    })
-    .await;
-    let StreamState::Failed { reason } = s.state else {
-        unreachable!()
+    // Refused when the stream starts, before anything is dialled.
+    let err = match keepwire::Handle::builder().stream(cfg).start() {
+        Ok(kw) => {
+            kw.shutdown().await;
+            panic!("a stream skipping verification for a remote host must not start");
+        }
+        Err(e) => e.to_string(),
     };
     assert!(
-        reason.contains("only for loopback") && reason.contains("ca_file"),
-        "{reason}"
+        err.contains("insecure_skip_verify") && err.contains("ca_file"),
+        "{err}"
     );
-    kw.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -765,5 +764,27 @@ async fn server_pings_are_answered_with_pongs() {
     wait_counters(&rig.emu, 5, "three pongs", |c| c.pongs_received == 3).await;
     let s = rig.wait(5, "status", |_| true).await;
     assert_eq!(s.epoch, before.epoch);
+    rig.stop().await;
+}
+
+/// The URL rule with the real resolver: `localhost` (which resolves to loopback addresses only
+/// on a test machine) is loopback, so a self-signed gateway there may skip verification — decided
+/// for that URL when it is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_at_localhost_may_skip_verification() {
+    use keepwire::emulator::TlsMode;
+    let emu_cfg = EmulatorConfig {
+        tls: TlsMode::SelfSigned,
+        ..common::fast_emulator()
+    };
+    let emu = keepwire::emulator::Emulator::start(emu_cfg).unwrap();
+    let mut cfg = common::fast_stream(&emu);
+    cfg.url = emu.base_url().replace("127.0.0.1", "localhost");
+    assert!(cfg.url.starts_with("https://localhost:"), "{}", cfg.url);
+    cfg.tls = keepwire::TlsConfig::InsecureSkipVerifyLoopbackOnly;
+    let kw = keepwire::Handle::builder().stream(cfg).start().unwrap();
+    let rig = Rig { emu, kw };
+    let _rx = rig.subscribe_all(&CONIDS[..1]).await;
+    rig.fully_ready().await;
     rig.stop().await;
 }

@@ -26,6 +26,7 @@ const COLLAPSED: &[&str] = &["emulator"];
 const LAYERS: &[&[&str]] = &[
     &["failure", "backoff"],
     &["secret", "tls"],
+    &["url_rule"],
     &["transport"],
     &["dialect"],
     &["dialect::ibkr", "dialect::ticket", "dialect::signalr"],

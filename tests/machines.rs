@@ -540,6 +540,23 @@ fn the_failure_table_row_by_row() {
             CompetingPolicy::Compete,
             Hard,
         ),
+        (
+            Failure::Redirected {
+                endpoint: Endpoint::Credentials,
+                status: 307,
+                location: Some("http://127.0.0.1:1".into()),
+            },
+            CompetingPolicy::Compete,
+            Hard,
+        ),
+        (
+            Failure::UrlRefused {
+                key: "negotiate redirect url".into(),
+                detail: String::new(),
+            },
+            CompetingPolicy::Compete,
+            Hard,
+        ),
     ];
     for (failure, policy, class) in rows {
         assert_eq!(failure.class(policy), class, "{failure:?} under {policy:?}");

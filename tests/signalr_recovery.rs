@@ -365,3 +365,89 @@ async fn a_silent_hub_is_noticed_by_the_timeout_and_reconnected() {
     assert_eq!(s.last_failure.unwrap().reason, "heartbeat_silence");
     rig.stop().await;
 }
+
+/// The URL rule for a negotiate redirect (as Azure SignalR Service sends): negotiate again at the
+/// redirect's URL with the reply's own access token, which also opens the socket there; the
+/// login token is never presented to the redirect target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_negotiate_redirect_is_followed_with_the_replys_own_access_token() {
+    let emu = emulator(|_| {});
+    emu.inject(Fault::Hub(HubFault::RedirectNegotiate {
+        url: format!("{}/hubs/redirected", emu.base_url()),
+        count: 1,
+        with_access_token: true,
+    }));
+    let cfg = stream(&emu, |_| {});
+    let mut rig = Rig::start(emu, cfg).await;
+    rig.fully_ready().await;
+    rig.quotes_flow().await;
+    let c = rig.emu.counters().hub;
+    assert_eq!(c.negotiate_redirects, 1);
+    assert_eq!(
+        c.redirected_negotiates, 1,
+        "negotiated again at the redirect's URL"
+    );
+    assert_eq!(
+        c.redirected_upgrades, 1,
+        "the socket opened at the redirect's URL"
+    );
+    assert_eq!(
+        c.foreign_tokens_at_redirect, 0,
+        "only the redirect's access token went to the redirect target"
+    );
+    rig.stop().await;
+}
+
+/// A redirect to another origin without an access token: the original bearer stays home (the
+/// target refuses the token-less negotiate; keepwire refreshes and negotiates afresh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_another_origin_never_receives_the_original_bearer() {
+    let emu = emulator(|_| {});
+    let elsewhere = emulator(|_| {});
+    emu.inject(Fault::Hub(HubFault::RedirectNegotiate {
+        url: format!("{}/hubs/redirected", elsewhere.base_url()),
+        count: 1,
+        with_access_token: false,
+    }));
+    let cfg = stream(&emu, |_| {});
+    let rig = Rig::start(emu, cfg).await;
+    rig.fully_ready().await;
+    let there = elsewhere.counters().hub;
+    assert_eq!(there.redirected_negotiates, 1, "the redirect was followed");
+    assert_eq!(
+        there.foreign_tokens_at_redirect, 0,
+        "the login token never went to the other origin"
+    );
+    rig.stop().await;
+    elsewhere.stop();
+}
+
+/// A negotiate redirect to a cleartext URL on a host that is not this machine breaks the URL
+/// rule: the stream stops, naming the redirect and the fix, before anything is sent there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_negotiate_redirect_to_a_cleartext_remote_url_is_refused() {
+    let emu = emulator(|_| {});
+    emu.inject(Fault::Hub(HubFault::RedirectNegotiate {
+        // TEST-NET-1 (RFC 5737): never routed, never contacted.
+        url: "http://192.0.2.1/hubs/market".into(),
+        count: 1,
+        with_access_token: true,
+    }));
+    let cfg = stream(&emu, |_| {});
+    let rig = Rig::start(emu, cfg).await;
+    let s = wait(&rig.kw, 10, "failed", |s| {
+        matches!(s.state, StreamState::Failed { .. })
+    })
+    .await;
+    let StreamState::Failed { reason } = &s.state else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("negotiate redirect url")
+            && reason.contains("http://192.0.2.1/hubs/market")
+            && reason.contains("use https://"),
+        "{reason}"
+    );
+    assert_eq!(s.hard_failures, 1);
+    rig.stop().await;
+}

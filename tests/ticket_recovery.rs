@@ -361,3 +361,42 @@ async fn a_wrong_token_secret_is_hard_and_names_the_fix() {
     kw.shutdown().await;
     emu.stop();
 }
+
+/// The URL rule: a 307 from the ticket endpoint is not followed — not one request reaches the
+/// other port — and the stream stops with a reason naming the status and the target's origin
+/// (never its path or query).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_307_from_the_ticket_endpoint_to_another_port_is_not_followed_and_names_why() {
+    let emu = emulator(fast_api());
+    let elsewhere = emulator(fast_api());
+    let target = format!("{}/api/v1/ws-ticket?steal=1", elsewhere.base_url());
+    emu.inject(Fault::Ticket(TicketFault::RedirectTicket {
+        status: 307,
+        location: target,
+    }));
+    let kw = start(stream(&emu, |_| {}));
+    let s = wait(&kw, 10, "failed", |s| {
+        matches!(s.state, StreamState::Failed { .. })
+    })
+    .await;
+    let StreamState::Failed { reason } = &s.state else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("307")
+            && reason.contains(&elsewhere.base_url())
+            && reason.contains("not followed"),
+        "{reason}"
+    );
+    assert!(!reason.contains("steal"), "no path or query: {reason}");
+    assert_eq!(emu.counters().ticket.ticket_requests, 1);
+    let other = elsewhere.counters().ticket;
+    assert_eq!(
+        (other.ticket_requests, other.token_requests),
+        (0, 0),
+        "the redirect target saw no request"
+    );
+    kw.shutdown().await;
+    emu.stop();
+    elsewhere.stop();
+}

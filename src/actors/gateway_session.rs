@@ -20,7 +20,7 @@ use crate::status::ActorKind;
 /// The gateway-session actor of one stream.
 pub struct GatewaySession {
     ctx: StreamCtx,
-    http: Option<awc::Client>,
+    http: Option<crate::transport::Http>,
     machine: SessionMachine,
     waiters: Vec<oneshot::Sender<Result<(), Failure>>>,
 }
@@ -42,7 +42,7 @@ impl GatewaySession {
         }
     }
 
-    fn http(&mut self) -> awc::Client {
+    fn http(&mut self) -> crate::transport::Http {
         self.http
             .get_or_insert_with(|| self.ctx.clients.client())
             .clone()

@@ -50,7 +50,7 @@ struct Open {
 /// The socket actor of one stream.
 pub struct StreamConnection {
     ctx: StreamCtx,
-    http: Option<awc::Client>,
+    http: Option<crate::transport::Http>,
     machine: ConnMachine,
     socket: Option<Open>,
     dial: Option<SpawnHandle>,
@@ -197,7 +197,10 @@ impl StreamConnection {
                 .map_err(|e| with(mailbox("gateway session", e)))?
                 .map_err(with)?;
             tracing::debug!(url = %redact_url(&plan.url), generation = %creds.generation, "dialing");
-            let mut req = http.ws(plan.url.as_str()).max_frame_size(max_frame);
+            let mut req = http
+                .ws(plan.key, &plan.url)
+                .map_err(with)?
+                .max_frame_size(max_frame);
             for (name, value) in &plan.headers {
                 req = req.header(*name, value.expose_secret());
             }

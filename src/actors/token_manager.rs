@@ -23,7 +23,7 @@ type Waiter = oneshot::Sender<Result<Credentials, Failure>>;
 /// The credentials actor of one stream.
 pub struct TokenManager {
     ctx: StreamCtx,
-    http: Option<awc::Client>,
+    http: Option<crate::transport::Http>,
     machine: TokenMachine,
     /// The secret of the current generation.
     secret: Option<SecretString>,

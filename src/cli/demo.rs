@@ -35,7 +35,6 @@ pub struct DemoArgs {
     pub dialect: Dialect,
 }
 
-
 /// When each subscription (by index) last delivered data.
 type LastData = Arc<Mutex<BTreeMap<usize, Instant>>>;
 
@@ -56,7 +55,6 @@ fn line(s: &StreamStatus, done: usize, total: usize) -> String {
         s.restarts.values().sum::<u64>(),
     )
 }
-
 
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> ExitCode {

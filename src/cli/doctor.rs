@@ -19,7 +19,7 @@ use keepwire::dialect::ibkr::{self, Ibkr};
 use keepwire::dialect::{Confirmation, Dialect, Inbound, Repair};
 use keepwire::failure::Failure;
 use keepwire::tls::{CertificateInfo, TlsConfig, Verification};
-use keepwire::transport::ClientFactory;
+use keepwire::transport::{ClientFactory, Http};
 use keepwire::{StreamConfig, Subscription};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -344,7 +344,7 @@ async fn tls_checks(cfg: &StreamConfig, list: &mut Checklist) -> bool {
 
 async fn socket_checks(
     dialect: &Ibkr,
-    http: &awc::Client,
+    http: &Http,
     session: &SecretString,
     sub: &Subscription,
     list: &mut Checklist,
@@ -414,7 +414,7 @@ async fn generic_checks(cfg: &StreamConfig, subs: &[Subscription], list: &mut Ch
 /// confirmation (data or an acknowledgement); then unsubscribes and closes.
 async fn socket_and_subscription(
     dialect: &dyn Dialect,
-    http: &awc::Client,
+    http: &Http,
     plan: keepwire::dialect::DialPlan,
     sub: &Subscription,
     list: &mut Checklist,
@@ -429,7 +429,10 @@ async fn socket_and_subscription(
             )
         }
     };
-    let mut req = http.ws(plan.url.as_str());
+    let mut req = match http.ws(plan.key, &plan.url) {
+        Ok(req) => req,
+        Err(f) => return list.fail_with("socket authenticated", &f, "fix the URL"),
+    };
     for (k, v) in &plan.headers {
         req = req.header(*k, v.expose_secret());
     }

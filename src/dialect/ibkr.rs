@@ -25,7 +25,7 @@ use super::{
 };
 use crate::failure::{http_failure, CompetingPolicy, Endpoint, Failure};
 use crate::subscription::Subscription;
-use crate::transport::{call_json, JsonReply};
+use crate::transport::{call_json, Http, JsonReply};
 
 /// IBKR-specific settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,11 +150,12 @@ fn parse_status(reply: &JsonReply) -> AuthStatus {
 }
 
 /// `GET iserver/auth/status` (never POST: newer gateways answer 400).
-pub async fn auth_status(http: &awc::Client, api: &str) -> Result<AuthStatus, Failure> {
+pub async fn auth_status(http: &Http, api: &str) -> Result<AuthStatus, Failure> {
     // GET: newer gateways answer POST with 400 (seed 001).
     let reply = call_json(
         http,
         Method::GET,
+        "url",
         &format!("{api}/iserver/auth/status"),
         Endpoint::AuthStatus,
         None,
@@ -166,10 +167,11 @@ pub async fn auth_status(http: &awc::Client, api: &str) -> Result<AuthStatus, Fa
 }
 
 /// `POST iserver/reauthenticate`.
-async fn reauthenticate(http: &awc::Client, api: &str) -> Result<(), Failure> {
+async fn reauthenticate(http: &Http, api: &str) -> Result<(), Failure> {
     let re = call_json(
         http,
         Method::POST,
+        "url",
         &format!("{api}/iserver/reauthenticate"),
         Endpoint::Reauthenticate,
         None,
@@ -185,7 +187,7 @@ async fn reauthenticate(http: &awc::Client, api: &str) -> Result<(), Failure> {
 /// half-dead gateway): [`Repair::Reauthenticate`] reauthenticates first, [`Repair::Init`] runs
 /// `ssodh/init` whatever the status says.
 pub async fn establish(
-    http: awc::Client,
+    http: Http,
     api: Arc<str>,
     policy: CompetingPolicy,
     repair: Repair,
@@ -208,6 +210,7 @@ pub async fn establish(
     let init = call_json(
         &http,
         Method::POST,
+        "url",
         &format!("{api}/iserver/auth/ssodh/init"),
         Endpoint::SessionInit,
         Some(body),
@@ -242,10 +245,11 @@ pub async fn establish(
     })
 }
 
-async fn preflight(http: &awc::Client, api: &str) -> Result<(), Failure> {
+async fn preflight(http: &Http, api: &str) -> Result<(), Failure> {
     let reply = call_json(
         http,
         Method::GET,
+        "url",
         &format!("{api}/iserver/accounts"),
         Endpoint::Preflight,
         None,
@@ -279,10 +283,11 @@ pub fn parse_tickle(body: &Value) -> Tickle {
 }
 
 /// `POST tickle`.
-pub async fn tickle(http: awc::Client, api: Arc<str>) -> Result<Tickle, Failure> {
+pub async fn tickle(http: Http, api: Arc<str>) -> Result<Tickle, Failure> {
     let reply = call_json(
         &http,
         Method::POST,
+        "url",
         &format!("{api}/tickle"),
         Endpoint::Keepalive,
         None,
@@ -300,16 +305,13 @@ impl Dialect for Ibkr {
 
     fn establish(
         &self,
-        http: awc::Client,
+        http: Http,
         repair: Repair,
     ) -> LocalBoxFuture<'static, Result<(), Failure>> {
         establish(http, self.api.clone(), self.config.competing, repair).boxed_local()
     }
 
-    fn keepalive(
-        &self,
-        http: awc::Client,
-    ) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>> {
+    fn keepalive(&self, http: Http) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>> {
         let api = self.api.clone();
         async move {
             let t = tickle(http, api).await?;
@@ -334,10 +336,7 @@ impl Dialect for Ibkr {
         Some(self.config.tickle_interval)
     }
 
-    fn fetch_credentials(
-        &self,
-        http: awc::Client,
-    ) -> LocalBoxFuture<'static, Result<Issued, Failure>> {
+    fn fetch_credentials(&self, http: Http) -> LocalBoxFuture<'static, Result<Issued, Failure>> {
         let api = self.api.clone();
         async move {
             let t = tickle(http, api).await?;
@@ -357,18 +356,19 @@ impl Dialect for Ibkr {
 
     fn prepare_dial(
         &self,
-        _http: awc::Client,
+        _http: Http,
         secret: &SecretString,
     ) -> LocalBoxFuture<'static, Result<DialPlan, Failure>> {
         let cookie = format!("api={}", json!({"session": secret.expose_secret()}));
         let plan = DialPlan {
+            key: "url",
             url: self.ws_url.to_string(),
             headers: vec![("cookie", SecretString::from(cookie))],
         };
         async move { Ok(plan) }.boxed_local()
     }
 
-    fn logout(&self, http: awc::Client) -> Option<LocalBoxFuture<'static, Result<(), Failure>>> {
+    fn logout(&self, http: Http) -> Option<LocalBoxFuture<'static, Result<(), Failure>>> {
         if !self.config.logout_on_shutdown {
             return None;
         }
@@ -378,6 +378,7 @@ impl Dialect for Ibkr {
                 let reply = call_json(
                     &http,
                     Method::POST,
+                    "url",
                     &format!("{api}/logout"),
                     Endpoint::Keepalive,
                     None,
@@ -602,7 +603,16 @@ mod tests {
         assert_eq!(&*d.api, "https://127.0.0.1:5000/v1/api");
         assert_eq!(&*d.ws_url, "wss://127.0.0.1:5000/v1/api/ws");
         let plan = d
-            .prepare_dial(awc::Client::default(), &SecretString::from("abc123"))
+            .prepare_dial(
+                crate::transport::ClientFactory::for_gateway(
+                    "http://127.0.0.1:9",
+                    &crate::tls::TlsConfig::Verified,
+                    Duration::from_secs(1),
+                )
+                .unwrap()
+                .client(),
+                &SecretString::from("abc123"),
+            )
             .now_or_never()
             .unwrap()
             .unwrap();

@@ -17,6 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::failure::{CompetingPolicy, Failure};
 use crate::secret::SecretSource;
 use crate::subscription::Subscription;
+use crate::transport::Http;
 
 /// A credential as issued by the dialect's source, before TokenManager gives it a generation.
 pub struct Issued {
@@ -40,6 +41,9 @@ impl fmt::Debug for Issued {
 
 /// Everything StreamConnection needs to dial: the URL and the headers. Both may carry secrets.
 pub struct DialPlan {
+    /// The setting the socket URL comes from (`url`, `socket_url`, or `negotiate redirect url`
+    /// for a URL a SignalR hub supplied): the URL rule names it when it refuses the URL.
+    pub key: &'static str,
     /// Socket URL (may contain a ticket: log it only through [`crate::transport::redact_url`]).
     pub url: String,
     /// Extra request headers (cookie, authorization).
@@ -49,6 +53,7 @@ pub struct DialPlan {
 impl fmt::Debug for DialPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DialPlan")
+            .field("key", &self.key)
             .field("url", &crate::transport::redact_url(&self.url))
             .field(
                 "headers",
@@ -168,16 +173,13 @@ pub trait Dialect {
     /// Defaults to nothing to establish: dialects whose credentials are the session.
     fn establish(
         &self,
-        _http: awc::Client,
+        _http: Http,
         _repair: Repair,
     ) -> LocalBoxFuture<'static, Result<(), Failure>> {
         Box::pin(async { Ok(()) })
     }
     /// Keeps the session alive; called every [`Dialect::keepalive_interval`].
-    fn keepalive(
-        &self,
-        _http: awc::Client,
-    ) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>> {
+    fn keepalive(&self, _http: Http) -> LocalBoxFuture<'static, Result<KeepaliveOutcome, Failure>> {
         Box::pin(async { Ok(KeepaliveOutcome::default()) })
     }
     /// How often to call [`Dialect::keepalive`] (`None`, the default: never).
@@ -189,18 +191,15 @@ pub trait Dialect {
         None
     }
     /// Fetches a credential from the source, at the moment it is needed.
-    fn fetch_credentials(
-        &self,
-        http: awc::Client,
-    ) -> LocalBoxFuture<'static, Result<Issued, Failure>>;
+    fn fetch_credentials(&self, http: Http) -> LocalBoxFuture<'static, Result<Issued, Failure>>;
     /// Builds the dial plan for one attempt from the current credential.
     fn prepare_dial(
         &self,
-        http: awc::Client,
+        http: Http,
         secret: &SecretString,
     ) -> LocalBoxFuture<'static, Result<DialPlan, Failure>>;
     /// Ends the gateway session (on shutdown, when configured). Defaults to nothing to end.
-    fn logout(&self, _http: awc::Client) -> Option<LocalBoxFuture<'static, Result<(), Failure>>> {
+    fn logout(&self, _http: Http) -> Option<LocalBoxFuture<'static, Result<(), Failure>>> {
         None
     }
 

@@ -31,7 +31,7 @@ use serde_json::Value;
 use super::{Confirmation, DialPlan, Dialect, Inbound, Issued, SocketDecoder, SubscriptionWire};
 use crate::failure::{http_failure, Endpoint, Failure};
 use crate::subscription::Subscription;
-use crate::transport::{call_json, JsonReply};
+use crate::transport::{call_json, Http, JsonReply};
 
 pub use crate::secret::SecretSource;
 
@@ -200,7 +200,7 @@ fn write_cache(path: &PathBuf, token: &SecretString, expires_in: Option<Duration
 }
 
 async fn fetch_jwt(
-    http: awc::Client,
+    http: Http,
     url: Arc<str>,
     config: Arc<TicketConfig>,
 ) -> Result<Issued, Failure> {
@@ -214,6 +214,7 @@ async fn fetch_jwt(
     let reply = call_json(
         &http,
         Method::POST,
+        "token_url",
         &url,
         Endpoint::Credentials,
         Some(json),
@@ -262,7 +263,7 @@ async fn fetch_jwt(
 }
 
 async fn buy_ticket(
-    http: awc::Client,
+    http: Http,
     ticket_url: Arc<str>,
     socket_url: Arc<str>,
     jwt: SecretString,
@@ -272,6 +273,7 @@ async fn buy_ticket(
     let reply = call_json(
         &http,
         Method::GET,
+        "ticket_url",
         &ticket_url,
         Endpoint::Credentials,
         None,
@@ -316,7 +318,11 @@ async fn buy_ticket(
     if let Some(origin) = &config.origin {
         headers.push(("origin", SecretString::from(origin.clone())));
     }
-    Ok(DialPlan { url, headers })
+    Ok(DialPlan {
+        key: "socket_url",
+        url,
+        headers,
+    })
 }
 
 impl Dialect for Ticket {
@@ -328,16 +334,13 @@ impl Dialect for Ticket {
         self.config.jwt_cache.as_ref().and_then(read_cache)
     }
 
-    fn fetch_credentials(
-        &self,
-        http: awc::Client,
-    ) -> LocalBoxFuture<'static, Result<Issued, Failure>> {
+    fn fetch_credentials(&self, http: Http) -> LocalBoxFuture<'static, Result<Issued, Failure>> {
         fetch_jwt(http, self.token_url.clone(), self.config.clone()).boxed_local()
     }
 
     fn prepare_dial(
         &self,
-        http: awc::Client,
+        http: Http,
         secret: &SecretString,
     ) -> LocalBoxFuture<'static, Result<DialPlan, Failure>> {
         buy_ticket(

@@ -96,6 +96,15 @@ pub struct HubCounters {
     pub protocol_errors: u64,
     /// Connections with an open socket right now.
     pub open_connections: u64,
+    /// Negotiates answered with a redirect (`HubFault::RedirectNegotiate`).
+    pub negotiate_redirects: u64,
+    /// Negotiates at the redirect target (`/hubs/redirected`).
+    pub redirected_negotiates: u64,
+    /// WebSocket upgrades accepted at the redirect target.
+    pub redirected_upgrades: u64,
+    /// Requests at the redirect target presenting a token that is not a redirect's access token
+    /// of this hub (e.g. the client's own bearer, which must never follow a redirect).
+    pub foreign_tokens_at_redirect: u64,
 }
 
 /// What the ticket API counts.

@@ -106,6 +106,11 @@ pub enum Fault {
     Ticket(TicketFault),
 }
 
+/// True, for flags that default to on.
+fn yes() -> bool {
+    true
+}
+
 /// One, for count fields that default to a single occurrence.
 fn one() -> u32 {
     1
@@ -158,6 +163,22 @@ pub enum HubFault {
         #[serde(default = "one")]
         count: u32,
     },
+    /// The next `count` negotiates at the hub (with a valid token) are answered, as Azure SignalR
+    /// Service's application servers do, with `{"url":url,"accessToken":…}`: a fresh token of the
+    /// same user that only the redirect target (`/hubs/redirected` on this emulator) accepts.
+    /// `url` is sent as given, so it may name this emulator's redirect target
+    /// (`{base}/hubs/redirected`) or anything else.
+    RedirectNegotiate {
+        /// The URL the client is sent to.
+        url: String,
+        /// How many (default 1).
+        #[serde(default = "one")]
+        count: u32,
+        /// Whether the redirect carries an `accessToken` (default true; without one a client
+        /// must not send its own bearer to another origin).
+        #[serde(default = "yes")]
+        with_access_token: bool,
+    },
 }
 
 /// Faults of the ticket API, injected as `Fault::Ticket(..)` (admin API:
@@ -190,5 +211,13 @@ pub enum TicketFault {
     Close {
         /// The close code.
         code: u16,
+    },
+    /// The next ticket request is answered `status` (a 3xx, e.g. 307) with `Location: location`
+    /// and no ticket.
+    RedirectTicket {
+        /// The HTTP status.
+        status: u16,
+        /// The `Location` header.
+        location: String,
     },
 }

@@ -14,8 +14,8 @@ mod cookie;
 mod counters;
 mod faults;
 mod gateway;
-mod issued;
 mod ibkr;
+mod issued;
 mod market;
 mod schedule;
 pub mod signalr;
@@ -33,8 +33,8 @@ use std::time::Duration;
 
 pub use config::{EmulatorConfig, StsStyle, TlsMode};
 pub use counters::Counters;
-pub use issued::issued_secrets;
 pub use faults::Fault;
+pub use issued::issued_secrets;
 pub use schedule::FaultSchedule;
 pub use state::EmulatorState;
 

@@ -130,14 +130,14 @@ pub(crate) struct Budget<T> {
     pub(crate) remaining: u32,
 }
 
-impl<T: Copy> Budget<T> {
+impl<T: Clone> Budget<T> {
     /// Consumes one unit; returns the value if the budget was not exhausted.
     pub(crate) fn take(&mut self) -> Option<T> {
         if self.remaining == 0 {
             return None;
         }
         self.remaining -= 1;
-        Some(self.value)
+        Some(self.value.clone())
     }
 }
 

@@ -125,7 +125,9 @@ mod tests {
         let jwt = "eyJ.kw.0123456789abcdef0123";
         let sid = "0123456789abcdef0123456789abcdef";
         s.learn([jwt.to_string(), sid.to_string()]);
-        assert!(s.leaks("dialing with a fresh ticket, generation 3").is_empty());
+        assert!(s
+            .leaks("dialing with a fresh ticket, generation 3")
+            .is_empty());
         let found = s.leaks(&format!("authorization: Bearer {jwt}, cookie sid={sid};"));
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found.iter().all(|f| !f.contains(jwt) && !f.contains(sid)));

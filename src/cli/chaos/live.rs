@@ -213,9 +213,10 @@ struct Freshness {
 impl Freshness {
     fn since(&self, streams: &[Stream], t0: Instant) -> bool {
         let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        streams.iter().enumerate().all(|(i, s)| {
-            (0..s.subscriptions).all(|j| last.get(&(i, j)).is_some_and(|t| *t > t0))
-        })
+        streams
+            .iter()
+            .enumerate()
+            .all(|(i, s)| (0..s.subscriptions).all(|j| last.get(&(i, j)).is_some_and(|t| *t > t0)))
     }
 }
 
@@ -501,9 +502,9 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
     } else {
         ProgressBar::hidden()
     };
-    if let Ok(style) = ProgressStyle::with_template(
-        "{elapsed_precise} [{bar:30}] {pos}/{len} faults  {msg}",
-    ) {
+    if let Ok(style) =
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} faults  {msg}")
+    {
         pb.set_style(style.progress_chars("=> "));
     }
     let catalogue = catalogue(&dialects);
@@ -614,7 +615,11 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
         run.scan_for_secrets();
         let ready = {
             let status = run.status.borrow();
-            status.streams.values().filter(|s| s.is_fully_ready()).count()
+            status
+                .streams
+                .values()
+                .filter(|s| s.is_fully_ready())
+                .count()
         };
         pb.set_position(injected.min(faults_wanted));
         pb.set_message(format!(
@@ -725,7 +730,11 @@ fn print_report(r: &Report) {
     );
     println!(
         "recovery p50 {} ms, p90 {} ms, p99 {} ms, max {} ms (bound {} ms)",
-        r.recovery_p50_ms, r.recovery_p90_ms, r.recovery_p99_ms, r.recovery_max_ms, r.recovery_bound_ms
+        r.recovery_p50_ms,
+        r.recovery_p90_ms,
+        r.recovery_p99_ms,
+        r.recovery_max_ms,
+        r.recovery_bound_ms
     );
     println!(
         "per fault: {:.2} connection attempts, {:.2} credential refreshes; hard failures {}; unsubscribe checks {}",
@@ -746,8 +755,5 @@ fn print_report(r: &Report) {
     for (kind, n) in &r.faults_by_kind {
         println!("  {n:>5}  {kind}");
     }
-    println!(
-        "{} violation(s)",
-        r.violations.len()
-    );
+    println!("{} violation(s)", r.violations.len());
 }

@@ -7,7 +7,7 @@
 //!   dial asks TokenManager for the token *at that moment*: nothing captures a token, and a token
 //!   that expires within the skew is refreshed before connecting.
 //! * Dial plan (GatewaySession): `POST {hub}/negotiate?negotiateVersion=1` with the bearer token
-//!   (redirects followed, at most 100; version 0 answers; `{"error":…}` stops), then the socket
+//!   (negotiate redirects followed with their own access token, at most 10, each URL checked; version 0 answers; `{"error":…}` stops), then the socket
 //!   `{hub}?id=<connectionToken>` with the token as `access_token` query or `Authorization` header.
 //! * Socket (StreamConnection): the handshake (`{"protocol":"json","version":1}` + 0x1E), record
 //!   separator framing (messages split across frames or several per frame), Ping both ways,
@@ -36,7 +36,7 @@ use super::{Confirmation, DialPlan, Dialect, Inbound, Issued, SocketDecoder, Sub
 use crate::failure::{http_failure, Endpoint, Failure};
 use crate::secret::SecretSource;
 use crate::subscription::Subscription;
-use crate::transport::call_json;
+use crate::transport::{call_json, Http};
 use wire::{
     Framer, HandshakeRequest, HandshakeResponse, HubMessage, Invocation, Negotiation, Outcome,
 };
@@ -148,11 +148,7 @@ impl SignalR {
     }
 }
 
-async fn login(
-    http: &awc::Client,
-    url: &str,
-    config: &SignalRConfig,
-) -> Result<SecretString, Failure> {
+async fn login(http: &Http, url: &str, config: &SignalRConfig) -> Result<SecretString, Failure> {
     let json = super::render_body(
         "login_body",
         &config.login_body,
@@ -163,6 +159,7 @@ async fn login(
     let reply = call_json(
         http,
         Method::POST,
+        "login_url",
         url,
         Endpoint::Credentials,
         Some(json),
@@ -212,7 +209,7 @@ async fn login(
 }
 
 async fn validate(
-    http: &awc::Client,
+    http: &Http,
     url: &str,
     config: &SignalRConfig,
     current: &SecretString,
@@ -221,6 +218,7 @@ async fn validate(
     let reply = call_json(
         http,
         Method::POST,
+        "validate_url",
         url,
         Endpoint::Credentials,
         None,
@@ -255,27 +253,37 @@ fn rejected_or_refused(endpoint: Endpoint, status: u16, retry_after: Option<Dura
     }
 }
 
+/// The key a URL supplied by a hub's negotiate redirect is named by in errors.
+pub const NEGOTIATE_REDIRECT_KEY: &str = "negotiate redirect url";
+
+/// Negotiates (following negotiate redirects, at most [`wire::MAX_NEGOTIATE_REDIRECTS`]) and
+/// builds the socket's dial plan.
+///
+/// A redirect `{"url":…,"accessToken":…}` is followed the way the official clients do: negotiate
+/// again at that URL with the reply's access token, which then also opens the socket. The
+/// original bearer never goes to another origin: a redirect to another origin without an access
+/// token is negotiated without any. Every URL passes the URL rule when it is used
+/// ([`call_json`], [`crate::transport::Http::ws`]); a redirect's is named
+/// [`NEGOTIATE_REDIRECT_KEY`].
 async fn negotiate(
-    http: awc::Client,
+    http: Http,
     hub_url: Arc<str>,
     token: SecretString,
     transport: TokenTransport,
 ) -> Result<DialPlan, Failure> {
-    let mut url = wire::negotiate_url(&hub_url);
     let mut hub = hub_url.to_string();
-    let mut bearer = token;
-    for _ in 0..wire::MAX_NEGOTIATE_REDIRECTS {
-        let headers = [
-            (
-                "authorization",
-                format!("Bearer {}", bearer.expose_secret()),
-            ),
-            ("x-requested-with", "XMLHttpRequest".to_string()),
-        ];
+    let mut key: &'static str = "url";
+    let mut bearer = Some(token);
+    for followed in 0..=wire::MAX_NEGOTIATE_REDIRECTS {
+        let mut headers = vec![("x-requested-with", "XMLHttpRequest".to_string())];
+        if let Some(b) = &bearer {
+            headers.push(("authorization", format!("Bearer {}", b.expose_secret())));
+        }
         let reply = call_json(
             &http,
             Method::POST,
-            &url,
+            key,
+            &wire::negotiate_url(&hub),
             Endpoint::SessionInit,
             None,
             &headers,
@@ -297,30 +305,37 @@ async fn negotiate(
                         detail: "the hub does not offer WebSockets with text frames".into(),
                     });
                 }
-                let (url, headers) = match transport {
-                    TokenTransport::Query => (
-                        wire::connect_url(&hub, &c.connection_token, Some(bearer.expose_secret())),
-                        vec![],
-                    ),
-                    TokenTransport::Header => (
+                let secret = bearer.as_ref().map(ExposeSecret::expose_secret);
+                let (url, headers) = match (transport, secret) {
+                    (TokenTransport::Query, _) => {
+                        (wire::connect_url(&hub, &c.connection_token, secret), vec![])
+                    }
+                    (TokenTransport::Header, Some(t)) => (
                         wire::connect_url(&hub, &c.connection_token, None),
-                        vec![(
-                            "authorization",
-                            SecretString::from(format!("Bearer {}", bearer.expose_secret())),
-                        )],
+                        vec![("authorization", SecretString::from(format!("Bearer {t}")))],
                     ),
+                    (TokenTransport::Header, None) => {
+                        (wire::connect_url(&hub, &c.connection_token, None), vec![])
+                    }
                 };
-                return Ok(DialPlan { url, headers });
+                return Ok(DialPlan { key, url, headers });
             }
             Ok(Negotiation::Redirect {
                 url: next,
                 access_token,
             }) => {
-                hub = next.clone();
-                url = wire::negotiate_url(&next);
-                if let Some(t) = access_token {
-                    bearer = SecretString::from(t);
+                if followed == wire::MAX_NEGOTIATE_REDIRECTS {
+                    break;
                 }
+                // Checked before the token is chosen or anything is sent (call_json checks again).
+                crate::url_rule::check(NEGOTIATE_REDIRECT_KEY, &next)?;
+                bearer = match access_token {
+                    Some(t) => Some(SecretString::from(t)),
+                    None if crate::url_rule::same_origin(&hub, &next) => bearer,
+                    None => None,
+                };
+                hub = next;
+                key = NEGOTIATE_REDIRECT_KEY;
             }
             Ok(Negotiation::Error(e)) => {
                 return Err(Failure::Refused {
@@ -336,7 +351,10 @@ async fn negotiate(
         }
     }
     Err(Failure::Transport {
-        detail: "negotiate redirected more than 100 times".into(),
+        detail: format!(
+            "negotiate redirected more than {} times",
+            wire::MAX_NEGOTIATE_REDIRECTS
+        ),
     })
 }
 
@@ -345,10 +363,7 @@ impl Dialect for SignalR {
         "signalr"
     }
 
-    fn fetch_credentials(
-        &self,
-        http: awc::Client,
-    ) -> LocalBoxFuture<'static, Result<Issued, Failure>> {
+    fn fetch_credentials(&self, http: Http) -> LocalBoxFuture<'static, Result<Issued, Failure>> {
         let (login_url, validate_url, config, last) = (
             self.login_url.clone(),
             self.validate_url.clone(),
@@ -377,7 +392,7 @@ impl Dialect for SignalR {
 
     fn prepare_dial(
         &self,
-        http: awc::Client,
+        http: Http,
         secret: &SecretString,
     ) -> LocalBoxFuture<'static, Result<DialPlan, Failure>> {
         negotiate(

@@ -921,7 +921,7 @@ impl NegotiateConnect {
 pub enum Negotiation {
     /// Connect with this connection token.
     Connect(NegotiateConnect),
-    /// Negotiate again at `url` (at most 100 times), with `access_token` (if given) instead of
+    /// Negotiate again at `url` (at most [`MAX_NEGOTIATE_REDIRECTS`] times), with `access_token` (if given) instead of
     /// the caller's token for this attempt only. The token is redacted in `Debug`.
     Redirect {
         /// Where to negotiate next.
@@ -947,8 +947,10 @@ impl fmt::Debug for Negotiation {
     }
 }
 
-/// How many negotiate redirects a client follows.
-pub const MAX_NEGOTIATE_REDIRECTS: usize = 100;
+/// How many negotiate redirects keepwire follows. The official clients allow 100; Azure SignalR
+/// Service redirects once (application server → service), so 10 leaves room for a chain while a
+/// redirect loop costs at most 11 requests per dial (each carrying a token), not 101.
+pub const MAX_NEGOTIATE_REDIRECTS: usize = 10;
 
 impl Negotiation {
     /// Parses a negotiate response body. Unknown fields are ignored. The forms are tried in the

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::auth::{bearer, query_param};
 use super::quotes::QuoteWalk;
-use super::{Hub, HubCmd, UpgradeRefusal};
+use super::{Hub, HubCmd, HubPath, Negotiated, UpgradeRefusal};
 use crate::dialect::signalr::wire::{
     AvailableTransport, Close, Completion, Framer, HandshakeRequest, HandshakeResponse, HubMessage,
     Invocation, NegotiateConnect, Negotiation, WireError,
@@ -43,12 +43,24 @@ fn status_answer(status: u16, text: &str) -> HttpResponse {
 
 /// `POST /hubs/market/negotiate?negotiateVersion=1` (Bearer token required).
 pub(crate) async fn negotiate(req: HttpRequest, hub: web::Data<Hub>) -> HttpResponse {
+    negotiate_at(req, hub, HubPath::Market)
+}
+
+/// `POST /hubs/redirected/negotiate?negotiateVersion=1` (a redirect's access token required).
+pub(crate) async fn negotiate_redirected(req: HttpRequest, hub: web::Data<Hub>) -> HttpResponse {
+    negotiate_at(req, hub, HubPath::Redirected)
+}
+
+fn negotiate_at(req: HttpRequest, hub: web::Data<Hub>, path: HubPath) -> HttpResponse {
     let token = bearer(&req);
     let version = query_param(&req, "negotiateVersion")
         .and_then(|v| v.parse::<u32>().ok())
         .map_or(0, |v| v.min(1));
-    match hub.negotiate(token.as_deref(), version) {
-        Ok((connection_id, connection_token)) => {
+    match hub.negotiate(token.as_deref(), version, path) {
+        Ok(Negotiated::Redirect { url, access_token }) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(Negotiation::Redirect { url, access_token }.encode()),
+        Ok(Negotiated::Connect(connection_id, connection_token)) => {
             let body = Negotiation::Connect(NegotiateConnect {
                 negotiate_version: version,
                 connection_id,
@@ -73,9 +85,27 @@ pub(crate) async fn upgrade(
     payload: web::Payload,
     hub: web::Data<Hub>,
 ) -> HttpResponse {
+    upgrade_at(req, payload, hub, HubPath::Market)
+}
+
+/// `GET /hubs/redirected?id=…`: the same, at the redirect target.
+pub(crate) async fn upgrade_redirected(
+    req: HttpRequest,
+    payload: web::Payload,
+    hub: web::Data<Hub>,
+) -> HttpResponse {
+    upgrade_at(req, payload, hub, HubPath::Redirected)
+}
+
+fn upgrade_at(
+    req: HttpRequest,
+    payload: web::Payload,
+    hub: web::Data<Hub>,
+    path: HubPath,
+) -> HttpResponse {
     let token = bearer(&req);
     let id = query_param(&req, "id");
-    let token_expires = match hub.check_upgrade(token.as_deref(), id.as_deref()) {
+    let token_expires = match hub.check_upgrade(token.as_deref(), id.as_deref(), path) {
         Ok(expires) => expires,
         Err(refusal) => {
             tracing::debug!(?refusal, "emulator hub: upgrade refused");

@@ -7,6 +7,7 @@
 //! | `POST /api/Auth/validate` (Bearer) | `{"success":true,"newToken":…}`; 401 for an unknown or expired token |
 //! | `POST /hubs/market/negotiate?negotiateVersion=1` (Bearer) | a fresh, single-use `connectionToken` |
 //! | `GET /hubs/market?id=<connectionToken>` (Bearer or `access_token`) | the WebSocket: handshake, pings, `SubscribeContractQuotes` → `GatewayQuote` stream |
+//! | `POST /hubs/redirected/negotiate`, `GET /hubs/redirected?id=…` | the same hub as a negotiate redirect's target (`HubFault::RedirectNegotiate`): only the redirect's access token is accepted there |
 //!
 //! Faults ([`HubFault`]) are injected as `Fault::Hub(..)`; counters ([`HubCounters`]) are part
 //! of the emulator's counters.
@@ -30,6 +31,50 @@ use crate::emulator::state::{deadline_after, Budget};
 
 /// Path of the market hub.
 pub(crate) const HUB_PATH: &str = "/hubs/market";
+/// Path of the same hub as the target of a negotiate redirect (`HubFault::RedirectNegotiate`).
+pub(crate) const REDIRECT_PATH: &str = "/hubs/redirected";
+
+/// Where a negotiate or an upgrade arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HubPath {
+    /// The market hub: tokens from login or validate.
+    Market,
+    /// The redirect target: only tokens handed out with a negotiate redirect.
+    Redirected,
+}
+
+/// Who issued a token, which decides where it is accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TokenKind {
+    /// `loginKey` or `validate`: accepted at the market hub.
+    Login,
+    /// A negotiate redirect's `accessToken`: accepted at the redirect target only.
+    Redirect,
+}
+
+impl HubPath {
+    /// The kind of token accepted here.
+    fn accepts(self) -> TokenKind {
+        match self {
+            HubPath::Market => TokenKind::Login,
+            HubPath::Redirected => TokenKind::Redirect,
+        }
+    }
+}
+
+/// A successful negotiate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Negotiated {
+    /// A new connection: `(connection id, connection token)`.
+    Connect(String, String),
+    /// Negotiate again at `url` with `access_token`.
+    Redirect {
+        /// Where.
+        url: String,
+        /// The token for there, if the redirect carries one.
+        access_token: Option<String>,
+    },
+}
 
 /// Unused negotiated connections are forgotten after this long.
 const PENDING_TTL: Duration = Duration::from_secs(120);
@@ -67,6 +112,8 @@ struct TokenEntry {
     user: String,
     /// When it stops being accepted.
     expires_at: Instant,
+    /// Who issued it.
+    kind: TokenKind,
 }
 
 /// A negotiated connection, waiting for or holding its socket.
@@ -88,6 +135,8 @@ struct HubState {
     slots: HashMap<String, Slot>,
     /// Negotiates to reject.
     reject_negotiate: Budget<u16>,
+    /// Negotiates to answer with a redirect to this URL (with an access token or not).
+    redirect_negotiate: Budget<(String, bool)>,
     /// Upgrades to reject.
     reject_upgrade: Budget<u16>,
     /// Handshakes to refuse.
@@ -211,6 +260,16 @@ impl Hub {
             HubFault::Silent => st.broadcast(&HubCmd::Silent),
             HubFault::SplitFrames => st.broadcast(&HubCmd::SplitFrames),
             HubFault::HandshakeError { count } => st.handshake_error = count,
+            HubFault::RedirectNegotiate {
+                url,
+                count,
+                with_access_token,
+            } => {
+                st.redirect_negotiate = Budget {
+                    value: (url, with_access_token),
+                    remaining: count,
+                };
+            }
         }
     }
 
@@ -240,16 +299,16 @@ impl Hub {
             st.counters.logins_rejected += 1;
             return None;
         }
-        Some(st.issue(user, self.settings.token_ttl))
+        Some(st.issue(user, self.settings.token_ttl, TokenKind::Login))
     }
 
     /// Exchanges a live token for a new one (the old one stays valid until it expires).
     pub(crate) fn validate(&self, token: Option<&str>) -> Option<String> {
         let mut st = self.lock();
         st.counters.validates += 1;
-        let user = token.and_then(|t| st.live_user(t));
+        let user = token.and_then(|t| st.live_user(t, TokenKind::Login));
         match user {
-            Some(user) => Some(st.issue(&user, self.settings.token_ttl)),
+            Some(user) => Some(st.issue(&user, self.settings.token_ttl, TokenKind::Login)),
             None => {
                 st.counters.validates_rejected += 1;
                 None
@@ -259,26 +318,42 @@ impl Hub {
 
     // --- negotiate and upgrade ---
 
-    /// A negotiate request: `Err(status)` when refused, else the new connection's
+    /// A negotiate request at `path`: `Err(status)` when refused, a redirect while
+    /// `HubFault::RedirectNegotiate` lasts, else the new connection's
     /// `(connection id, connection token)`; the socket presents the token (or, for negotiate
     /// version 0, the id).
     pub(crate) fn negotiate(
         &self,
         token: Option<&str>,
         version: u32,
-    ) -> Result<(String, String), u16> {
+        path: HubPath,
+    ) -> Result<Negotiated, u16> {
         let mut st = self.lock();
         st.counters.negotiates += 1;
+        if path == HubPath::Redirected {
+            st.counters.redirected_negotiates += 1;
+        }
+        st.count_foreign_token(token, path);
         let refusal = match st.reject_negotiate.take() {
-            Some(status) => Some(status),
-            None => match token.and_then(|t| st.live_user(t)) {
-                Some(_) => None,
-                None => Some(401),
-            },
+            Some(status) => Err(status),
+            None => token
+                .and_then(|t| st.live_user(t, path.accepts()))
+                .ok_or(401),
         };
-        if let Some(status) = refusal {
-            st.counters.negotiate_rejected += 1;
-            return Err(status);
+        let user = match refusal {
+            Ok(user) => user,
+            Err(status) => {
+                st.counters.negotiate_rejected += 1;
+                return Err(status);
+            }
+        };
+        if path == HubPath::Market {
+            if let Some((url, with_token)) = st.redirect_negotiate.take() {
+                st.counters.negotiate_redirects += 1;
+                let access_token = with_token
+                    .then(|| st.issue(&user, self.settings.token_ttl, TokenKind::Redirect));
+                return Ok(Negotiated::Redirect { url, access_token });
+            }
         }
         st.prune_pending();
         let connection_id = random_hex(16);
@@ -295,19 +370,24 @@ impl Hub {
                 socket: None,
             },
         );
-        Ok((connection_id, connection_token))
+        Ok(Negotiated::Connect(connection_id, connection_token))
     }
 
-    /// Checks an upgrade before the WebSocket handshake: the token's expiry when it may go on.
+    /// Checks an upgrade at `path` before the WebSocket handshake: the token's expiry when it
+    /// may go on.
     pub(crate) fn check_upgrade(
         &self,
         token: Option<&str>,
         id: Option<&str>,
+        path: HubPath,
     ) -> Result<Instant, UpgradeRefusal> {
         let mut st = self.lock();
-        let outcome = st.check_upgrade(token, id);
-        if outcome.is_err() {
-            st.counters.upgrades_rejected += 1;
+        st.count_foreign_token(token, path);
+        let outcome = st.check_upgrade(token, id, path.accepts());
+        match (&outcome, path) {
+            (Err(_), _) => st.counters.upgrades_rejected += 1,
+            (Ok(_), HubPath::Redirected) => st.counters.redirected_upgrades += 1,
+            (Ok(_), HubPath::Market) => {}
         }
         outcome
     }
@@ -343,8 +423,20 @@ impl Hub {
 }
 
 impl HubState {
-    /// Issues a token for `user`.
-    fn issue(&mut self, user: &str, ttl: Duration) -> String {
+    /// Counts a token other than a redirect's access token presented at the redirect target.
+    fn count_foreign_token(&mut self, token: Option<&str>, path: HubPath) {
+        let Some(token) = token else { return };
+        let redirect_token = self
+            .tokens
+            .get(token)
+            .is_some_and(|e| e.kind == TokenKind::Redirect);
+        if path == HubPath::Redirected && !redirect_token {
+            self.counters.foreign_tokens_at_redirect += 1;
+        }
+    }
+
+    /// Issues a token of `kind` for `user`.
+    fn issue(&mut self, user: &str, ttl: Duration, kind: TokenKind) -> String {
         if self.tokens.len() >= MAX_TOKENS {
             let now = Instant::now();
             self.tokens.retain(|_, t| t.expires_at > now);
@@ -366,19 +458,20 @@ impl HubState {
             TokenEntry {
                 user: user.to_owned(),
                 expires_at: deadline_after(ttl),
+                kind,
             },
         );
         token
     }
 
-    /// The user of a live token (an expired one is forgotten).
-    fn live_user(&mut self, token: &str) -> Option<String> {
+    /// The user of a live token of `kind` (an expired one is forgotten).
+    fn live_user(&mut self, token: &str, kind: TokenKind) -> Option<String> {
         let entry = self.tokens.get(token)?;
         if entry.expires_at <= Instant::now() {
             self.tokens.remove(token);
             return None;
         }
-        Some(entry.user.clone())
+        (entry.kind == kind).then(|| entry.user.clone())
     }
 
     /// Forgets stale negotiated connections that never got a socket, and the oldest beyond
@@ -412,13 +505,14 @@ impl HubState {
         &mut self,
         token: Option<&str>,
         id: Option<&str>,
+        kind: TokenKind,
     ) -> Result<Instant, UpgradeRefusal> {
         if let Some(status) = self.reject_upgrade.take() {
             return Err(UpgradeRefusal::Fault(status));
         }
         let expires_at = token
             .and_then(|t| {
-                self.live_user(t)?;
+                self.live_user(t, kind)?;
                 self.tokens.get(t).map(|e| e.expires_at)
             })
             .ok_or(UpgradeRefusal::Unauthorized)?;
@@ -449,7 +543,12 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             &format!("{HUB_PATH}/negotiate"),
             web::post().to(connection::negotiate),
         )
-        .route(HUB_PATH, web::get().to(connection::upgrade));
+        .route(HUB_PATH, web::get().to(connection::upgrade))
+        .route(
+            &format!("{REDIRECT_PATH}/negotiate"),
+            web::post().to(connection::negotiate_redirected),
+        )
+        .route(REDIRECT_PATH, web::get().to(connection::upgrade_redirected));
 }
 
 #[cfg(test)]
@@ -493,32 +592,96 @@ mod tests {
         assert!(hub.login("kwuser1", "wrong").is_none());
         let token = hub.login("kwuser1", "kw-demo-key").unwrap();
         assert_eq!(token.len(), 64);
-        let (_, ct) = hub.negotiate(Some(&token), 1).unwrap();
-        assert!(hub.check_upgrade(Some(&token), Some(&ct)).is_ok());
+        let Ok(Negotiated::Connect(_, ct)) = hub.negotiate(Some(&token), 1, HubPath::Market) else {
+            panic!("a connection")
+        };
+        assert!(hub
+            .check_upgrade(Some(&token), Some(&ct), HubPath::Market)
+            .is_ok());
         assert_eq!(
-            hub.check_upgrade(None, Some(&ct)),
+            hub.check_upgrade(None, Some(&ct), HubPath::Market),
             Err(UpgradeRefusal::Unauthorized)
         );
         assert_eq!(
-            hub.check_upgrade(Some(&token), Some("nope")),
+            hub.check_upgrade(Some(&token), Some("nope"), HubPath::Market),
             Err(UpgradeRefusal::UnknownId)
         );
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         hub.attach(&ct, tx);
         assert_eq!(
-            hub.check_upgrade(Some(&token), Some(&ct)),
+            hub.check_upgrade(Some(&token), Some(&ct), HubPath::Market),
             Err(UpgradeRefusal::InUse)
         );
         hub.detach(&ct);
         assert_eq!(
-            hub.check_upgrade(Some(&token), Some(&ct)),
+            hub.check_upgrade(Some(&token), Some(&ct), HubPath::Market),
             Err(UpgradeRefusal::UnknownId)
         );
         hub.inject(HubFault::ExpireTokens);
-        assert_eq!(hub.negotiate(Some(&token), 1), Err(401));
+        assert_eq!(hub.negotiate(Some(&token), 1, HubPath::Market), Err(401));
         assert!(hub.validate(Some(&token)).is_none());
         let c = hub.counters();
         assert_eq!((c.logins, c.logins_rejected, c.negotiates), (2, 1, 2));
+    }
+
+    #[test]
+    fn a_negotiate_redirect_carries_a_token_only_its_target_accepts() {
+        let f: HubFault = serde_json::from_str(
+            r#"{"hub_fault":"redirect_negotiate","url":"http://127.0.0.1:1/x"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f,
+            HubFault::RedirectNegotiate {
+                url: "http://127.0.0.1:1/x".into(),
+                count: 1,
+                with_access_token: true
+            }
+        );
+        let hub = Hub::new(&HubConfig::default());
+        let login = hub.login("kwuser1", "kw-demo-key").unwrap();
+        hub.inject(HubFault::RedirectNegotiate {
+            url: "http://127.0.0.1:1/hubs/redirected".into(),
+            count: 1,
+            with_access_token: true,
+        });
+        let Ok(Negotiated::Redirect {
+            url,
+            access_token: Some(access_token),
+        }) = hub.negotiate(Some(&login), 1, HubPath::Market)
+        else {
+            panic!("a redirect with a token")
+        };
+        assert_eq!(url, "http://127.0.0.1:1/hubs/redirected");
+        assert_ne!(access_token, login);
+        // The login token is refused (and counted) at the target; the redirect token works.
+        assert_eq!(
+            hub.negotiate(Some(&login), 1, HubPath::Redirected),
+            Err(401)
+        );
+        let Ok(Negotiated::Connect(_, ct)) =
+            hub.negotiate(Some(&access_token), 1, HubPath::Redirected)
+        else {
+            panic!("a connection")
+        };
+        assert!(hub
+            .check_upgrade(Some(&access_token), Some(&ct), HubPath::Redirected)
+            .is_ok());
+        // and the redirect token is no good at the market hub
+        assert_eq!(
+            hub.negotiate(Some(&access_token), 1, HubPath::Market),
+            Err(401)
+        );
+        let c = hub.counters();
+        assert_eq!(
+            (
+                c.negotiate_redirects,
+                c.redirected_negotiates,
+                c.redirected_upgrades,
+                c.foreign_tokens_at_redirect
+            ),
+            (1, 2, 1, 1)
+        );
     }
 
     #[test]

@@ -59,6 +59,8 @@ struct State {
     store_down_until: Option<Instant>,
     reuse_next: bool,
     origins_blocked: bool,
+    /// The next ticket request is redirected: status and `Location`.
+    redirect_ticket: Option<(u16, String)>,
     sockets: HashMap<u64, UnboundedSender<Cmd>>,
     counters: TicketCounters,
 }
@@ -114,6 +116,9 @@ impl TicketApi {
                 .sockets
                 .values()
                 .for_each(|s| drop(s.send(Cmd::Close(code)))),
+            TicketFault::RedirectTicket { status, location } => {
+                st.redirect_ticket = Some((status, location));
+            }
         }
     }
 
@@ -173,6 +178,12 @@ async fn ticket(req: HttpRequest, api: web::Data<TicketApi>) -> HttpResponse {
     use actix_web::http::StatusCode;
     let mut st = api.lock();
     st.counters.ticket_requests += 1;
+    if let Some((status, location)) = st.redirect_ticket.take() {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::TEMPORARY_REDIRECT);
+        return HttpResponse::build(status)
+            .insert_header(("location", location))
+            .finish();
+    }
     let now = Instant::now();
     if st.store_down_until.is_some_and(|until| now < until) {
         st.counters.store_unavailable += 1;

@@ -152,6 +152,9 @@ pub struct TicketConfig {
     pub heartbeat_interval: Duration,
     /// One data message per subscribed channel this often.
     pub data_interval: Duration,
+    /// Admit at most this many socket upgrades per second; beyond it, 429 with `Retry-After: 1`
+    /// (a gateway protecting itself from a reconnect storm). `None`: no limit.
+    pub upgrades_per_second: Option<u32>,
 }
 
 impl Default for TicketConfig {
@@ -163,6 +166,7 @@ impl Default for TicketConfig {
             allowed_origins: Some(vec!["https://app.example.test".into()]),
             heartbeat_interval: Duration::from_secs(1),
             data_interval: Duration::from_millis(100),
+            upgrades_per_second: None,
         }
     }
 }

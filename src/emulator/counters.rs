@@ -130,6 +130,8 @@ pub struct TicketCounters {
     pub ticket_reused: u64,
     /// Tickets the client presented more than once (a client must never do this).
     pub ticket_presented_twice: u64,
+    /// Upgrades refused with 429 beyond `upgrades_per_second`.
+    pub upgrades_not_admitted: u64,
     /// Sockets closed with 1008 `ORIGIN_BLOCKED`.
     pub origin_blocked: u64,
     /// Subscribe commands received.

@@ -49,6 +49,11 @@ impl Gateway {
         }
     }
 
+    /// When every ticket socket upgrade was attempted.
+    pub(crate) fn ticket_upgrade_attempts(&self) -> Vec<tokio::time::Instant> {
+        self.ticket.upgrade_attempts()
+    }
+
     /// A snapshot of every half's counters.
     pub(crate) fn counters(&self) -> Counters {
         Counters {

@@ -230,6 +230,12 @@ impl EmulatorHandle {
         self.inner.gateway.counters()
     }
 
+    /// When every ticket socket upgrade so far was attempted (admitted or not), for a reconnect
+    /// storm's report.
+    pub fn ticket_upgrade_attempts(&self) -> Vec<tokio::time::Instant> {
+        self.inner.gateway.ticket_upgrade_attempts()
+    }
+
     /// A snapshot of the session and auth state.
     pub fn state(&self) -> EmulatorState {
         self.inner.gateway.snapshot()

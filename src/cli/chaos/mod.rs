@@ -1,12 +1,15 @@
 //! `keepwire chaos`: fault schedules against keepwire, with invariants checked all along.
 //!
 //! * `--sim` ([`sim`]): the deterministic simulator, millions of schedules in virtual time;
+//! * `--storm` ([`storm`]): every stream loses its socket at once against a gateway that admits
+//!   only so many upgrades a second;
 //! * otherwise ([`live`]): supervised streams over real sockets against the emulator in this
 //!   process, a seeded schedule of the emulator's faults, the invariants of [`checks`].
 
 mod checks;
 mod live;
 mod sim;
+mod storm;
 
 use std::process::ExitCode;
 
@@ -55,6 +58,13 @@ pub struct ChaosArgs {
     /// Print the report as one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
+    /// A reconnect storm: every stream (ticket dialect) loses its socket at once against a
+    /// gateway admitting `--admission` upgrades a second.
+    #[arg(long)]
+    storm: bool,
+    /// Storm: upgrades the gateway admits per second (beyond: 429 with `Retry-After: 1`).
+    #[arg(long, default_value_t = 200)]
+    admission: u32,
 }
 
 impl ChaosArgs {
@@ -68,6 +78,8 @@ impl ChaosArgs {
 pub async fn run(args: ChaosArgs) -> ExitCode {
     if args.sim {
         sim::run(&args)
+    } else if args.storm {
+        storm::run(&args).await
     } else {
         live::run(&args).await
     }

@@ -63,7 +63,14 @@ struct State {
     redirect_ticket: Option<(u16, String)>,
     sockets: HashMap<u64, UnboundedSender<Cmd>>,
     counters: TicketCounters,
+    /// The one-second window of the upgrade admission: its start and upgrades admitted in it.
+    admission: Option<(Instant, u32)>,
+    /// When every upgrade was attempted (at most [`MAX_ATTEMPTS_KEPT`]).
+    attempts: Vec<Instant>,
 }
+
+/// Upgrade attempt times kept for a storm's report.
+const MAX_ATTEMPTS_KEPT: usize = 1 << 20;
 
 /// The ticket API's state, shared by its handlers.
 #[derive(Debug)]
@@ -123,6 +130,11 @@ impl TicketApi {
     }
 
     /// A snapshot of the counters.
+    /// When every socket upgrade so far was attempted (admitted or not).
+    pub(crate) fn upgrade_attempts(&self) -> Vec<Instant> {
+        self.lock().attempts.clone()
+    }
+
     pub(crate) fn counters(&self) -> TicketCounters {
         let mut st = self.lock();
         st.sockets.retain(|_, s| !s.is_closed());
@@ -237,6 +249,25 @@ async fn socket(
     let origin_ok = {
         let mut st = api.lock();
         let now = Instant::now();
+        if st.attempts.len() < MAX_ATTEMPTS_KEPT {
+            st.attempts.push(now);
+        }
+        if let Some(limit) = api.config.upgrades_per_second {
+            let (start, admitted) = match st.admission {
+                Some((start, n)) if now.saturating_duration_since(start) < Duration::from_secs(1) => {
+                    (start, n)
+                }
+                _ => (now, 0),
+            };
+            if admitted >= limit {
+                st.admission = Some((start, admitted));
+                st.counters.upgrades_not_admitted += 1;
+                return HttpResponse::TooManyRequests()
+                    .insert_header(("Retry-After", "1"))
+                    .json(json!({ "code": "TOO_MANY_UPGRADES" }));
+            }
+            st.admission = Some((start, admitted.saturating_add(1)));
+        }
         let presented = query_ticket(&req).and_then(|t| {
             st.tickets.get_mut(&t).map(|e| {
                 e.presented += 1;

@@ -31,7 +31,7 @@ use crate::messages::{
     CredentialsRejected, Deliver, GetCredentials, Halt, InjectPanic, PrepareDial, Report, Resume,
     Resync, SendFrame, SessionDown, SessionLost, SocketHealthy, StreamDown, StreamUp, TopicRefused,
 };
-use crate::metrics::FrameKind;
+use crate::metrics::{FrameKind, RECONNECT_CREDENTIALS_ROTATED};
 use crate::status::ActorKind;
 use crate::transport::{redact_url, ws_failure, Assembler, MessageKind};
 
@@ -511,7 +511,7 @@ impl Handler<CredentialsChanged> for StreamConnection {
             .is_some_and(|g| g < msg.generation)
         {
             tracing::info!(stream = %self.ctx.name, generation = %msg.generation, "new credentials; rebuilding the socket");
-            self.ctx.metrics.reconnect("credentials_rotated");
+            self.ctx.metrics.reconnect(RECONNECT_CREDENTIALS_ROTATED);
         }
         self.on(ConnEvent::CredentialsChanged(msg.generation), ctx);
     }

@@ -289,7 +289,9 @@ impl SubsMachine {
         d.last_sent = Some(now);
         let next = match d.wire.confirmation {
             Confirmation::Immediate => SubscriptionState::Active,
-            Confirmation::FirstMessage | Confirmation::Ack(_) => SubscriptionState::Sent { attempt },
+            Confirmation::FirstMessage | Confirmation::Ack(_) => {
+                SubscriptionState::Sent { attempt }
+            }
         };
         let frame = d.wire.subscribe.clone();
         self.set(key, next, fx);

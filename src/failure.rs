@@ -485,11 +485,31 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// The most characters of server-supplied text kept anywhere it is shown.
+pub const SERVER_TEXT_MAX_CHARS: usize = 200;
+
+/// Server-supplied text (a Close reason, a negotiate or handshake error, a ticket error code, an
+/// error field of an HTTP reply) as keepwire keeps and shows it, in errors, logs and `/status`:
+/// at most [`SERVER_TEXT_MAX_CHARS`] characters (then `…`), control characters (line breaks
+/// that could forge log lines, escape sequences) replaced by spaces. Every place where text from
+/// a server enters a [`Failure`] or an event goes through this function.
+pub fn server_text(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(SERVER_TEXT_MAX_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(SERVER_TEXT_MAX_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// Classifies a WebSocket close code sent by the server.
 pub fn close_failure(code: Option<u16>, reason: &str) -> Failure {
     Failure::Closed {
         code,
-        reason: reason.chars().take(200).collect(),
+        reason: server_text(reason),
     }
 }
 
@@ -653,6 +673,18 @@ mod tests {
         assert_eq!(class(f.clone()), Class::Soft);
         assert_eq!(f.reason(), "backpressure");
         assert!(f.to_string().contains("stopped reading"), "{f}");
+    }
+
+    #[test]
+    fn server_text_is_capped_at_200_chars_and_loses_its_control_characters() {
+        let long = "é".repeat(10_000);
+        let t = server_text(&long);
+        assert_eq!(t.chars().count(), SERVER_TEXT_MAX_CHARS + 1);
+        assert!(t.ends_with('…'));
+        assert_eq!(server_text("a\nb\u{1b}[31m"), "a b [31m");
+        assert_eq!(server_text(&"x".repeat(200)), "x".repeat(200));
+        let closed = close_failure(Some(1011), &long).to_string();
+        assert!(closed.chars().count() < 400, "{}", closed.len());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use awc::error::{ConnectError, SendRequestError, WsClientError};
 use bytes::{Bytes, BytesMut};
 
-use crate::failure::{Endpoint, Failure};
+use crate::failure::{server_text, Endpoint, Failure};
 use crate::tls::TlsConfig;
 
 /// Host part of a URL (`https://127.0.0.1:5000/x` → `127.0.0.1`, `[::1]` → `[::1]`).
@@ -126,8 +126,9 @@ pub fn send_failure(endpoint: Endpoint, e: &SendRequestError) -> Failure {
         SendRequestError::Connect(ConnectError::Io(io)) if is_tls_error(io) => Failure::Tls {
             detail: io.to_string(),
         },
+        // awc's errors can quote what the server sent (headers, status lines).
         other => Failure::Transport {
-            detail: format!("{}: {other}", endpoint.as_str()),
+            detail: format!("{}: {}", endpoint.as_str(), server_text(&other.to_string())),
         },
     }
 }
@@ -145,7 +146,7 @@ pub fn ws_failure(e: &WsClientError, upgrade_refused: impl Fn(u16) -> Failure) -
         WsClientError::InvalidResponseStatus(s) => upgrade_refused(s.as_u16()),
         WsClientError::SendRequest(e) => send_failure(Endpoint::Upgrade, e),
         other => Failure::Transport {
-            detail: format!("websocket upgrade: {other}"),
+            detail: format!("websocket upgrade: {}", server_text(&other.to_string())),
         },
     }
 }

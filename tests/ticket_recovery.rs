@@ -361,3 +361,66 @@ async fn a_wrong_token_secret_is_hard_and_names_the_fix() {
     kw.shutdown().await;
     emu.stop();
 }
+
+/// A loopback HTTP server that answers every request with `status` and the JSON `body`.
+fn answering(status: &'static str, body: String) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_10000_char_error_body_is_shown_capped_at_200_chars() {
+    let code = format!("BEGIN{}END", "x".repeat(10_000));
+    let addr = answering(
+        "401 Unauthorized",
+        serde_json::json!({ "code": code }).to_string(),
+    );
+    std::env::set_var(API_KEY_ENV, "kw-ticket-key");
+    let ticket = TicketConfig {
+        token_secret: Some(SecretSource::Env(API_KEY_ENV.into())),
+        ..TicketConfig::default()
+    };
+    let kw = start(StreamConfig::ticket(
+        STREAM,
+        format!("http://{addr}"),
+        ticket,
+    ));
+    let s = wait(&kw, 10, "failed", |s| {
+        matches!(s.state, StreamState::Failed { .. })
+    })
+    .await;
+    kw.shutdown().await;
+    let status = serde_json::to_string(&s).unwrap();
+    assert!(
+        status.contains("BEGINxxx"),
+        "the server's code is shown: {status}"
+    );
+    assert!(
+        !status.contains("END"),
+        "the server's text is cut: {status}"
+    );
+    assert!(
+        !status.contains(&"x".repeat(201)),
+        "more than 200 chars of server text in the status"
+    );
+}

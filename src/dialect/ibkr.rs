@@ -23,7 +23,7 @@ use super::{
     Confirmation, DialPlan, Dialect, Inbound, Issued, KeepaliveOutcome, Repair, SocketDecoder,
     SubscriptionWire,
 };
-use crate::failure::{http_failure, CompetingPolicy, Endpoint, Failure};
+use crate::failure::{http_failure, server_text, CompetingPolicy, Endpoint, Failure};
 use crate::subscription::Subscription;
 use crate::transport::{call_json, JsonReply};
 
@@ -124,13 +124,13 @@ fn check(endpoint: Endpoint, reply: &JsonReply) -> Result<(), Failure> {
     }
     if error.contains("no session") || error.contains("init session first") {
         return Err(Failure::SessionLost {
-            detail: format!("{}: {error}", endpoint.as_str()),
+            detail: format!("{}: {}", endpoint.as_str(), server_text(&error)),
         });
     }
     match reply.status {
         200..=299 if error.is_empty() => Ok(()),
         200..=299 => Err(Failure::Transport {
-            detail: format!("{}: {error}", endpoint.as_str()),
+            detail: format!("{}: {}", endpoint.as_str(), server_text(&error)),
         }),
         401 | 403 if endpoint == Endpoint::SessionInit => Err(Failure::NeedsLogin {
             detail: format!(
@@ -237,7 +237,7 @@ pub async fn establish(
         detail: if said.is_empty() {
             "brokerage session still not authenticated after ssodh/init".into()
         } else {
-            format!("gateway says: {}", said.join("; "))
+            format!("gateway says: {}", server_text(&said.join("; ")))
         },
     })
 }
@@ -467,7 +467,7 @@ impl SocketDecoder for IbkrDecoder {
         if let Some(err) = obj.get("error").and_then(Value::as_str) {
             return Inbound::TopicError {
                 topic: topic.to_string(),
-                message: err.chars().take(200).collect(),
+                message: server_text(err),
             };
         }
         match topic {

@@ -29,7 +29,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use super::{Confirmation, DialPlan, Dialect, Inbound, Issued, SocketDecoder, SubscriptionWire};
-use crate::failure::{http_failure, Endpoint, Failure};
+use crate::failure::{http_failure, server_text, Endpoint, Failure};
 use crate::subscription::Subscription;
 use crate::transport::{call_json, JsonReply};
 
@@ -145,12 +145,14 @@ fn pointer_str<'a>(body: &'a Value, pointer: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
+/// The error code of a reply (`code` or `error`), as server text (capped).
 fn error_code(reply: &JsonReply) -> String {
-    reply
-        .str_field("code")
-        .or_else(|| reply.str_field("error"))
-        .unwrap_or_default()
-        .to_string()
+    server_text(
+        reply
+            .str_field("code")
+            .or_else(|| reply.str_field("error"))
+            .unwrap_or_default(),
+    )
 }
 
 /// Reads `{"token":…,"expires_at":<unix secs>}` from the cache file.
@@ -424,11 +426,12 @@ impl SocketDecoder for TicketDecoder {
         match channel {
             Some(ch) if c.ack_type.as_deref() == Some(kind.as_str()) => Inbound::Ack { id: ch },
             Some(ch) if kind == c.error_type => {
-                let message = value
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("refused")
-                    .to_string();
+                let message = server_text(
+                    value
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("refused"),
+                );
                 Inbound::Nack { id: ch, message }
             }
             Some(ch) => Inbound::Data {

@@ -33,7 +33,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use super::{Confirmation, DialPlan, Dialect, Inbound, Issued, SocketDecoder, SubscriptionWire};
-use crate::failure::{http_failure, Endpoint, Failure};
+use crate::failure::{http_failure, server_text, Endpoint, Failure};
 use crate::secret::SecretSource;
 use crate::subscription::Subscription;
 use crate::transport::call_json;
@@ -193,7 +193,7 @@ async fn login(
         let code = reply
             .body
             .get("errorCode")
-            .map(Value::to_string)
+            .map(|v| server_text(&v.to_string()))
             .unwrap_or_default();
         return Err(Failure::Refused {
             endpoint: Endpoint::Credentials,
@@ -325,12 +325,12 @@ async fn negotiate(
             Ok(Negotiation::Error(e)) => {
                 return Err(Failure::Refused {
                     endpoint: Endpoint::SessionInit,
-                    detail: format!("negotiate: {e}"),
+                    detail: format!("negotiate: {}", server_text(&e)),
                 })
             }
             Err(e) => {
                 return Err(Failure::Transport {
-                    detail: format!("negotiate: {e}"),
+                    detail: format!("negotiate: {}", server_text(&e.to_string())),
                 })
             }
         }
@@ -470,7 +470,7 @@ impl HubDecoder {
                 }
                 Ok(HandshakeResponse::Error(e)) => Inbound::Failure(Failure::ServerClose {
                     allow_reconnect: false,
-                    error: format!("handshake: {e}"),
+                    error: format!("handshake: {}", server_text(&e)),
                 }),
                 Err(_) => Inbound::Malformed,
             });
@@ -496,7 +496,7 @@ impl HubDecoder {
             Ok(HubMessage::Completion(c)) => match c.outcome {
                 Outcome::Error(message) => Inbound::Nack {
                     id: c.invocation_id,
-                    message,
+                    message: server_text(&message),
                 },
                 Outcome::Void | Outcome::Result(_) => Inbound::Ack {
                     id: c.invocation_id,
@@ -513,7 +513,7 @@ impl HubDecoder {
                 } else {
                     Inbound::Failure(Failure::ServerClose {
                         allow_reconnect: close.allow_reconnect,
-                        error,
+                        error: server_text(&error),
                     })
                 }
             }

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use crate::failure::Failure;
 
+/// What `Debug` shows in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
 /// Where a secret comes from. Never from configuration text.
 #[derive(Clone, Debug)]
 pub enum SecretSource {
@@ -29,4 +32,28 @@ impl SecretSource {
             SecretSource::Value(v) => Ok(v.clone()),
         }
     }
+}
+
+/// Text with the `user:password@` of every URL in it replaced by `***@`.
+pub fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '"' | '\''))
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(i) => {
+                out.push_str("***@");
+                out.push_str(&authority[i + 1..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }

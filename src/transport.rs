@@ -1,6 +1,7 @@
 //! HTTP and WebSocket plumbing shared by the actors: awc clients, error mapping, URL redaction,
 //! and reassembly of fragmented WebSocket messages.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,8 +51,10 @@ pub fn encode_query_value(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, QUERY_VALUE).to_string()
 }
 
-/// A URL with every query value replaced by `***` (tickets and tokens travel in queries).
+/// A URL with every query value replaced by `***` (tickets and tokens travel in queries) and its
+/// `user:password@` by `***@`.
 pub fn redact_url(url: &str) -> String {
+    let url = &crate::secret::redact_userinfo(url);
     match url.split_once('?') {
         None => url.to_string(),
         Some((base, query)) => {
@@ -160,8 +163,8 @@ pub fn retry_after(headers: &awc::http::header::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// An HTTP reply with its body parsed as JSON (`Value::Null` when empty or not JSON).
-#[derive(Debug)]
+/// An HTTP reply with its body parsed as JSON (`Value::Null` when empty or not JSON). `Debug`
+/// never shows the body (token and ticket replies carry secrets).
 pub struct JsonReply {
     /// Status code.
     pub status: u16,
@@ -169,6 +172,16 @@ pub struct JsonReply {
     pub retry_after: Option<Duration>,
     /// The body.
     pub body: serde_json::Value,
+}
+
+impl fmt::Debug for JsonReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonReply")
+            .field("status", &self.status)
+            .field("retry_after", &self.retry_after)
+            .field("body", &crate::secret::REDACTED)
+            .finish()
+    }
 }
 
 impl JsonReply {

@@ -9,6 +9,7 @@
 //! * Subscriptions: `smd+<conid>+{"fields":[…]}` / `umd+<conid>+{}`, confirmed by the first message
 //!   on `smd+<conid>`, re-sent every ~9 minutes.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,8 +25,9 @@ use super::{
     SubscriptionWire,
 };
 use crate::failure::{http_failure, server_text, CompetingPolicy, Endpoint, Failure};
+use crate::secret::REDACTED;
 use crate::subscription::Subscription;
-use crate::transport::{call_json, JsonReply};
+use crate::transport::{call_json, redact_url, JsonReply};
 
 /// IBKR-specific settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,12 +57,22 @@ impl Default for IbkrConfig {
     }
 }
 
-/// The IBKR dialect of one stream.
-#[derive(Clone, Debug)]
+/// The IBKR dialect of one stream. `Debug` shows its URLs redacted.
+#[derive(Clone)]
 pub struct Ibkr {
     api: Arc<str>,
     ws_url: Arc<str>,
     config: IbkrConfig,
+}
+
+impl fmt::Debug for Ibkr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ibkr")
+            .field("api", &redact_url(&self.api))
+            .field("ws_url", &redact_url(&self.ws_url))
+            .field("config", &self.config)
+            .finish()
+    }
 }
 
 impl Ibkr {
@@ -255,13 +267,22 @@ async fn preflight(http: &awc::Client, api: &str) -> Result<(), Failure> {
     check(Endpoint::Preflight, &reply)
 }
 
-/// What a tickle says.
-#[derive(Debug, PartialEq, Eq)]
+/// What a tickle says. `Debug` never shows the session id.
+#[derive(PartialEq, Eq)]
 pub struct Tickle {
     /// The session id that authenticates the socket.
     pub session: Option<String>,
     /// The brokerage session status, when present.
     pub auth: Option<AuthStatus>,
+}
+
+impl fmt::Debug for Tickle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tickle")
+            .field("session", &self.session.as_ref().map(|_| REDACTED))
+            .field("auth", &self.auth)
+            .finish()
+    }
 }
 
 /// Parses a tickle reply (after [`check`]).

@@ -18,6 +18,7 @@
 //! | upgrade refused (no, used or expired ticket) | `TicketRejected` | soft: new ticket |
 //! | close 1008 `ORIGIN_BLOCKED` | `Closed 1008` | hard |
 
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,13 +31,15 @@ use serde_json::Value;
 
 use super::{Confirmation, DialPlan, Dialect, Inbound, Issued, SocketDecoder, SubscriptionWire};
 use crate::failure::{http_failure, server_text, Endpoint, Failure};
+use crate::secret::REDACTED;
 use crate::subscription::Subscription;
-use crate::transport::{call_json, JsonReply};
+use crate::transport::{call_json, redact_url, JsonReply};
 
 pub use crate::secret::SecretSource;
 
-/// Settings of the ticket dialect. URLs default to the stream's base URL.
-#[derive(Clone, Debug)]
+/// Settings of the ticket dialect. URLs default to the stream's base URL. `Debug` shows URLs
+/// redacted and never the token body (it may hold the secret when written inline).
+#[derive(Clone)]
 pub struct TicketConfig {
     /// JWT endpoint (`POST`); default `{base}/api/v1/auth/token`.
     pub token_url: Option<String>,
@@ -76,6 +79,35 @@ pub struct TicketConfig {
     pub ready_type: Option<String>,
 }
 
+fn redacted_opt(url: &Option<String>) -> Option<String> {
+    url.as_deref().map(redact_url)
+}
+
+impl fmt::Debug for TicketConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TicketConfig")
+            .field("token_url", &redacted_opt(&self.token_url))
+            .field("token_body", &REDACTED)
+            .field("token_secret", &self.token_secret)
+            .field("token_pointer", &self.token_pointer)
+            .field("expires_in_pointer", &self.expires_in_pointer)
+            .field("ticket_url", &redacted_opt(&self.ticket_url))
+            .field("ticket_pointer", &self.ticket_pointer)
+            .field("socket_url", &redacted_opt(&self.socket_url))
+            .field("origin", &redacted_opt(&self.origin))
+            .field("jwt_cache", &self.jwt_cache)
+            .field("subscribe_template", &self.subscribe_template)
+            .field("unsubscribe_template", &self.unsubscribe_template)
+            .field("type_pointer", &self.type_pointer)
+            .field("channel_pointer", &self.channel_pointer)
+            .field("ack_type", &self.ack_type)
+            .field("error_type", &self.error_type)
+            .field("heartbeat_types", &self.heartbeat_types)
+            .field("ready_type", &self.ready_type)
+            .finish()
+    }
+}
+
 impl Default for TicketConfig {
     fn default() -> Self {
         Self {
@@ -101,13 +133,23 @@ impl Default for TicketConfig {
     }
 }
 
-/// The ticket dialect of one stream.
-#[derive(Debug)]
+/// The ticket dialect of one stream. `Debug` shows its URLs redacted.
 pub struct Ticket {
     token_url: Arc<str>,
     ticket_url: Arc<str>,
     socket_url: Arc<str>,
     config: Arc<TicketConfig>,
+}
+
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket")
+            .field("token_url", &redact_url(&self.token_url))
+            .field("ticket_url", &redact_url(&self.ticket_url))
+            .field("socket_url", &redact_url(&self.socket_url))
+            .field("config", &self.config)
+            .finish()
+    }
 }
 
 impl Ticket {

@@ -23,6 +23,7 @@
 
 pub mod wire;
 
+use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,9 +35,9 @@ use serde_json::Value;
 
 use super::{Confirmation, DialPlan, Dialect, Inbound, Issued, SocketDecoder, SubscriptionWire};
 use crate::failure::{http_failure, server_text, Endpoint, Failure};
-use crate::secret::SecretSource;
+use crate::secret::{SecretSource, REDACTED};
 use crate::subscription::Subscription;
-use crate::transport::call_json;
+use crate::transport::{call_json, redact_url};
 use wire::{
     Framer, HandshakeRequest, HandshakeResponse, HubMessage, Invocation, Negotiation, Outcome,
 };
@@ -52,7 +53,7 @@ pub enum TokenTransport {
 }
 
 /// Settings of the SignalR dialect. The stream's `url` is the hub URL (`https://host/hubs/market`).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SignalRConfig {
     /// Login endpoint; default `{origin}/api/Auth/loginKey`.
     pub login_url: Option<String>,
@@ -79,6 +80,27 @@ pub struct SignalRConfig {
     pub ping_interval: Duration,
 }
 
+impl fmt::Debug for SignalRConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalRConfig")
+            .field("login_url", &self.login_url.as_deref().map(redact_url))
+            .field("login_body", &REDACTED)
+            .field("user", &self.user)
+            .field("secret", &self.secret)
+            .field("token_pointer", &self.token_pointer)
+            .field(
+                "validate_url",
+                &self.validate_url.as_deref().map(redact_url),
+            )
+            .field("validate", &self.validate)
+            .field("validate_pointer", &self.validate_pointer)
+            .field("token_lifetime", &self.token_lifetime)
+            .field("token_transport", &self.token_transport)
+            .field("ping_interval", &self.ping_interval)
+            .finish()
+    }
+}
+
 impl Default for SignalRConfig {
     fn default() -> Self {
         Self {
@@ -97,8 +119,7 @@ impl Default for SignalRConfig {
     }
 }
 
-/// The SignalR dialect of one stream.
-#[derive(Debug)]
+/// The SignalR dialect of one stream. `Debug` shows its URLs redacted, never the last token.
 pub struct SignalR {
     hub_url: Arc<str>,
     login_url: Arc<str>,
@@ -106,6 +127,18 @@ pub struct SignalR {
     config: Arc<SignalRConfig>,
     /// The last token issued, for renewal through the validate endpoint.
     last: Arc<Mutex<Option<SecretString>>>,
+}
+
+impl fmt::Debug for SignalR {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalR")
+            .field("hub_url", &redact_url(&self.hub_url))
+            .field("login_url", &redact_url(&self.login_url))
+            .field("validate_url", &redact_url(&self.validate_url))
+            .field("config", &self.config)
+            .field("last", &REDACTED)
+            .finish()
+    }
 }
 
 fn origin_of(url: &str) -> &str {

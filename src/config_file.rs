@@ -667,11 +667,16 @@ fn signalr_config(s: &StreamSection, at: &str, base: &Path) -> Result<SignalRCon
             )))
         }
         (Some(var), None) => Some(SecretSource::Env(var.clone())),
-        (None, Some(f)) => Some(SecretSource::File(if f.is_absolute() {
-            f.clone()
-        } else {
-            base.join(f)
-        })),
+        (None, Some(f)) => {
+            let path = if f.is_absolute() {
+                f.clone()
+            } else {
+                base.join(f)
+            };
+            crate::secret::check_private_file(&path, "api_key_file")
+                .map_err(|e| ConfigError(format!("{at}: {e}")))?;
+            Some(SecretSource::File(path))
+        }
         (None, None) => None,
     };
     let login_body = s.login_body.clone().unwrap_or(d.login_body);
@@ -720,7 +725,12 @@ fn ticket_config(s: &StreamSection, at: &str, base: &Path) -> Result<TicketConfi
             )))
         }
         (Some(var), None) => Some(SecretSource::Env(var.clone())),
-        (None, Some(file)) => Some(SecretSource::File(resolve(file))),
+        (None, Some(file)) => {
+            let path = resolve(file);
+            crate::secret::check_private_file(&path, "token_secret_file")
+                .map_err(|e| ConfigError(format!("{at}: {e}")))?;
+            Some(SecretSource::File(path))
+        }
         (None, None) => None,
     };
     let token_body = s.token_body.clone().unwrap_or(d.token_body);
@@ -967,6 +977,31 @@ channel = "trades.BTC-USD"
             e.contains("origin applies to dialect = \"ticket\" only"),
             "{e}"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_readable_by_others_is_refused_at_load_naming_chmod_600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir();
+        let key = dir.join(format!("kw-config-key-{}", std::process::id()));
+        std::fs::write(&key, "hunter2").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = TICKET.replace(
+            "token_secret_env = \"FEED_API_KEY\"",
+            &format!("token_secret_file = {:?}", key.display().to_string()),
+        );
+        let refused = parse(&text, &dir).map(|_| ()).unwrap_err().0;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let accepted = parse(&text, &dir).map(|_| ());
+        let _ = std::fs::remove_file(&key);
+        assert!(
+            refused.contains(&format!("chmod 600 {}", key.display()))
+                && refused.contains("token_secret_file")
+                && !refused.contains("hunter2"),
+            "{refused}"
+        );
+        assert_eq!(accepted, Ok(()));
     }
 
     #[test]

@@ -90,6 +90,17 @@ fn cache_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("keepwire-jwt-{}-{name}.json", std::process::id()))
 }
 
+/// Writes a JWT cache as keepwire does: readable by its owner only (keepwire refuses others).
+fn write_cache(path: &PathBuf, text: &str, mode: u32) {
+    let _ = std::fs::remove_file(path);
+    std::fs::write(path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -140,7 +151,7 @@ async fn ten_rapid_restarts_with_a_cached_jwt_each_connect_with_one_ticket_reque
 async fn a_corrupted_jwt_is_refreshed_once_and_then_connects() {
     let emu = emulator(fast_api());
     let cache = cache_path("corrupt");
-    std::fs::write(&cache, r#"{"token":"invalid.jwt.token"}"#).unwrap();
+    write_cache(&cache, r#"{"token":"invalid.jwt.token"}"#, 0o600);
     let kw = start(stream(&emu, |t| t.jwt_cache = Some(cache.clone())));
     let _rx = ready_with_data(&kw).await;
     let c = emu.counters().ticket;
@@ -299,7 +310,7 @@ async fn a_jwt_near_expiry_is_refreshed_before_the_dial_not_after_a_failure() {
     let now = unix_now();
     // a JWT the server no longer knows, issued 14m40s ago for 15 minutes: 20 s left (< 30 s skew)
     let cached = serde_json::json!({"token": "old.jwt.token", "issued_at": now - 880, "expires_at": now + 20});
-    std::fs::write(&cache, cached.to_string()).unwrap();
+    write_cache(&cache, &cached.to_string(), 0o600);
     let kw = start(stream(&emu, |t| t.jwt_cache = Some(cache.clone())));
     let _rx = ready_with_data(&kw).await;
     let c = emu.counters().ticket;
@@ -422,5 +433,38 @@ async fn a_10000_char_error_body_is_shown_capped_at_200_chars() {
     assert!(
         !status.contains(&"x".repeat(201)),
         "more than 200 chars of server text in the status"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_cache_readable_by_others_stops_the_stream_naming_chmod_600_and_fetches_nothing() {
+    let emu = emulator(fast_api());
+    let cache = cache_path("world-readable");
+    let now = unix_now();
+    let cached =
+        serde_json::json!({"token": "leaked.jwt.token", "issued_at": now, "expires_at": now + 900});
+    write_cache(&cache, &cached.to_string(), 0o644);
+    let kw = start(stream(&emu, |t| t.jwt_cache = Some(cache.clone())));
+    let s = wait(&kw, 10, "failed", |s| {
+        matches!(s.state, StreamState::Failed { .. })
+    })
+    .await;
+    kw.shutdown().await;
+    let c = emu.counters().ticket;
+    let _ = std::fs::remove_file(&cache);
+    emu.stop();
+    let StreamState::Failed { reason } = &s.state else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains(&format!("chmod 600 {}", cache.display())),
+        "{reason}"
+    );
+    assert!(!reason.contains("leaked.jwt.token"), "{reason}");
+    assert_eq!(c.ticket_requests, 0, "the exposed JWT was never presented");
+    assert_eq!(
+        c.token_requests, 0,
+        "nothing is fetched while the cache is refused"
     );
 }

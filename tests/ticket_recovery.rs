@@ -468,3 +468,118 @@ async fn a_jwt_cache_readable_by_others_stops_the_stream_naming_chmod_600_and_fe
         "nothing is fetched while the cache is refused"
     );
 }
+
+/// A WebSocket server that accepts every upgrade, then sends 125-byte pings as fast as the
+/// socket takes them and never reads again. Counts the pings it sent.
+fn ping_flood_server() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let sent = counter.clone();
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req).to_string();
+                let Some(key) = text.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("sec-websocket-key")
+                        .then(|| v.trim().to_string())
+                }) else {
+                    return;
+                };
+                let accept = actix_http::ws::hash_key(key.as_bytes());
+                let head = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
+                    String::from_utf8_lossy(&accept)
+                );
+                if conn.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let mut ping = vec![0x89u8, 125];
+                ping.extend_from_slice(&[b'p'; 125]);
+                let batch = ping.repeat(64);
+                // From here on nothing is read: keepwire's pongs pile up.
+                while conn.write_all(&batch).is_ok() {
+                    sent.fetch_add(64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (addr, sent)
+}
+
+/// This process's resident memory (Linux; 0 elsewhere).
+fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_floods_pings_and_never_reads_is_a_soft_failure_with_bounded_memory() {
+    let rss_before = rss_bytes();
+    let emu = emulator(fast_api());
+    let (flood, sent) = ping_flood_server();
+    let kw = start(stream(&emu, |t| {
+        t.socket_url = Some(format!("ws://{flood}/ws"));
+        t.ready_type = None;
+    }));
+    let s = wait(&kw, 30, "the flood given up as backpressure", |s| {
+        s.last_failure
+            .as_ref()
+            .is_some_and(|f| f.reason == "backpressure")
+    })
+    .await;
+    let pings = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let grown = rss_bytes().saturating_sub(rss_before);
+    let metrics = prometheus::TextEncoder::new()
+        .encode_to_string(&kw.registry().gather())
+        .unwrap();
+    kw.shutdown().await;
+    emu.stop();
+    let failure = s.last_failure.unwrap();
+    assert_eq!(failure.class, "soft", "{failure:?}");
+    assert!(
+        !matches!(s.state, StreamState::Failed { .. }),
+        "a flood is not a hard failure: {:?}",
+        s.state
+    );
+    assert!(
+        failure.message.contains("stopped reading"),
+        "the reason is clear: {}",
+        failure.message
+    );
+    assert!(
+        pings as usize > keepwire::outbox::MAX_QUEUED_FRAMES,
+        "the flood was real: {pings} pings"
+    );
+    // The outbox holds at most 4 MiB; before it was bounded this grew by ~70 MB a second.
+    assert!(
+        grown < 128 << 20,
+        "memory grew by {} MB during the flood",
+        grown >> 20
+    );
+    assert!(
+        !metrics.contains(&format!(
+            "keepwire_reconnects_total{{reason=\"backpressure\",stream=\"{STREAM}\"}} 0"
+        )),
+        "the reconnect is counted by its reason: {metrics}"
+    );
+}

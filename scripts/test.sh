@@ -27,6 +27,19 @@ fi
 command -v openssl >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y openssl; }
 need openssl "apt-get install -y openssl"
 
+# cargo-audit checks Cargo.lock against the RustSec advisory snapshot in ../shared/advisory-db
+# (offline); installed only when missing (it compiles for a few minutes).
+if ! cargo audit --version >/dev/null 2>&1; then
+  cargo install --locked cargo-audit || { echo "missing: cargo-audit — install it with: cargo install --locked cargo-audit" >&2; exit 1; }
+fi
+advisory_db="${KW_ADVISORY_DB:-../shared/advisory-db}"
+if [ ! -d "$advisory_db" ]; then
+  echo "missing: the RustSec advisory database at $advisory_db — clone it with: git clone https://github.com/rustsec/advisory-db $advisory_db (or set KW_ADVISORY_DB)" >&2
+  exit 1
+fi
+
+echo "== cargo audit (advisories accepted, each with its reason, in .cargo/audit.toml; any other fails)"
+cargo audit --db "$advisory_db" --no-fetch --stale
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (all targets, warnings are errors)"

@@ -18,6 +18,7 @@ use crate::dialect::signalr::SignalRConfig;
 use crate::dialect::ticket::TicketConfig;
 use crate::dialect::{ibkr, signalr, ticket, DialectSend};
 use crate::failure::Failure;
+use crate::secret::redact_userinfo;
 use crate::transport::ClientFactory;
 
 /// Which wire dialect a stream speaks.
@@ -50,8 +51,9 @@ impl Default for RestartIntensity {
     }
 }
 
-/// One supervised stream: a gateway, its dialect and the limits that govern it.
-#[derive(Clone, Debug)]
+/// One supervised stream: a gateway, its dialect and the limits that govern it. `Debug` shows
+/// the URL redacted (no `user:password@`, no query values).
+#[derive(Clone)]
 pub struct StreamConfig {
     /// Name used in status, metrics (`stream` label) and logs.
     pub name: String,
@@ -85,6 +87,29 @@ pub struct StreamConfig {
     pub malformed_burst: u32,
     /// Restart intensity per actor.
     pub restart_intensity: RestartIntensity,
+}
+
+impl fmt::Debug for StreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamConfig")
+            .field("name", &self.name)
+            .field("url", &crate::transport::redact_url(&self.url))
+            .field("dialect", &self.dialect)
+            .field("tls", &self.tls)
+            .field("backoff", &self.backoff)
+            .field("login_poll_interval", &self.login_poll_interval)
+            .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("auth_timeout", &self.auth_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_frame_size", &self.max_frame_size)
+            .field("max_message_size", &self.max_message_size)
+            .field("confirm_timeout", &self.confirm_timeout)
+            .field("max_subscribe_attempts", &self.max_subscribe_attempts)
+            .field("consumer_capacity", &self.consumer_capacity)
+            .field("malformed_burst", &self.malformed_burst)
+            .field("restart_intensity", &self.restart_intensity)
+            .finish()
+    }
 }
 
 impl StreamConfig {
@@ -258,30 +283,6 @@ impl fmt::Display for ConfigProblem {
 }
 
 impl std::error::Error for ConfigProblem {}
-
-/// Text with the `user:password@` of every URL in it replaced by `***@`.
-fn redact_userinfo(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (head, tail) = rest.split_at(at + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '"' | '\''))
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(i) => {
-                out.push_str("***@");
-                out.push_str(&authority[i + 1..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
 
 /// A duration as a configuration file writes it: `"0s"`, `"250ms"`, `"1.5s"`, `"9m"`.
 pub fn human_duration(d: Duration) -> String {

@@ -37,6 +37,7 @@ use crate::config::{
 };
 use crate::dialect::signalr::{SignalRConfig, TokenTransport};
 use crate::dialect::ticket::TicketConfig;
+use crate::secret::redact_userinfo;
 use crate::subscription::Subscription;
 use crate::tls::CertificatePin;
 use crate::transport::url_host;
@@ -344,36 +345,116 @@ pub fn load(path: &Path) -> Result<RunConfig, ConfigError> {
     parse(&text, base).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
 }
 
+/// Whether a key's name says it holds a secret (`api_key`, `password`, `token`, `jwt`…).
+fn looks_secret(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    let last = lower.rsplit(['.', '_']).next().unwrap_or(&lower);
+    ["password", "secret", "token", "apikey", "key", "jwt"].contains(&last)
+        || lower.ends_with("api_key")
+}
+
+/// Whether an error about this key must not quote its value: a secret, a request body that may
+/// hold one written inline, a URL that may carry `user:password@`.
+fn value_is_sensitive(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    looks_secret(&lower)
+        || lower.ends_with("body")
+        || lower.ends_with("url")
+        || lower.ends_with("origin")
+}
+
+/// The key written on a line (`key = value`), if it has one.
+fn key_of_line(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_start_matches('{').trim();
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"');
+    (!key.is_empty() && key.chars().all(plain)).then_some(key)
+}
+
 fn secret_key_hint(text: &str) -> Option<String> {
-    // A key that looks like it holds a secret, written inline: refuse and say how to do it.
-    for line in text.lines() {
-        let Some((key, _)) = line.split_once('=') else {
-            continue;
-        };
-        let key = key.trim();
-        if key.starts_with('#') {
+    // A key that looks like it holds a secret, written inline: refuse and say how to do it,
+    // naming the key and its line, never its value.
+    for (n, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with('#') {
             continue;
         }
-        let lower = key.to_ascii_lowercase();
-        let last = lower.rsplit(['.', '_']).next().unwrap_or(&lower);
-        let secretish = ["password", "secret", "token", "apikey", "key", "jwt"].contains(&last)
-            || lower.ends_with("api_key");
-        if secretish {
+        let Some(key) = key_of_line(line) else {
+            continue;
+        };
+        if looks_secret(key) {
             return Some(format!(
-                "key `{key}` holds a secret in the configuration text; secrets never go in the file: use `{key}_env = \"VAR\"` (an environment variable) or `{key}_file = \"path\"` instead"
+                "line {}: key `{key}` holds a secret in the configuration text; secrets never go in the file: use `{key}_env = \"VAR\"` (an environment variable) or `{key}_file = \"path\"` instead",
+                n + 1
             ));
         }
     }
     None
 }
 
-/// Parses and validates configuration text; relative paths are resolved against `base`.
+/// A TOML error by line, column and key. The toml crate's own rendering quotes the offending
+/// line, which may hold a secret or a URL's `user:password@`: only its message is kept, with URL
+/// userinfo removed, and with quoted values removed too when the key may hold a secret (or is
+/// not known).
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let mut at = String::new();
+    let mut sensitive = true;
+    if let Some(span) = e.span() {
+        let start = (0..=span.start.min(text.len()))
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        let before = &text[..start];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line = text[line_start..].lines().next().unwrap_or("");
+        at = format!(
+            " at line {}, column {}",
+            before.matches('\n').count() + 1,
+            before[line_start..].chars().count() + 1
+        );
+        if let Some(key) = key_of_line(line) {
+            at.push_str(&format!(" (key `{}`)", key.trim_matches('"')));
+            sensitive = value_is_sensitive(key.trim_matches('"'));
+        }
+    }
+    let mut message = redact_userinfo(e.message().trim());
+    if sensitive {
+        message = without_quoted(&message);
+    }
+    format!("invalid configuration{at}: {message}")
+}
+
+/// Text with every `"…"` quotation replaced by `"<redacted>"`.
+fn without_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut parts = text.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let mut inside = true;
+    for part in parts {
+        if inside {
+            out.push_str("\"<redacted>\"");
+        } else {
+            out.push_str(part);
+        }
+        inside = !inside;
+    }
+    out
+}
+
+/// Parses and validates configuration text; relative paths are resolved against `base`. An
+/// error names the key and its position (`line N, column M`, or `streams[i]`), never a secret's
+/// value: values of keys that may hold one are not quoted, and no URL's `user:password@` is
+/// shown.
 pub fn parse(text: &str, base: &Path) -> Result<RunConfig, ConfigError> {
+    parse_unredacted(text, base).map_err(|e| ConfigError(redact_userinfo(&e.0)))
+}
+
+fn parse_unredacted(text: &str, base: &Path) -> Result<RunConfig, ConfigError> {
     if let Some(hint) = secret_key_hint(text) {
         return Err(ConfigError(hint));
     }
-    let file: FileConfig =
-        toml::from_str(text).map_err(|e| ConfigError(format!("invalid configuration: {e}")))?;
+    let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError(toml_error(text, &e)))?;
     let listen = match &file.http.listen {
         None => None,
         Some(l) => Some(l.parse::<SocketAddr>().map_err(|_| {
@@ -680,11 +761,16 @@ fn signalr_config(s: &StreamSection, at: &str, base: &Path) -> Result<SignalRCon
             )))
         }
         (Some(var), None) => Some(SecretSource::Env(var.clone())),
-        (None, Some(f)) => Some(SecretSource::File(if f.is_absolute() {
-            f.clone()
-        } else {
-            base.join(f)
-        })),
+        (None, Some(f)) => {
+            let path = if f.is_absolute() {
+                f.clone()
+            } else {
+                base.join(f)
+            };
+            crate::secret::check_private_file(&path, "api_key_file")
+                .map_err(|e| ConfigError(format!("{at}: {e}")))?;
+            Some(SecretSource::File(path))
+        }
         (None, None) => None,
     };
     let login_body = s.login_body.clone().unwrap_or(d.login_body);
@@ -733,12 +819,20 @@ fn ticket_config(s: &StreamSection, at: &str, base: &Path) -> Result<TicketConfi
             )))
         }
         (Some(var), None) => Some(SecretSource::Env(var.clone())),
-        (None, Some(file)) => Some(SecretSource::File(resolve(file))),
+        (None, Some(file)) => {
+            let path = resolve(file);
+            crate::secret::check_private_file(&path, "token_secret_file")
+                .map_err(|e| ConfigError(format!("{at}: {e}")))?;
+            Some(SecretSource::File(path))
+        }
         (None, None) => None,
     };
     let token_body = s.token_body.clone().unwrap_or(d.token_body);
     if serde_json::from_str::<serde_json::Value>(&token_body.replace("{secret}", "x")).is_err() {
-        return Err(ConfigError(format!("{at}: token_body = {token_body:?} is not JSON: write it like '{{\"apiKey\":\"{{secret}}\"}}'")));
+        // Not quoted: a body may hold a secret written inline.
+        return Err(ConfigError(format!(
+            "{at}: token_body is not JSON: write it like '{{\"apiKey\":\"{{secret}}\"}}'"
+        )));
     }
     if token_body.contains("{secret}") && token_secret.is_none() {
         return Err(ConfigError(format!(
@@ -857,6 +951,54 @@ market_data = { conid = 265598, fields = ["31", "84", "86"] }
     fn secrets_are_refused_in_the_text() {
         let e = err(&GOOD.replace("competing = \"compete\"", "api_key = \"hunter2\""));
         assert!(e.contains("api_key_env") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_malformed_line_with_a_secret_is_reported_by_line_and_key_without_the_secret() {
+        for line in [
+            "api_key = \"sekrit-4711",
+            "api_key = \"sekrit-4711\" x",
+            "token_body = '{\"apiKey\":\"sekrit-4711\"",
+            "token_body = 5sekrit-4711",
+            "login_body = \"sekrit-4711\" \"again\"",
+            "origin = { sekrit-4711 }",
+        ] {
+            let text = GOOD.replace("competing = \"compete\"", line);
+            let e = err(&text);
+            let key = line.split(' ').next().unwrap();
+            assert!(!e.contains("sekrit"), "{line}: {e}");
+            assert!(e.contains("line 12"), "{line}: the line is named: {e}");
+            assert!(e.contains(key), "{line}: the key is named: {e}");
+        }
+    }
+
+    #[test]
+    fn a_url_with_userinfo_is_never_echoed() {
+        for (url, expect) in [
+            (
+                "https://user:pw@gw.example.com:5000",
+                "insecure_skip_verify",
+            ),
+            ("ftp://user:pw@127.0.0.1:5000", "url"),
+            ("http://user:pw@gw.example.com", "unencrypted"),
+        ] {
+            let e = err(&GOOD.replace("https://127.0.0.1:5000", url));
+            assert!(!e.contains("user:pw") && !e.contains("pw@"), "{e}");
+            assert!(e.contains(expect), "{e}");
+        }
+        // Malformed: the line is named, the userinfo is not shown.
+        let e = err(&GOOD.replace(
+            "url = \"https://127.0.0.1:5000\"",
+            "url = \"https://user:pw@127.0.0.1:5000",
+        ));
+        assert!(!e.contains("user:pw") && !e.contains("pw@"), "{e}");
+        assert!(e.contains("line 8") && e.contains("url"), "{e}");
+        let e = err(&GOOD.replace(
+            "url = \"https://127.0.0.1:5000\"",
+            "url = [\"https://user:pw@127.0.0.1:5000\"]",
+        ));
+        assert!(!e.contains("user:pw") && !e.contains("pw@"), "{e}");
+        assert!(e.contains("line 8") && e.contains("url"), "{e}");
     }
 
     #[test]
@@ -1010,6 +1152,31 @@ channel = "trades.BTC-USD"
             e.contains("origin applies to dialect = \"ticket\" only"),
             "{e}"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_readable_by_others_is_refused_at_load_naming_chmod_600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir();
+        let key = dir.join(format!("kw-config-key-{}", std::process::id()));
+        std::fs::write(&key, "hunter2").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = TICKET.replace(
+            "token_secret_env = \"FEED_API_KEY\"",
+            &format!("token_secret_file = {:?}", key.display().to_string()),
+        );
+        let refused = parse(&text, &dir).map(|_| ()).unwrap_err().0;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let accepted = parse(&text, &dir).map(|_| ());
+        let _ = std::fs::remove_file(&key);
+        assert!(
+            refused.contains(&format!("chmod 600 {}", key.display()))
+                && refused.contains("token_secret_file")
+                && !refused.contains("hunter2"),
+            "{refused}"
+        );
+        assert_eq!(accepted, Ok(()));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! | `sts` `authenticated:false`, auth/status false, tickle `no session` / 401 | `Session` | GatewaySession re-establishes, credentials refreshed, socket rebuilt, subscriptions replayed |
 //! | 2FA not completed, no SSO session at the gateway | `NeedsLogin` | Status `AwaitingLogin` with a remedy, slow poll |
 //! | competing session | `Competing` | policy `compete`: take over; `yield`: hard until resumed |
-//! | connection refused, timeouts, 5xx, 429, close 1000/1001/1006/1011–1013, heartbeat silence, oversized frame, `no bridge` | `Soft` | reconnect with jittered exponential backoff (429 honours Retry-After) |
+//! | connection refused, timeouts, 5xx, 429, close 1000/1001/1006/1011–1013, heartbeat silence, oversized frame, `no bridge`, a gateway that stops reading (outgoing queue full) | `Soft` | reconnect with jittered exponential backoff (429 honours Retry-After) |
 //! | close 1008 (policy), 1009 (too big), restart intensity exceeded, configuration errors | `Hard` | stop; Status `Failed{reason}`; logged once |
 //! | the gateway's certificate fails verification (untrusted, another than the pinned one, expired) | `Hard` | stop; the reason names the presented certificate's `pin_sha256` and the remedy |
 //! | any other TLS error (an alert, a handshake cut short) | `Soft` | reconnect with backoff |
@@ -201,6 +201,14 @@ pub enum Failure {
         /// The limit that was exceeded.
         limit: usize,
     },
+    /// The gateway stopped reading while frames for it kept coming (pongs to a ping flood,
+    /// subscriptions): the outgoing queue reached its bound and the socket is given up.
+    Backpressure {
+        /// Frames waiting to be sent.
+        frames: usize,
+        /// Their size in bytes.
+        bytes: usize,
+    },
     /// Too many malformed frames in a row.
     MalformedBurst {
         /// How many.
@@ -296,6 +304,7 @@ impl Failure {
             | Failure::HeartbeatSilence { .. }
             | Failure::AuthTimeout
             | Failure::Oversized { .. }
+            | Failure::Backpressure { .. }
             | Failure::MalformedBurst { .. } => Class::Soft,
         }
     }
@@ -318,6 +327,38 @@ impl Failure {
             _ => None,
         }
     }
+
+    /// Every value [`Failure::reason`] can return: the closed label set of the `reason` labels
+    /// (`keepwire_hard_failures_total`, `keepwire_reconnects_total`, `keepwire_keepalives_total`),
+    /// whose series start at 0 when a stream starts.
+    pub const REASONS: [&'static str; 26] = [
+        "unreachable",
+        "timeout",
+        "tls",
+        "transport",
+        "rate_limited",
+        "server_error",
+        "http_error",
+        "credentials_rejected",
+        "session_lost",
+        "needs_login",
+        "competing_session",
+        "no_bridge",
+        "refused",
+        "ticket_rejected",
+        "server_close",
+        "closed",
+        "dropped",
+        "heartbeat_silence",
+        "auth_timeout",
+        "oversized",
+        "malformed",
+        "backpressure",
+        "restart_intensity",
+        "redirected",
+        "url_refused",
+        "config",
+    ];
 
     /// A short, stable, bounded label for metrics and logs (`reason`).
     pub fn reason(&self) -> &'static str {
@@ -344,6 +385,7 @@ impl Failure {
             Failure::HeartbeatSilence { .. } => "heartbeat_silence",
             Failure::AuthTimeout => "auth_timeout",
             Failure::Oversized { .. } => "oversized",
+            Failure::Backpressure { .. } => "backpressure",
             Failure::MalformedBurst { .. } => "malformed",
             Failure::RestartIntensity { .. } => "restart_intensity",
             Failure::Redirected { .. } => "redirected",
@@ -505,6 +547,10 @@ impl fmt::Display for Failure {
                 write!(f, "gateway did not confirm socket authentication in time")
             }
             Failure::Oversized { limit } => write!(f, "frame or message larger than {limit} bytes"),
+            Failure::Backpressure { frames, bytes } => write!(
+                f,
+                "the gateway stopped reading: {frames} frames ({bytes} bytes) were waiting to be sent; socket given up"
+            ),
             Failure::MalformedBurst { count } => write!(f, "{count} malformed frames in a row"),
             Failure::RestartIntensity {
                 actor,
@@ -537,11 +583,31 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// The most characters of server-supplied text kept anywhere it is shown.
+pub const SERVER_TEXT_MAX_CHARS: usize = 200;
+
+/// Server-supplied text (a Close reason, a negotiate or handshake error, a ticket error code, an
+/// error field of an HTTP reply) as keepwire keeps and shows it, in errors, logs and `/status`:
+/// at most [`SERVER_TEXT_MAX_CHARS`] characters (then `…`), control characters (line breaks
+/// that could forge log lines, escape sequences) replaced by spaces. Every place where text from
+/// a server enters a [`Failure`] or an event goes through this function.
+pub fn server_text(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(SERVER_TEXT_MAX_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(SERVER_TEXT_MAX_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// Classifies a WebSocket close code sent by the server.
 pub fn close_failure(code: Option<u16>, reason: &str) -> Failure {
     Failure::Closed {
         code,
-        reason: reason.chars().take(200).collect(),
+        reason: server_text(reason),
     }
 }
 
@@ -607,6 +673,133 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    /// One failure of every variant (a new variant breaks this match until it is listed).
+    fn one_of_each() -> Vec<Failure> {
+        let all = vec![
+            Failure::Unreachable { detail: "x".into() },
+            Failure::Timeout {
+                endpoint: Endpoint::Upgrade,
+            },
+            Failure::Tls { detail: "x".into() },
+            Failure::Transport { detail: "x".into() },
+            http_failure(Endpoint::Upgrade, 429, None),
+            http_failure(Endpoint::Upgrade, 503, None),
+            http_failure(Endpoint::Upgrade, 404, None),
+            Failure::Rejected {
+                status: 401,
+                after_refresh: false,
+            },
+            Failure::SessionLost { detail: "x".into() },
+            Failure::NeedsLogin { detail: "x".into() },
+            Failure::Competing,
+            Failure::NoBridge,
+            Failure::Refused {
+                endpoint: Endpoint::Credentials,
+                detail: "x".into(),
+            },
+            Failure::TicketRejected { status: 403 },
+            Failure::ServerClose {
+                allow_reconnect: true,
+                error: "x".into(),
+            },
+            close_failure(Some(1000), "x"),
+            Failure::Dropped,
+            Failure::HeartbeatSilence {
+                silent_for: Duration::ZERO,
+            },
+            Failure::AuthTimeout,
+            Failure::Oversized { limit: 1 },
+            Failure::Backpressure {
+                frames: 1,
+                bytes: 1,
+            },
+            Failure::MalformedBurst { count: 1 },
+            Failure::RestartIntensity {
+                actor: "x",
+                restarts: 1,
+                window: Duration::ZERO,
+            },
+            Failure::Certificate {
+                problem: CertificateProblem::Untrusted,
+                detail: "x".into(),
+                presented_sha256: None,
+            },
+            Failure::Redirected {
+                endpoint: Endpoint::Credentials,
+                status: 307,
+                location: None,
+            },
+            Failure::UrlRefused {
+                key: "token_url".into(),
+                detail: "x".into(),
+            },
+            Failure::Config { detail: "x".into() },
+        ];
+        for f in &all {
+            // Exhaustive: adding a variant fails to compile here until it is added above.
+            match f {
+                Failure::Unreachable { .. }
+                | Failure::Timeout { .. }
+                | Failure::Tls { .. }
+                | Failure::Certificate { .. }
+                | Failure::Redirected { .. }
+                | Failure::UrlRefused { .. }
+                | Failure::Transport { .. }
+                | Failure::Http { .. }
+                | Failure::Rejected { .. }
+                | Failure::SessionLost { .. }
+                | Failure::NeedsLogin { .. }
+                | Failure::Competing
+                | Failure::NoBridge
+                | Failure::Refused { .. }
+                | Failure::TicketRejected { .. }
+                | Failure::ServerClose { .. }
+                | Failure::Closed { .. }
+                | Failure::Dropped
+                | Failure::HeartbeatSilence { .. }
+                | Failure::AuthTimeout
+                | Failure::Oversized { .. }
+                | Failure::Backpressure { .. }
+                | Failure::MalformedBurst { .. }
+                | Failure::RestartIntensity { .. }
+                | Failure::Config { .. } => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn reasons_lists_exactly_the_reason_of_every_failure() {
+        let seen: std::collections::BTreeSet<&str> =
+            one_of_each().iter().map(Failure::reason).collect();
+        let listed: std::collections::BTreeSet<&str> = Failure::REASONS.into_iter().collect();
+        assert_eq!(seen, listed);
+        assert_eq!(listed.len(), Failure::REASONS.len(), "no duplicates");
+    }
+
+    #[test]
+    fn a_gateway_that_stops_reading_is_soft() {
+        let f = Failure::Backpressure {
+            frames: 1024,
+            bytes: 9000,
+        };
+        assert_eq!(class(f.clone()), Class::Soft);
+        assert_eq!(f.reason(), "backpressure");
+        assert!(f.to_string().contains("stopped reading"), "{f}");
+    }
+
+    #[test]
+    fn server_text_is_capped_at_200_chars_and_loses_its_control_characters() {
+        let long = "é".repeat(10_000);
+        let t = server_text(&long);
+        assert_eq!(t.chars().count(), SERVER_TEXT_MAX_CHARS + 1);
+        assert!(t.ends_with('…'));
+        assert_eq!(server_text("a\nb\u{1b}[31m"), "a b [31m");
+        assert_eq!(server_text(&"x".repeat(200)), "x".repeat(200));
+        let closed = close_failure(Some(1011), &long).to_string();
+        assert!(closed.chars().count() < 400, "{}", closed.len());
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod ids;
 pub mod machine;
 pub mod messages;
 pub mod metrics;
+pub mod outbox;
 pub mod secret;
 pub mod sim;
 pub mod status;

@@ -8,7 +8,8 @@
 //! values make them distinct.
 //!
 //! Every label value is drawn from a closed set: stream names come from the configuration, and
-//! `state`, `reason`, `result`, `actor` and `kind` are fixed strings of this crate.
+//! `state`, `reason`, `result`, `actor` and `kind` are fixed strings of this crate. Every series
+//! of such a set exists, at 0, from the moment its stream starts.
 //!
 //! Ages are exported as Unix timestamps (`…_timestamp_seconds`) so that Prometheus computes them
 //! (`time() - keepwire_last_message_timestamp_seconds`) and a stalled exporter cannot fake
@@ -24,6 +25,7 @@ use prometheus::{
     Opts, Registry,
 };
 
+use crate::failure::Failure;
 use crate::status::{ActorKind, StreamState, SubscriptionCounts};
 
 /// Buckets of `keepwire_recovery_seconds`: a recovery against a local gateway takes tens of
@@ -32,6 +34,13 @@ use crate::status::{ActorKind, StreamState, SubscriptionCounts};
 pub const RECOVERY_BUCKETS: [f64; 14] = [
     0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
+
+/// The `state` label values of `keepwire_subscriptions`.
+pub const SUBSCRIPTION_STATES: [&str; 4] = ["desired", "active", "pending", "failed"];
+
+/// The `reason` of `keepwire_reconnects_total` when new credentials rebuild a healthy socket
+/// (every other reason is one of [`Failure::REASONS`]).
+pub const RECONNECT_CREDENTIALS_ROTATED: &str = "credentials_rotated";
 
 /// Kinds of WebSocket frames, the `kind` label of `keepwire_frames_received_total` and
 /// `keepwire_frames_sent_total`.
@@ -327,7 +336,23 @@ impl Metrics {
             self.actor_restarts
                 .with_label_values(&[name, actor.as_str()]);
         }
+        // Closed label sets start at 0 for every value: a dashboard panel or an `increase()`
+        // over a series that is absent until its first event shows "No data" and misses that
+        // first event.
+        for reason in Failure::REASONS {
+            self.hard_failures.with_label_values(&[name, reason]);
+            self.keepalives.with_label_values(&[name, reason]);
+            self.reconnects.with_label_values(&[name, reason]);
+        }
+        self.reconnects
+            .with_label_values(&[name, RECONNECT_CREDENTIALS_ROTATED]);
         self.keepalives.with_label_values(&[name, "ok"]);
+        for state in StreamState::NAMES {
+            self.stream_state.with_label_values(&[name, state]);
+        }
+        for state in SUBSCRIPTION_STATES {
+            self.subscriptions.with_label_values(&[name, state]);
+        }
         self.credential_expiry.with_label_values(&[name]);
         self.session_competing.with_label_values(&[name]);
         let kinds = |vec: &IntCounterVec| {
@@ -441,12 +466,10 @@ impl StreamMetrics {
 
     /// Records subscription counts.
     pub fn subscriptions(&self, c: &SubscriptionCounts) {
-        for (state, n) in [
-            ("desired", c.desired),
-            ("active", c.active),
-            ("pending", c.pending),
-            ("failed", c.failed),
-        ] {
+        for (state, n) in SUBSCRIPTION_STATES
+            .into_iter()
+            .zip([c.desired, c.active, c.pending, c.failed])
+        {
             self.all
                 .subscriptions
                 .with_label_values(&[self.name.as_str(), state])

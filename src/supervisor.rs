@@ -304,6 +304,9 @@ impl Actor for StreamSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // The one-hot state gauge holds the initial state from the first scrape (`publish`
+        // records only changes).
+        self.metrics.state(&self.status.state);
         let Some(clients) = self.clients.clone() else {
             if let Some(f) = self.hard.take() {
                 self.fail_hard(ActorKind::GatewaySession, f);

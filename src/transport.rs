@@ -1,13 +1,14 @@
 //! HTTP and WebSocket plumbing shared by the actors: awc clients, error mapping, URL redaction,
 //! and reassembly of fragmented WebSocket messages.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use awc::error::{ConnectError, SendRequestError, WsClientError};
 use bytes::{Bytes, BytesMut};
 
-use crate::failure::{Endpoint, Failure};
+use crate::failure::{server_text, Endpoint, Failure};
 use crate::tls::TlsConfig;
 
 /// Host part of a URL (`https://127.0.0.1:5000/x` → `127.0.0.1`, `[::1]` → `[::1]`).
@@ -50,8 +51,10 @@ pub fn encode_query_value(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, QUERY_VALUE).to_string()
 }
 
-/// A URL with every query value replaced by `***` (tickets and tokens travel in queries).
+/// A URL with every query value replaced by `***` (tickets and tokens travel in queries) and its
+/// `user:password@` by `***@`.
 pub fn redact_url(url: &str) -> String {
+    let url = &crate::secret::redact_userinfo(url);
     match url.split_once('?') {
         None => url.to_string(),
         Some((base, query)) => {
@@ -187,10 +190,11 @@ pub fn send_failure(endpoint: Endpoint, e: &SendRequestError) -> Failure {
         // A refused certificate is hard; any other TLS error soft (the table in `failure`).
         SendRequestError::Connect(ConnectError::Io(io)) => crate::tls::io_failure(io)
             .unwrap_or_else(|| Failure::Transport {
-                detail: format!("{}: {e}", endpoint.as_str()),
+                detail: format!("{}: {}", endpoint.as_str(), server_text(&e.to_string())),
             }),
+        // awc's errors can quote what the server sent (headers, status lines).
         other => Failure::Transport {
-            detail: format!("{}: {other}", endpoint.as_str()),
+            detail: format!("{}: {}", endpoint.as_str(), server_text(&other.to_string())),
         },
     }
 }
@@ -207,7 +211,7 @@ pub fn ws_failure(e: &WsClientError, upgrade_refused: impl Fn(u16) -> Failure) -
         WsClientError::InvalidResponseStatus(s) => upgrade_refused(s.as_u16()),
         WsClientError::SendRequest(e) => send_failure(Endpoint::Upgrade, e),
         other => Failure::Transport {
-            detail: format!("websocket upgrade: {other}"),
+            detail: format!("websocket upgrade: {}", server_text(&other.to_string())),
         },
     }
 }
@@ -221,8 +225,8 @@ pub fn retry_after(headers: &awc::http::header::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// An HTTP reply with its body parsed as JSON (`Value::Null` when empty or not JSON).
-#[derive(Debug)]
+/// An HTTP reply with its body parsed as JSON (`Value::Null` when empty or not JSON). `Debug`
+/// never shows the body (token and ticket replies carry secrets).
 pub struct JsonReply {
     /// Status code.
     pub status: u16,
@@ -230,6 +234,16 @@ pub struct JsonReply {
     pub retry_after: Option<Duration>,
     /// The body.
     pub body: serde_json::Value,
+}
+
+impl fmt::Debug for JsonReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonReply")
+            .field("status", &self.status)
+            .field("retry_after", &self.retry_after)
+            .field("body", &crate::secret::REDACTED)
+            .finish()
+    }
 }
 
 impl JsonReply {

@@ -388,3 +388,47 @@ async fn the_expiry_of_a_jwt_is_exported_as_a_unix_time() {
     kw.shutdown().await;
     emu.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_scrape_holds_every_closed_label_set_at_zero() {
+    let registry = Registry::new();
+    // Nothing listens there: the stream only ever backs off, it never fails hard.
+    let cfg = keepwire::StreamConfig::ibkr(STREAM, "http://127.0.0.1:9");
+    let kw = Handle::builder()
+        .registry(registry.clone())
+        .stream(cfg)
+        .start()
+        .unwrap();
+    let scrape = text(&registry);
+    let families = registry.gather();
+    kw.shutdown().await;
+    for reason in keepwire::Failure::REASONS {
+        assert!(
+            scrape.contains(&format!(
+                "keepwire_hard_failures_total{{reason=\"{reason}\",stream=\"{STREAM}\"}} 0"
+            )),
+            "keepwire_hard_failures_total for {reason} is not 0 in the first scrape:\n{scrape}"
+        );
+        value(
+            &families,
+            "keepwire_reconnects_total",
+            &[("reason", reason)],
+        );
+        value(
+            &families,
+            "keepwire_keepalives_total",
+            &[("result", reason)],
+        );
+    }
+    value(
+        &families,
+        "keepwire_reconnects_total",
+        &[("reason", "credentials_rotated")],
+    );
+    for state in StreamState::NAMES {
+        value(&families, "keepwire_stream_state", &[("state", state)]);
+    }
+    for state in ["desired", "active", "pending", "failed"] {
+        value(&families, "keepwire_subscriptions", &[("state", state)]);
+    }
+}

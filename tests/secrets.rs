@@ -72,3 +72,87 @@ async fn no_session_id_in_logs_status_metrics_or_debug_output() {
     }
     assert!(metrics.contains(&format!("keepwire_stream_up{{stream=\"{STREAM}\"}} 1")));
 }
+
+/// Every type that can hold a secret prints `<redacted>` (or nothing) in its place in `Debug`.
+#[test]
+fn debug_of_every_secret_holding_type_hides_a_planted_secret() {
+    use keepwire::dialect::ibkr::{parse_tickle, Ibkr, IbkrConfig};
+    use keepwire::dialect::signalr::{SignalR, SignalRConfig};
+    use keepwire::dialect::ticket::{Ticket, TicketConfig};
+    use keepwire::dialect::{DialPlan, Issued};
+    use keepwire::secret::SecretSource;
+    use keepwire::transport::JsonReply;
+    use keepwire::StreamConfig;
+    use secrecy::SecretString;
+
+    const PLANTED: &str = "PLANTEDsecret7f3a";
+    let url = format!("https://kwuser:{PLANTED}@gw.example.com:5000/api?token={PLANTED}");
+    let ticket_config = TicketConfig {
+        token_url: Some(url.clone()),
+        ticket_url: Some(url.clone()),
+        socket_url: Some(url.clone()),
+        token_body: format!(r#"{{"apiKey":"{PLANTED}"}}"#),
+        token_secret: Some(SecretSource::Value(PLANTED.into())),
+        ..TicketConfig::default()
+    };
+    let signalr_config = SignalRConfig {
+        login_url: Some(url.clone()),
+        validate_url: Some(url.clone()),
+        login_body: format!(r#"{{"apiKey":"{PLANTED}"}}"#),
+        secret: Some(SecretSource::Value(PLANTED.into())),
+        ..SignalRConfig::default()
+    };
+    let printed = [
+        format!(
+            "{:?}",
+            parse_tickle(&serde_json::json!({ "session": PLANTED, "iserver": {} }))
+        ),
+        format!(
+            "{:?}",
+            JsonReply {
+                status: 200,
+                retry_after: None,
+                body: serde_json::json!({ "token": PLANTED, "ticket": PLANTED }),
+            }
+        ),
+        format!("{:?}", StreamConfig::ibkr("s", &url)),
+        format!(
+            "{:?}",
+            StreamConfig::ticket("s", &url, ticket_config.clone())
+        ),
+        format!(
+            "{:?}",
+            StreamConfig::signalr("s", &url, signalr_config.clone())
+        ),
+        format!("{:?}", Ticket::new(&url, ticket_config)),
+        format!("{:?}", SignalR::new(&url, signalr_config)),
+        format!("{:?}", Ibkr::new(&url, IbkrConfig::default())),
+        format!(
+            "{:?}",
+            Issued {
+                secret: SecretString::from(PLANTED),
+                expires_in: None,
+                age: std::time::Duration::ZERO,
+            }
+        ),
+        format!(
+            "{:?}",
+            DialPlan {
+                url: url.clone(),
+                key: "url",
+                headers: vec![("cookie", SecretString::from(PLANTED))],
+            }
+        ),
+    ];
+    for text in &printed {
+        assert!(!text.contains(PLANTED), "a secret in Debug output: {text}");
+        assert!(
+            !text.contains("kwuser"),
+            "URL userinfo in Debug output: {text}"
+        );
+    }
+    assert!(
+        printed[0].contains("<redacted>") && printed[1].contains("<redacted>"),
+        "{printed:?}"
+    );
+}

@@ -451,3 +451,39 @@ async fn a_negotiate_redirect_to_a_cleartext_remote_url_is_refused() {
     assert_eq!(s.hard_failures, 1);
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_10000_char_close_error_is_shown_capped_at_200_chars() {
+    let emu = emulator(|_| {});
+    let cfg = stream(&emu, |_| {});
+    let rig = Rig::start(emu, cfg).await;
+    rig.fully_ready().await;
+    let error = format!("BEGIN{}END", "x".repeat(10_000));
+    rig.emu.inject(Fault::Hub(HubFault::Close {
+        allow_reconnect: false,
+        error: Some(error),
+    }));
+    let s = wait(&rig.kw, 10, "failed", |s| {
+        matches!(s.state, StreamState::Failed { .. })
+    })
+    .await;
+    let status = serde_json::to_string(&s).unwrap();
+    rig.stop().await;
+    let StreamState::Failed { reason } = &s.state else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("BEGINxxx"),
+        "the server's text is shown: {reason}"
+    );
+    assert!(
+        !status.contains("END"),
+        "the server's text is cut: {status}"
+    );
+    assert!(
+        !status.contains(&"x".repeat(201)),
+        "more than 200 chars of server text in the status"
+    );
+    let message = &s.last_failure.as_ref().unwrap().message;
+    assert!(message.chars().count() < 500, "{}", message.len());
+}

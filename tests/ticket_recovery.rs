@@ -140,7 +140,7 @@ async fn ten_rapid_restarts_with_a_cached_jwt_each_connect_with_one_ticket_reque
 async fn a_corrupted_jwt_is_refreshed_once_and_then_connects() {
     let emu = emulator(fast_api());
     let cache = cache_path("corrupt");
-    std::fs::write(&cache, r#"{"token":"invalid.jwt.token"}"#).unwrap();
+    write_cache(&cache, r#"{"token":"invalid.jwt.token"}"#, 0o600);
     let kw = start(stream(&emu, |t| t.jwt_cache = Some(cache.clone())));
     let _rx = ready_with_data(&kw).await;
     let c = emu.counters().ticket;
@@ -299,7 +299,7 @@ async fn a_jwt_near_expiry_is_refreshed_before_the_dial_not_after_a_failure() {
     let now = unix_now();
     // a JWT the server no longer knows, issued 14m40s ago for 15 minutes: 20 s left (< 30 s skew)
     let cached = serde_json::json!({"token": "old.jwt.token", "issued_at": now - 880, "expires_at": now + 20});
-    std::fs::write(&cache, cached.to_string()).unwrap();
+    write_cache(&cache, &cached.to_string(), 0o600);
     let kw = start(stream(&emu, |t| t.jwt_cache = Some(cache.clone())));
     let _rx = ready_with_data(&kw).await;
     let c = emu.counters().ticket;
@@ -399,4 +399,226 @@ async fn a_307_from_the_ticket_endpoint_to_another_port_is_not_followed_and_name
     kw.shutdown().await;
     emu.stop();
     elsewhere.stop();
+}
+
+/// Writes a JWT cache as keepwire does: readable by its owner only (keepwire refuses others).
+fn write_cache(path: &PathBuf, text: &str, mode: u32) {
+    let _ = std::fs::remove_file(path);
+    std::fs::write(path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+/// A loopback HTTP server that answers every request with `status` and the JSON `body`.
+fn answering(status: &'static str, body: String) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_10000_char_error_body_is_shown_capped_at_200_chars() {
+    let code = format!("BEGIN{}END", "x".repeat(10_000));
+    let addr = answering(
+        "401 Unauthorized",
+        serde_json::json!({ "code": code }).to_string(),
+    );
+    std::env::set_var(API_KEY_ENV, "kw-ticket-key");
+    let ticket = TicketConfig {
+        token_secret: Some(SecretSource::Env(API_KEY_ENV.into())),
+        ..TicketConfig::default()
+    };
+    let kw = start(StreamConfig::ticket(
+        STREAM,
+        format!("http://{addr}"),
+        ticket,
+    ));
+    let s = wait(&kw, 10, "failed", |s| {
+        matches!(s.state, StreamState::Failed { .. })
+    })
+    .await;
+    kw.shutdown().await;
+    let status = serde_json::to_string(&s).unwrap();
+    assert!(
+        status.contains("BEGINxxx"),
+        "the server's code is shown: {status}"
+    );
+    assert!(
+        !status.contains("END"),
+        "the server's text is cut: {status}"
+    );
+    assert!(
+        !status.contains(&"x".repeat(201)),
+        "more than 200 chars of server text in the status"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_cache_readable_by_others_stops_the_stream_naming_chmod_600_and_fetches_nothing() {
+    let emu = emulator(fast_api());
+    let cache = cache_path("world-readable");
+    let now = unix_now();
+    let cached =
+        serde_json::json!({"token": "leaked.jwt.token", "issued_at": now, "expires_at": now + 900});
+    write_cache(&cache, &cached.to_string(), 0o644);
+    let kw = start(stream(&emu, |t| t.jwt_cache = Some(cache.clone())));
+    let s = wait(&kw, 10, "failed", |s| {
+        matches!(s.state, StreamState::Failed { .. })
+    })
+    .await;
+    kw.shutdown().await;
+    let c = emu.counters().ticket;
+    let _ = std::fs::remove_file(&cache);
+    emu.stop();
+    let StreamState::Failed { reason } = &s.state else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains(&format!("chmod 600 {}", cache.display())),
+        "{reason}"
+    );
+    assert!(!reason.contains("leaked.jwt.token"), "{reason}");
+    assert_eq!(c.ticket_requests, 0, "the exposed JWT was never presented");
+    assert_eq!(
+        c.token_requests, 0,
+        "nothing is fetched while the cache is refused"
+    );
+}
+
+/// A WebSocket server that accepts every upgrade, then sends 125-byte pings as fast as the
+/// socket takes them and never reads again. Counts the pings it sent.
+fn ping_flood_server() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let sent = counter.clone();
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req).to_string();
+                let Some(key) = text.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("sec-websocket-key")
+                        .then(|| v.trim().to_string())
+                }) else {
+                    return;
+                };
+                let accept = actix_http::ws::hash_key(key.as_bytes());
+                let head = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
+                    String::from_utf8_lossy(&accept)
+                );
+                if conn.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let mut ping = vec![0x89u8, 125];
+                ping.extend_from_slice(&[b'p'; 125]);
+                let batch = ping.repeat(64);
+                // From here on nothing is read: keepwire's pongs pile up.
+                while conn.write_all(&batch).is_ok() {
+                    sent.fetch_add(64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (addr, sent)
+}
+
+/// This process's resident memory (Linux; 0 elsewhere).
+fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_floods_pings_and_never_reads_is_a_soft_failure_with_bounded_memory() {
+    let rss_before = rss_bytes();
+    let emu = emulator(fast_api());
+    let (flood, sent) = ping_flood_server();
+    let kw = start(stream(&emu, |t| {
+        t.socket_url = Some(format!("ws://{flood}/ws"));
+        t.ready_type = None;
+    }));
+    let s = wait(&kw, 30, "the flood given up as backpressure", |s| {
+        s.last_failure
+            .as_ref()
+            .is_some_and(|f| f.reason == "backpressure")
+    })
+    .await;
+    let pings = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let grown = rss_bytes().saturating_sub(rss_before);
+    let metrics = prometheus::TextEncoder::new()
+        .encode_to_string(&kw.registry().gather())
+        .unwrap();
+    kw.shutdown().await;
+    emu.stop();
+    let failure = s.last_failure.unwrap();
+    assert_eq!(failure.class, "soft", "{failure:?}");
+    assert!(
+        !matches!(s.state, StreamState::Failed { .. }),
+        "a flood is not a hard failure: {:?}",
+        s.state
+    );
+    assert!(
+        failure.message.contains("stopped reading"),
+        "the reason is clear: {}",
+        failure.message
+    );
+    assert!(
+        pings as usize > keepwire::outbox::MAX_QUEUED_FRAMES,
+        "the flood was real: {pings} pings"
+    );
+    // The outbox holds at most 4 MiB; before it was bounded this grew by ~70 MB a second.
+    assert!(
+        grown < 128 << 20,
+        "memory grew by {} MB during the flood",
+        grown >> 20
+    );
+    assert!(
+        !metrics.contains(&format!(
+            "keepwire_reconnects_total{{reason=\"backpressure\",stream=\"{STREAM}\"}} 0"
+        )),
+        "the reconnect is counted by its reason: {metrics}"
+    );
 }

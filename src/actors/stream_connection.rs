@@ -10,13 +10,12 @@
 
 use std::time::Duration;
 
-use actix::io::{SinkWrite, WriteHandler};
 use actix::prelude::*;
 use actix_codec::Framed;
 use awc::error::WsProtocolError;
 use awc::ws::{Codec, Frame, Message};
 use awc::BoxedSocket;
-use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::stream::StreamExt;
 use rand::Rng;
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
@@ -31,16 +30,16 @@ use crate::messages::{
     CredentialsRejected, Deliver, GetCredentials, Halt, InjectPanic, PrepareDial, Report, Resume,
     Resync, SendFrame, SessionDown, SessionLost, SocketHealthy, StreamDown, StreamUp, TopicRefused,
 };
-use crate::metrics::FrameKind;
+use crate::metrics::{FrameKind, RECONNECT_CREDENTIALS_ROTATED};
+use crate::outbox::{outbox, Outbox};
 use crate::status::ActorKind;
 use crate::transport::{redact_url, ws_failure, Assembler, MessageKind};
-
-type WsSink = SinkWrite<Message, SplitSink<Framed<BoxedSocket, Codec>, Message>>;
 
 /// The I/O half of an open socket (its phase lives in the machine).
 struct Open {
     epoch: Epoch,
-    sink: WsSink,
+    /// Frames waiting for the socket, bounded: a gateway that stops reading is given up.
+    outbox: Outbox,
     decoder: Box<dyn SocketDecoder>,
     assembler: Assembler,
     last_rx: Instant,
@@ -234,12 +233,22 @@ impl StreamConnection {
         let epoch = self.ctx.epoch.get().next();
         self.ctx.epoch.set(epoch);
         let (sink, stream) = framed.split();
-        let sink = SinkWrite::new(sink, ctx);
+        let (outbox, writer) = outbox(sink);
+        ctx.spawn(writer.into_actor(self).map(move |res, act, ctx| {
+            if let Err(err) = res {
+                if act.socket.as_ref().is_some_and(|o| o.epoch == epoch) {
+                    let failure = Failure::Transport {
+                        detail: format!("websocket write: {err}"),
+                    };
+                    act.on(ConnEvent::SocketFailed(failure), ctx);
+                }
+            }
+        }));
         ctx.add_stream(stream);
         let cfg = self.ctx.config.clone();
         self.socket = Some(Open {
             epoch,
-            sink,
+            outbox,
             decoder: self.ctx.dialect.decoder(),
             assembler: Assembler::new(cfg.max_message_size),
             last_rx: Instant::now(),
@@ -251,7 +260,7 @@ impl StreamConnection {
             return;
         }
         for frame in self.ctx.dialect.opening_frames() {
-            self.write(frame);
+            self.write(Message::Text(frame.into()), FrameKind::Text, ctx);
         }
         if self.ctx.dialect.ready_on_open() {
             self.on(ConnEvent::Authenticated, ctx);
@@ -267,15 +276,17 @@ impl StreamConnection {
             act.watchdog(hb, ctx)
         });
         if let Some((every, frame)) = self.ctx.dialect.socket_keepalive() {
-            ctx.run_interval(every, move |act, _| act.write(frame.clone()));
+            ctx.run_interval(every, move |act, ctx| {
+                act.write(Message::Text(frame.clone().into()), FrameKind::Text, ctx)
+            });
         }
     }
 
     /// Closes socket `epoch` and tells Subscriptions it is gone.
     fn close(&mut self, epoch: Epoch) {
         if self.socket.as_ref().is_some_and(|o| o.epoch == epoch) {
-            if let Some(mut open) = self.socket.take() {
-                open.sink.close();
+            // Dropping the outbox lets its writer flush what is queued, then close the socket.
+            if self.socket.take().is_some() {
                 self.ctx.metrics.frame_sent(FrameKind::Close);
             }
             if let Some(s) = self.ctx.subscriptions() {
@@ -298,10 +309,15 @@ impl StreamConnection {
         self.on(ConnEvent::Watchdog, ctx);
     }
 
-    fn write(&mut self, text: String) {
-        if let Some(open) = &mut self.socket {
-            let _ = open.sink.write(Message::Text(text.into()));
-            self.ctx.metrics.frame_sent(FrameKind::Text);
+    /// Queues a frame on the open socket; a full queue (the gateway stopped reading) gives the
+    /// socket up.
+    fn write(&mut self, msg: Message, kind: FrameKind, ctx: &mut Context<Self>) {
+        let Some(open) = &self.socket else {
+            return;
+        };
+        match open.outbox.push(msg) {
+            Ok(()) => self.ctx.metrics.frame_sent(kind),
+            Err(failure) => self.on(ConnEvent::SocketFailed(failure), ctx),
         }
     }
 
@@ -446,10 +462,7 @@ impl StreamHandler<Result<Frame, WsProtocolError>> for StreamConnection {
                 Ok(None) => {}
                 Err(failure) => self.on(ConnEvent::SocketFailed(failure), ctx),
             },
-            Frame::Ping(payload) => {
-                let _ = open.sink.write(Message::Pong(payload));
-                self.ctx.metrics.frame_sent(FrameKind::Pong);
-            }
+            Frame::Ping(payload) => self.write(Message::Pong(payload), FrameKind::Pong, ctx),
             Frame::Pong(_) => {}
             Frame::Close(reason) => {
                 let (code, text) = match reason {
@@ -468,26 +481,13 @@ impl StreamHandler<Result<Frame, WsProtocolError>> for StreamConnection {
     }
 }
 
-impl WriteHandler<WsProtocolError> for StreamConnection {
-    fn error(&mut self, err: WsProtocolError, ctx: &mut Context<Self>) -> Running {
-        let failure = Failure::Transport {
-            detail: format!("websocket write: {err}"),
-        };
-        self.on(ConnEvent::SocketFailed(failure), ctx);
-        Running::Continue
-    }
-
-    fn finished(&mut self, _ctx: &mut Context<Self>) {}
-}
-
 impl Handler<SendFrame> for StreamConnection {
     type Result = ();
 
-    fn handle(&mut self, msg: SendFrame, _ctx: &mut Context<Self>) {
-        match &mut self.socket {
-            Some(open) if self.machine.ready_epoch() == Some(msg.epoch) => {
-                let _ = open.sink.write(Message::Text(msg.text.into()));
-                self.ctx.metrics.frame_sent(FrameKind::Text);
+    fn handle(&mut self, msg: SendFrame, ctx: &mut Context<Self>) {
+        match &self.socket {
+            Some(_) if self.machine.ready_epoch() == Some(msg.epoch) => {
+                self.write(Message::Text(msg.text.into()), FrameKind::Text, ctx);
             }
             _ => {
                 tracing::trace!(stream = %self.ctx.name, epoch = %msg.epoch, "frame for a dead socket dropped")
@@ -514,7 +514,7 @@ impl Handler<CredentialsChanged> for StreamConnection {
             .is_some_and(|g| g < msg.generation)
         {
             tracing::info!(stream = %self.ctx.name, generation = %msg.generation, "new credentials; rebuilding the socket");
-            self.ctx.metrics.reconnect("credentials_rotated");
+            self.ctx.metrics.reconnect(RECONNECT_CREDENTIALS_ROTATED);
         }
         self.on(ConnEvent::CredentialsChanged(msg.generation), ctx);
     }

@@ -166,14 +166,26 @@ impl Actor for TokenManager {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if self.machine.current().is_none() {
-            if let Some(cached) = self.ctx.dialect.cached_credentials() {
-                tracing::debug!(stream = %self.ctx.name, "using cached credentials");
-                self.incoming = Some(cached.secret);
-                let event = TokenEvent::Issued {
-                    expires_in: cached.expires_in,
-                    age: cached.age,
-                };
-                self.on(event, ctx);
+            match self.ctx.dialect.cached_credentials() {
+                Ok(Some(cached)) => {
+                    tracing::debug!(stream = %self.ctx.name, "using cached credentials");
+                    self.incoming = Some(cached.secret);
+                    let event = TokenEvent::Issued {
+                        expires_in: cached.expires_in,
+                        age: cached.age,
+                    };
+                    self.on(event, ctx);
+                }
+                Ok(None) => {}
+                Err(failure) => {
+                    // Nothing is fetched either: the stream stops with the reason (and resumes,
+                    // fetching a new credential, once the cause is fixed).
+                    self.on(TokenEvent::Halt, ctx);
+                    self.ctx.report(Report::Failure {
+                        actor: ActorKind::TokenManager,
+                        failure,
+                    });
+                }
             }
         }
     }

@@ -9,6 +9,7 @@
 //! * Subscriptions: `smd+<conid>+{"fields":[…]}` / `umd+<conid>+{}`, confirmed by the first message
 //!   on `smd+<conid>`, re-sent every ~9 minutes.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,9 +24,10 @@ use super::{
     Confirmation, DialPlan, Dialect, Inbound, Issued, KeepaliveOutcome, Repair, SocketDecoder,
     SubscriptionWire,
 };
-use crate::failure::{http_failure, CompetingPolicy, Endpoint, Failure};
+use crate::failure::{http_failure, server_text, CompetingPolicy, Endpoint, Failure};
+use crate::secret::REDACTED;
 use crate::subscription::Subscription;
-use crate::transport::{call_json, Http, JsonReply};
+use crate::transport::{call_json, redact_url, Http, JsonReply};
 
 /// IBKR-specific settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,12 +57,22 @@ impl Default for IbkrConfig {
     }
 }
 
-/// The IBKR dialect of one stream.
-#[derive(Clone, Debug)]
+/// The IBKR dialect of one stream. `Debug` shows its URLs redacted.
+#[derive(Clone)]
 pub struct Ibkr {
     api: Arc<str>,
     ws_url: Arc<str>,
     config: IbkrConfig,
+}
+
+impl fmt::Debug for Ibkr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ibkr")
+            .field("api", &redact_url(&self.api))
+            .field("ws_url", &redact_url(&self.ws_url))
+            .field("config", &self.config)
+            .finish()
+    }
 }
 
 impl Ibkr {
@@ -124,13 +136,13 @@ fn check(endpoint: Endpoint, reply: &JsonReply) -> Result<(), Failure> {
     }
     if error.contains("no session") || error.contains("init session first") {
         return Err(Failure::SessionLost {
-            detail: format!("{}: {error}", endpoint.as_str()),
+            detail: format!("{}: {}", endpoint.as_str(), server_text(&error)),
         });
     }
     match reply.status {
         200..=299 if error.is_empty() => Ok(()),
         200..=299 => Err(Failure::Transport {
-            detail: format!("{}: {error}", endpoint.as_str()),
+            detail: format!("{}: {}", endpoint.as_str(), server_text(&error)),
         }),
         401 | 403 if endpoint == Endpoint::SessionInit => Err(Failure::NeedsLogin {
             detail: format!(
@@ -240,7 +252,7 @@ pub async fn establish(
         detail: if said.is_empty() {
             "brokerage session still not authenticated after ssodh/init".into()
         } else {
-            format!("gateway says: {}", said.join("; "))
+            format!("gateway says: {}", server_text(&said.join("; ")))
         },
     })
 }
@@ -259,13 +271,22 @@ async fn preflight(http: &Http, api: &str) -> Result<(), Failure> {
     check(Endpoint::Preflight, &reply)
 }
 
-/// What a tickle says.
-#[derive(Debug, PartialEq, Eq)]
+/// What a tickle says. `Debug` never shows the session id.
+#[derive(PartialEq, Eq)]
 pub struct Tickle {
     /// The session id that authenticates the socket.
     pub session: Option<String>,
     /// The brokerage session status, when present.
     pub auth: Option<AuthStatus>,
+}
+
+impl fmt::Debug for Tickle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tickle")
+            .field("session", &self.session.as_ref().map(|_| REDACTED))
+            .field("auth", &self.auth)
+            .finish()
+    }
 }
 
 /// Parses a tickle reply (after [`check`]).
@@ -468,7 +489,7 @@ impl SocketDecoder for IbkrDecoder {
         if let Some(err) = obj.get("error").and_then(Value::as_str) {
             return Inbound::TopicError {
                 topic: topic.to_string(),
-                message: err.chars().take(200).collect(),
+                message: server_text(err),
             };
         }
         match topic {

@@ -187,8 +187,9 @@ pub trait Dialect {
         None
     }
     /// A credential kept from an earlier run (e.g. a cached JWT), tried before fetching one.
-    fn cached_credentials(&self) -> Option<Issued> {
-        None
+    /// `Err`: the kept credential must not be used (e.g. its file is readable by others).
+    fn cached_credentials(&self) -> Result<Option<Issued>, Failure> {
+        Ok(None)
     }
     /// Fetches a credential from the source, at the moment it is needed.
     fn fetch_credentials(&self, http: Http) -> LocalBoxFuture<'static, Result<Issued, Failure>>;

@@ -18,7 +18,8 @@
 //! | upgrade refused (no, used or expired ticket) | `TicketRejected` | soft: new ticket |
 //! | close 1008 `ORIGIN_BLOCKED` | `Closed 1008` | hard |
 
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,14 +30,16 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use super::{Confirmation, DialPlan, Dialect, Inbound, Issued, SocketDecoder, SubscriptionWire};
-use crate::failure::{http_failure, Endpoint, Failure};
+use crate::failure::{http_failure, server_text, Endpoint, Failure};
+use crate::secret::REDACTED;
 use crate::subscription::Subscription;
-use crate::transport::{call_json, Http, JsonReply};
+use crate::transport::{call_json, redact_url, Http, JsonReply};
 
 pub use crate::secret::SecretSource;
 
-/// Settings of the ticket dialect. URLs default to the stream's base URL.
-#[derive(Clone, Debug)]
+/// Settings of the ticket dialect. URLs default to the stream's base URL. `Debug` shows URLs
+/// redacted and never the token body (it may hold the secret when written inline).
+#[derive(Clone)]
 pub struct TicketConfig {
     /// JWT endpoint (`POST`); default `{base}/api/v1/auth/token`.
     pub token_url: Option<String>,
@@ -76,6 +79,35 @@ pub struct TicketConfig {
     pub ready_type: Option<String>,
 }
 
+fn redacted_opt(url: &Option<String>) -> Option<String> {
+    url.as_deref().map(redact_url)
+}
+
+impl fmt::Debug for TicketConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TicketConfig")
+            .field("token_url", &redacted_opt(&self.token_url))
+            .field("token_body", &REDACTED)
+            .field("token_secret", &self.token_secret)
+            .field("token_pointer", &self.token_pointer)
+            .field("expires_in_pointer", &self.expires_in_pointer)
+            .field("ticket_url", &redacted_opt(&self.ticket_url))
+            .field("ticket_pointer", &self.ticket_pointer)
+            .field("socket_url", &redacted_opt(&self.socket_url))
+            .field("origin", &redacted_opt(&self.origin))
+            .field("jwt_cache", &self.jwt_cache)
+            .field("subscribe_template", &self.subscribe_template)
+            .field("unsubscribe_template", &self.unsubscribe_template)
+            .field("type_pointer", &self.type_pointer)
+            .field("channel_pointer", &self.channel_pointer)
+            .field("ack_type", &self.ack_type)
+            .field("error_type", &self.error_type)
+            .field("heartbeat_types", &self.heartbeat_types)
+            .field("ready_type", &self.ready_type)
+            .finish()
+    }
+}
+
 impl Default for TicketConfig {
     fn default() -> Self {
         Self {
@@ -101,13 +133,23 @@ impl Default for TicketConfig {
     }
 }
 
-/// The ticket dialect of one stream.
-#[derive(Debug)]
+/// The ticket dialect of one stream. `Debug` shows its URLs redacted.
 pub struct Ticket {
     token_url: Arc<str>,
     ticket_url: Arc<str>,
     socket_url: Arc<str>,
     config: Arc<TicketConfig>,
+}
+
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket")
+            .field("token_url", &redact_url(&self.token_url))
+            .field("ticket_url", &redact_url(&self.ticket_url))
+            .field("socket_url", &redact_url(&self.socket_url))
+            .field("config", &self.config)
+            .finish()
+    }
 }
 
 impl Ticket {
@@ -145,19 +187,59 @@ fn pointer_str<'a>(body: &'a Value, pointer: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
+/// The error code of a reply (`code` or `error`), as server text (capped).
 fn error_code(reply: &JsonReply) -> String {
-    reply
-        .str_field("code")
-        .or_else(|| reply.str_field("error"))
-        .unwrap_or_default()
-        .to_string()
+    server_text(
+        reply
+            .str_field("code")
+            .or_else(|| reply.str_field("error"))
+            .unwrap_or_default(),
+    )
 }
 
-/// Reads `{"token":…,"expires_at":<unix secs>}` from the cache file.
-fn read_cache(path: &PathBuf) -> Option<Issued> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: Value = serde_json::from_str(&text).ok()?;
-    let token = v.get("token")?.as_str()?.to_string();
+/// The error for a JWT cache path that is a symbolic link.
+fn symlink_refused(path: &Path) -> String {
+    format!(
+        "jwt_cache {} is a symbolic link, refused: keepwire neither reads nor writes a cached JWT through a link (it could point anywhere); point jwt_cache at a regular file, or remove the link",
+        path.display()
+    )
+}
+
+/// Reads `{"token":…,"expires_at":<unix secs>}` from the cache file. No file, or one that is not
+/// a cache, is `Ok(None)`; a symbolic link, or a file that group or others may access, is a
+/// configuration error (the latter names `chmod 600 <path>`): the JWT in it may have leaked.
+fn read_cache(path: &Path) -> Result<Option<Issued>, Failure> {
+    let refuse = |detail: String| Failure::Config { detail };
+    let Ok(link) = std::fs::symlink_metadata(path) else {
+        return Ok(None);
+    };
+    if link.file_type().is_symlink() {
+        return Err(refuse(symlink_refused(path)));
+    }
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Ok(None);
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| refuse(format!("jwt_cache {}: {e}", path.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if (meta.dev(), meta.ino()) != (link.dev(), link.ino()) {
+            return Err(refuse(symlink_refused(path)));
+        }
+    }
+    crate::secret::ensure_private(path, &meta, "jwt_cache").map_err(refuse)?;
+    let mut text = String::new();
+    if std::io::Read::read_to_string(&mut file, &mut text).is_err() {
+        return Ok(None);
+    }
+    let Ok(v) = serde_json::from_str::<Value>(&text) else {
+        return Ok(None);
+    };
+    let Some(token) = v.get("token").and_then(Value::as_str) else {
+        return Ok(None);
+    };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -170,33 +252,57 @@ fn read_cache(path: &PathBuf) -> Option<Issued> {
         .get("issued_at")
         .and_then(Value::as_u64)
         .map_or(0, |at| now.saturating_sub(at));
-    Some(Issued {
-        secret: SecretString::from(token),
+    Ok(Some(Issued {
+        secret: SecretString::from(token.to_string()),
         expires_in,
         age: Duration::from_secs(age),
-    })
+    }))
 }
 
-fn write_cache(path: &PathBuf, token: &SecretString, expires_in: Option<Duration>) {
+/// Writes the cache: a new temporary file in the same directory (created exclusively, mode
+/// 0600), synced, then renamed over `path`. A reader sees the old or the new cache, never half of
+/// one; the JWT is never written into an existing file, so neither through a symbolic link nor
+/// into a file whose permissions someone loosened. A symbolic link at `path` is refused.
+fn write_cache(
+    path: &Path,
+    token: &SecretString,
+    expires_in: Option<Duration>,
+) -> Result<(), String> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let body = serde_json::json!({
         "token": token.expose_secret(),
         "issued_at": now.as_secs(),
-        "expires_at": expires_in.map(|d| (now + d).as_secs()),
+        "expires_at": expires_in.and_then(|d| now.checked_add(d)).map(|at| at.as_secs()),
     });
-    let write = || -> std::io::Result<()> {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(path)?;
-        std::io::Write::write_all(&mut f, body.to_string().as_bytes())
-    };
-    if let Err(e) = write() {
-        tracing::warn!(path = %path.display(), error = %e, "cannot write the JWT cache");
+    let is_link = || std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if is_link() {
+        return Err(symlink_refused(path));
     }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map_or_else(|| "jwt-cache".into(), |n| n.to_string_lossy());
+    let io = |e: std::io::Error| format!("jwt_cache {}: {e}", path.display());
+    // tempfile creates the file with O_EXCL and mode 0600.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    std::io::Write::write_all(&mut tmp, body.to_string().as_bytes()).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    if is_link() {
+        return Err(symlink_refused(path));
+    }
+    // rename(2) replaces the directory entry: were a link swapped in meanwhile, the link itself
+    // is replaced, nothing is written where it points.
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
 }
 
 async fn fetch_jwt(
@@ -253,7 +359,9 @@ async fn fetch_jwt(
         .map(Duration::from_secs);
     let secret = SecretString::from(token.to_string());
     if let Some(path) = &config.jwt_cache {
-        write_cache(path, &secret, expires_in);
+        if let Err(e) = write_cache(path, &secret, expires_in) {
+            tracing::warn!(error = %e, "cannot write the JWT cache");
+        }
     }
     Ok(Issued {
         secret,
@@ -330,8 +438,11 @@ impl Dialect for Ticket {
         "ticket"
     }
 
-    fn cached_credentials(&self) -> Option<Issued> {
-        self.config.jwt_cache.as_ref().and_then(read_cache)
+    fn cached_credentials(&self) -> Result<Option<Issued>, Failure> {
+        match &self.config.jwt_cache {
+            Some(path) => read_cache(path),
+            None => Ok(None),
+        }
     }
 
     fn fetch_credentials(&self, http: Http) -> LocalBoxFuture<'static, Result<Issued, Failure>> {
@@ -427,11 +538,12 @@ impl SocketDecoder for TicketDecoder {
         match channel {
             Some(ch) if c.ack_type.as_deref() == Some(kind.as_str()) => Inbound::Ack { id: ch },
             Some(ch) if kind == c.error_type => {
-                let message = value
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("refused")
-                    .to_string();
+                let message = server_text(
+                    value
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("refused"),
+                );
                 Inbound::Nack { id: ch, message }
             }
             Some(ch) => Inbound::Data {
@@ -511,15 +623,24 @@ mod tests {
         ));
     }
 
+    fn cache_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("kw-jwt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     #[test]
     fn the_jwt_cache_round_trips_with_expiry() {
-        let path = std::env::temp_dir().join(format!("kw-jwt-cache-{}", std::process::id()));
+        let dir = cache_dir("roundtrip");
+        let path = dir.join("jwt.json");
         write_cache(
             &path,
             &SecretString::from("abc"),
             Some(Duration::from_secs(600)),
-        );
-        let got = read_cache(&path).unwrap();
+        )
+        .unwrap();
+        let got = read_cache(&path).unwrap().unwrap();
         assert_eq!(got.secret.expose_secret(), "abc");
         assert!(got.expires_in.unwrap() > Duration::from_secs(590));
         #[cfg(unix)]
@@ -530,6 +651,89 @@ mod tests {
                 0o600
             );
         }
-        let _ = std::fs::remove_file(path);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary file left behind"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_huge_lifetime_does_not_overflow_the_cache() {
+        let dir = cache_dir("huge");
+        let path = dir.join("jwt.json");
+        write_cache(&path, &SecretString::from("abc"), Some(Duration::MAX)).unwrap();
+        assert!(read_cache(&path).unwrap().is_some());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_jwt_cache_is_replaced_by_rename_never_rewritten_in_place() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = cache_dir("rename");
+        let path = dir.join("jwt.json");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // A second name for the old file: rewriting in place would show through it.
+        let other = dir.join("other-name");
+        std::fs::hard_link(&path, &other).unwrap();
+        write_cache(&path, &SecretString::from("new-jwt"), None).unwrap();
+        let other_text = std::fs::read_to_string(&other).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        let now = read_cache(&path).unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+        assert_eq!(other_text, "old", "the old file was written in place");
+        assert_eq!(mode, 0o600);
+        assert_eq!(now.secret.expose_secret(), "new-jwt");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_jwt_cache_is_refused_and_nothing_is_written_through_it() {
+        let dir = cache_dir("symlink");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "victim").unwrap();
+        let path = dir.join("jwt.json");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let written = write_cache(&path, &SecretString::from("new-jwt"), None);
+        let read = read_cache(&path).map(|_| ());
+        let victim_text = std::fs::read_to_string(&victim).unwrap();
+        let still_link = std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink();
+        let _ = std::fs::remove_dir_all(dir);
+        assert_eq!(
+            victim_text, "victim",
+            "the JWT was written through the link"
+        );
+        assert!(still_link);
+        assert!(written.unwrap_err().contains("symbolic link"));
+        let Err(Failure::Config { detail }) = read else {
+            panic!("a symlinked cache is read: {read:?}")
+        };
+        assert!(detail.contains("symbolic link"), "{detail}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_jwt_cache_readable_by_others_is_refused_naming_chmod_600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = cache_dir("mode");
+        let path = dir.join("jwt.json");
+        std::fs::write(&path, r#"{"token":"leaked-jwt","expires_at":null}"#).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let read = read_cache(&path).map(|_| ());
+        let _ = std::fs::remove_dir_all(dir);
+        let Err(Failure::Config { detail }) = read else {
+            panic!("a world-readable cache is used: {read:?}")
+        };
+        assert!(
+            detail.contains(&format!("chmod 600 {}", path.display())),
+            "{detail}"
+        );
+        assert!(!detail.contains("leaked-jwt"), "{detail}");
     }
 }

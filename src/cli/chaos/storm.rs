@@ -108,7 +108,8 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
     let mut violations = Vec::new();
     // Everyone Ready first (that is a storm of its own, through the same admission).
     let bound = Duration::from_secs(30) + Duration::from_secs(3 * n as u64 / u64::from(admission));
-    let all_ready = |s: &Status| s.streams.len() == n && s.streams.values().all(|s| s.is_fully_ready());
+    let all_ready =
+        |s: &Status| s.streams.len() == n && s.streams.values().all(|s| s.is_fully_ready());
     let deadline = Instant::now() + bound;
     while !all_ready(&status.borrow()) {
         tokio::select! {
@@ -187,7 +188,8 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
             "{fetches} credential fetches for {new_generations} new credential generations"
         ));
     }
-    let reused = counters_after.ticket.ticket_presented_twice - counters_before.ticket.ticket_presented_twice;
+    let reused = counters_after.ticket.ticket_presented_twice
+        - counters_before.ticket.ticket_presented_twice;
     if reused > 0 {
         violations.push(format!("{reused} ticket(s) presented twice"));
     }
@@ -269,7 +271,10 @@ mod tests {
         let t = Instant::now();
         let at = |ms: u64| t + Duration::from_millis(ms);
         assert_eq!(peak_per_100ms(&[]), 0);
-        assert_eq!(peak_per_100ms(&[at(0), at(50), at(99), at(100), at(150)]), 3);
+        assert_eq!(
+            peak_per_100ms(&[at(0), at(50), at(99), at(100), at(150)]),
+            3
+        );
         assert_eq!(peak_per_100ms(&[at(0), at(200), at(400)]), 1);
     }
 }

@@ -23,6 +23,7 @@
 
 pub mod wire;
 
+use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -33,10 +34,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use super::{Confirmation, DialPlan, Dialect, Inbound, Issued, SocketDecoder, SubscriptionWire};
-use crate::failure::{http_failure, Endpoint, Failure};
-use crate::secret::SecretSource;
+use crate::failure::{http_failure, server_text, Endpoint, Failure};
+use crate::secret::{SecretSource, REDACTED};
 use crate::subscription::Subscription;
-use crate::transport::{call_json, Http};
+use crate::transport::{call_json, redact_url, Http};
 use wire::{
     Framer, HandshakeRequest, HandshakeResponse, HubMessage, Invocation, Negotiation, Outcome,
 };
@@ -52,7 +53,7 @@ pub enum TokenTransport {
 }
 
 /// Settings of the SignalR dialect. The stream's `url` is the hub URL (`https://host/hubs/market`).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SignalRConfig {
     /// Login endpoint; default `{origin}/api/Auth/loginKey`.
     pub login_url: Option<String>,
@@ -79,6 +80,27 @@ pub struct SignalRConfig {
     pub ping_interval: Duration,
 }
 
+impl fmt::Debug for SignalRConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalRConfig")
+            .field("login_url", &self.login_url.as_deref().map(redact_url))
+            .field("login_body", &REDACTED)
+            .field("user", &self.user)
+            .field("secret", &self.secret)
+            .field("token_pointer", &self.token_pointer)
+            .field(
+                "validate_url",
+                &self.validate_url.as_deref().map(redact_url),
+            )
+            .field("validate", &self.validate)
+            .field("validate_pointer", &self.validate_pointer)
+            .field("token_lifetime", &self.token_lifetime)
+            .field("token_transport", &self.token_transport)
+            .field("ping_interval", &self.ping_interval)
+            .finish()
+    }
+}
+
 impl Default for SignalRConfig {
     fn default() -> Self {
         Self {
@@ -97,8 +119,7 @@ impl Default for SignalRConfig {
     }
 }
 
-/// The SignalR dialect of one stream.
-#[derive(Debug)]
+/// The SignalR dialect of one stream. `Debug` shows its URLs redacted, never the last token.
 pub struct SignalR {
     hub_url: Arc<str>,
     login_url: Arc<str>,
@@ -106,6 +127,18 @@ pub struct SignalR {
     config: Arc<SignalRConfig>,
     /// The last token issued, for renewal through the validate endpoint.
     last: Arc<Mutex<Option<SecretString>>>,
+}
+
+impl fmt::Debug for SignalR {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalR")
+            .field("hub_url", &redact_url(&self.hub_url))
+            .field("login_url", &redact_url(&self.login_url))
+            .field("validate_url", &redact_url(&self.validate_url))
+            .field("config", &self.config)
+            .field("last", &REDACTED)
+            .finish()
+    }
 }
 
 fn origin_of(url: &str) -> &str {
@@ -190,7 +223,7 @@ async fn login(http: &Http, url: &str, config: &SignalRConfig) -> Result<SecretS
         let code = reply
             .body
             .get("errorCode")
-            .map(Value::to_string)
+            .map(|v| server_text(&v.to_string()))
             .unwrap_or_default();
         return Err(Failure::Refused {
             endpoint: Endpoint::Credentials,
@@ -340,12 +373,12 @@ async fn negotiate(
             Ok(Negotiation::Error(e)) => {
                 return Err(Failure::Refused {
                     endpoint: Endpoint::SessionInit,
-                    detail: format!("negotiate: {e}"),
+                    detail: format!("negotiate: {}", server_text(&e)),
                 })
             }
             Err(e) => {
                 return Err(Failure::Transport {
-                    detail: format!("negotiate: {e}"),
+                    detail: format!("negotiate: {}", server_text(&e.to_string())),
                 })
             }
         }
@@ -485,7 +518,7 @@ impl HubDecoder {
                 }
                 Ok(HandshakeResponse::Error(e)) => Inbound::Failure(Failure::ServerClose {
                     allow_reconnect: false,
-                    error: format!("handshake: {e}"),
+                    error: format!("handshake: {}", server_text(&e)),
                 }),
                 Err(_) => Inbound::Malformed,
             });
@@ -511,7 +544,7 @@ impl HubDecoder {
             Ok(HubMessage::Completion(c)) => match c.outcome {
                 Outcome::Error(message) => Inbound::Nack {
                     id: c.invocation_id,
-                    message,
+                    message: server_text(&message),
                 },
                 Outcome::Void | Outcome::Result(_) => Inbound::Ack {
                     id: c.invocation_id,
@@ -528,7 +561,7 @@ impl HubDecoder {
                 } else {
                     Inbound::Failure(Failure::ServerClose {
                         allow_reconnect: close.allow_reconnect,
-                        error,
+                        error: server_text(&error),
                     })
                 }
             }

@@ -254,7 +254,9 @@ async fn socket(
         }
         if let Some(limit) = api.config.upgrades_per_second {
             let (start, admitted) = match st.admission {
-                Some((start, n)) if now.saturating_duration_since(start) < Duration::from_secs(1) => {
+                Some((start, n))
+                    if now.saturating_duration_since(start) < Duration::from_secs(1) =>
+                {
                     (start, n)
                 }
                 _ => (now, 0),

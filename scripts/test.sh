@@ -65,6 +65,10 @@ need promtool "apt-get install -y prometheus"
 need prometheus "apt-get install -y prometheus"
 echo "== keepwire chaos --sim: 20 000 seeded fault schedules in the deterministic simulator"
 cargo run --locked --quiet -- chaos --sim --schedules 20000 --seed "${KW_SIM_SEED:-1}"
+echo "== keepwire chaos: every dialect over real sockets, seeded faults (some overlapping), invariants after each"
+cargo run --locked --quiet -- chaos --dialect all --streams 6 --faults 40 --duration 60 --seed "${KW_CHAOS_SEED:-1}"
+echo "== keepwire chaos --storm: 200 streams lose their sockets at once against a gateway admitting 200 upgrades/s"
+cargo run --locked --quiet -- chaos --storm --streams 200
 echo "== cargo test"
 cargo test --locked --all-targets
 cargo test --locked --doc

@@ -26,6 +26,9 @@ fi
 # openssl, whose CLI makes the certificates of tests/certificates.rs at test time.
 command -v openssl >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y openssl; }
 need openssl "apt-get install -y openssl"
+# Chromium (Debian's), which renders the chaos report headless in tests/chaos.rs.
+command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+need chromium "apt-get install -y chromium"
 
 # cargo-audit checks Cargo.lock against the RustSec advisory snapshot in ../shared/advisory-db
 # (offline); installed only when missing (it compiles for a few minutes).

@@ -60,6 +60,14 @@ pub struct CredentialsRejected {
     pub generation: Generation,
 }
 
+/// The session `generation` belonged to is gone: fetch a fresh one (not a rejection of it).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct CredentialsStale {
+    /// The generation whose session is gone.
+    pub generation: Generation,
+}
+
 /// The gateway rejected `generation` for good (the stream stops): forget it without refreshing,
 /// so that a resumed stream never presents it again.
 #[derive(Message, Debug, Clone, Copy)]

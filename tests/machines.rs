@@ -166,6 +166,58 @@ fn a_refused_handshake_on_the_open_socket_with_fresh_credentials_is_hard() {
     assert!(!fx.contains(&ConnEffect::Restart));
 }
 
+/// Found by `keepwire chaos --streams 4 --faults 10 --seed 5`: a login needed (2FA) made the
+/// session id "rejected", so the one 403 on the first upgrade after the approval was taken for
+/// "rejected again right after a refresh" and stopped the stream for good.
+#[test]
+fn a_lost_session_is_not_a_rejected_credential_and_the_next_one_does_not_count_as_a_refresh() {
+    let mut t = TokenMachine::new(Generation::NONE, 1);
+    t.on(TokenEvent::Get, secs(0));
+    let fx = t.on(
+        TokenEvent::Issued {
+            expires_in: None,
+            age: Duration::ZERO,
+        },
+        secs(0),
+    );
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, TokenEffect::Install(h) if h.generation == Generation::new(1))));
+    // The socket says the session is gone: StreamConnection marks the generation stale.
+    let mut c = conn();
+    c.on(
+        ConnEvent::Opened {
+            epoch: Epoch::new(1),
+            presented: presented(1, false),
+        },
+        secs(1),
+    );
+    let fx = c.on(
+        ConnEvent::SocketFailed(Failure::SessionLost {
+            detail: "sts authenticated:false".into(),
+        }),
+        secs(1),
+    );
+    assert!(
+        fx.contains(&ConnEffect::Stale(Generation::new(1))),
+        "{fx:?}"
+    );
+    assert!(!fx.contains(&ConnEffect::Reject(Generation::new(1))));
+    // The token machine fetches a fresh one, which did not replace a rejected credential.
+    let fx = t.on(TokenEvent::Stale(Generation::new(1)), secs(1));
+    assert!(fx.contains(&TokenEffect::Fetch));
+    let fx = t.on(
+        TokenEvent::Issued {
+            expires_in: None,
+            age: Duration::ZERO,
+        },
+        secs(2),
+    );
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, TokenEffect::Install(h) if !h.replaced_rejected)));
+}
+
 #[test]
 fn b_a_halt_during_a_dial_cancels_it_and_a_late_socket_is_closed() {
     let mut c = conn();

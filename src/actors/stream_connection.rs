@@ -27,8 +27,9 @@ use crate::ids::{Epoch, Generation};
 use crate::machine::connection::{ConnEffect, ConnEvent, ConnMachine, ConnState, Presented};
 use crate::messages::{
     Acknowledged, AwaitSession, ConnPhase, CredentialsChanged, CredentialsDiscarded,
-    CredentialsRejected, Deliver, GetCredentials, Halt, InjectPanic, PrepareDial, Report, Resume,
-    Resync, SendFrame, SessionDown, SessionLost, SocketHealthy, StreamDown, StreamUp, TopicRefused,
+    CredentialsRejected, CredentialsStale, Deliver, GetCredentials, Halt, InjectPanic, PrepareDial,
+    Report, Resume, Resync, SendFrame, SessionDown, SessionLost, SocketHealthy, StreamDown,
+    StreamUp, TopicRefused,
 };
 use crate::metrics::{FrameKind, RECONNECT_CREDENTIALS_ROTATED};
 use crate::outbox::{outbox, Outbox};
@@ -108,6 +109,11 @@ impl StreamConnection {
             ConnEffect::Reject(generation) => {
                 if let Some(token) = self.ctx.token() {
                     token.do_send(CredentialsRejected { generation });
+                }
+            }
+            ConnEffect::Stale(generation) => {
+                if let Some(token) = self.ctx.token() {
+                    token.do_send(CredentialsStale { generation });
                 }
             }
             ConnEffect::Discard(generation) => {

@@ -14,7 +14,8 @@ use crate::failure::Failure;
 use crate::machine::token::{Held, TokenEffect, TokenEvent, TokenMachine};
 use crate::messages::{
     Credentials, CredentialsChanged, CredentialsDiscarded, CredentialsObserved,
-    CredentialsRejected, GetCredentials, Halt, InjectPanic, Report, Resume, SessionLost,
+    CredentialsRejected, CredentialsStale, GetCredentials, Halt, InjectPanic, Report, Resume,
+    SessionLost,
 };
 use crate::status::ActorKind;
 
@@ -231,6 +232,14 @@ impl Handler<CredentialsRejected> for TokenManager {
             tracing::info!(stream = %self.ctx.name, generation = %msg.generation, "credentials rejected; refreshing");
         }
         self.on(TokenEvent::Rejected(msg.generation), ctx);
+    }
+}
+
+impl Handler<CredentialsStale> for TokenManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: CredentialsStale, ctx: &mut Context<Self>) {
+        self.on(TokenEvent::Stale(msg.generation), ctx);
     }
 }
 

@@ -107,6 +107,9 @@ pub enum ConnEffect {
     Up(Epoch),
     /// Tell TokenManager this generation was rejected (it refreshes).
     Reject(Generation),
+    /// Tell TokenManager this generation belonged to a session that is gone (it refreshes; not
+    /// a rejection of the credential).
+    Stale(Generation),
     /// Tell TokenManager to forget this generation without refreshing now (the stream stops).
     Discard(Generation),
     /// Abandon the dial in flight: nothing it opens may outlive a halt.
@@ -321,7 +324,9 @@ impl ConnMachine {
             }
             Class::Session | Class::NeedsLogin => {
                 fx.push(ConnEffect::Report(failure.clone()));
-                fx.extend(generation.map(ConnEffect::Reject));
+                // The session is gone, not the credential refused: the next one is fetched, but
+                // a rejection of it is not "rejected again right after a refresh".
+                fx.extend(generation.map(ConnEffect::Stale));
                 fx.push(ConnEffect::SessionLost(failure));
                 // A session that keeps failing on the socket (a half-dead gateway) is paced
                 // like any other repeated failure: the delay grows to its maximum.

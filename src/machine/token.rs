@@ -84,6 +84,9 @@ pub enum TokenEvent {
     FetchFailed(Failure, Class),
     /// The gateway rejected this generation.
     Rejected(Generation),
+    /// The session this generation belonged to is gone (IBKR `sts authenticated:false`, a login
+    /// needed): fetch a fresh one, but it does not count as replacing a rejected credential.
+    Stale(Generation),
     /// The gateway reported the credential it uses now (IBKR tickle); `differs` from the current one.
     Observed {
         /// It is not the current credential.
@@ -194,6 +197,12 @@ impl TokenMachine {
                 if self.current.is_some_and(|c| c.generation == generation) {
                     self.current = None;
                     self.replacing_rejected = true;
+                    self.fetch(&mut fx);
+                }
+            }
+            TokenEvent::Stale(generation) => {
+                if self.current.is_some_and(|c| c.generation == generation) {
+                    self.current = None;
                     self.fetch(&mut fx);
                 }
             }

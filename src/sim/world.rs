@@ -724,6 +724,9 @@ impl<'s> World<'s> {
                 ConnEffect::Reject(g) => {
                     self.send(To::Token, Ev::Token(TokenEvent::Rejected(g)));
                 }
+                ConnEffect::Stale(g) => {
+                    self.send(To::Token, Ev::Token(TokenEvent::Stale(g)));
+                }
                 ConnEffect::Discard(g) => {
                     self.send(To::Token, Ev::Token(TokenEvent::Discard(g)));
                 }

@@ -10,6 +10,7 @@
 //! * no secret the emulator issued in any log line, metric or status;
 //! * memory and file descriptors flat across the run.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -29,6 +30,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::checks::{self, SecretScanner};
+use super::html::{self, Band, Marker, Timeline};
 use super::{ChaosArgs, DialectChoice};
 use crate::cli::scenario::{self, percentile, Dialect};
 
@@ -194,6 +196,62 @@ fn process_figures() -> (u64, u64, u64) {
     (field("VmRSS:"), field("Threads:"), fds)
 }
 
+// ------------------------------------------------------------------------------- the timeline
+
+/// Records each stream's state bands as the status changes, for the HTML report.
+struct Recorder {
+    origin: Instant,
+    names: Vec<String>,
+    open: Vec<Option<(u64, &'static str)>>,
+    timeline: Timeline,
+}
+
+impl Recorder {
+    fn ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    fn observe(&mut self, status: &Status) {
+        let now = self.ms();
+        for i in 0..self.names.len() {
+            let Some(state) = status.stream(&self.names[i]).map(|s| s.state.as_str()) else {
+                continue;
+            };
+            match self.open[i] {
+                Some((_, open)) if open == state => {}
+                previous => {
+                    if let Some((from, open)) = previous {
+                        self.timeline.bands.push(Band {
+                            stream: i,
+                            from_ms: from,
+                            to_ms: now,
+                            state: open,
+                        });
+                    }
+                    self.open[i] = Some((now, state));
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Timeline {
+        let now = self.ms();
+        for i in 0..self.open.len() {
+            if let Some((from, state)) = self.open[i].take() {
+                self.timeline.bands.push(Band {
+                    stream: i,
+                    from_ms: from,
+                    to_ms: now,
+                    state,
+                });
+            }
+        }
+        self.timeline.streams = self.names.clone();
+        self.timeline.end_ms = now;
+        std::mem::take(&mut self.timeline)
+    }
+}
+
 // ------------------------------------------------------------------------------- the run
 
 /// One supervised stream of the run.
@@ -290,8 +348,12 @@ impl Run {
             .filter_map(|s| {
                 let st = status.stream(&s.name)?;
                 (!st.is_fully_ready()).then(|| {
+                    let why = match &st.state {
+                        StreamState::Failed { reason } => format!(": {reason}"),
+                        _ => String::new(),
+                    };
                     format!(
-                        "{} {} ({}/{} subscriptions active)",
+                        "{} {} ({}/{} subscriptions active){why}",
                         s.name,
                         st.state.as_str(),
                         st.subscriptions.active,
@@ -473,6 +535,23 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
         }
     }
     let status = kw.status();
+    let recorder = Rc::new(RefCell::new(Recorder {
+        origin: Instant::now(),
+        names: streams.iter().map(|s| s.name.clone()).collect(),
+        open: vec![None; streams.len()],
+        timeline: Timeline::default(),
+    }));
+    let recording = {
+        let (recorder, mut status) = (recorder.clone(), status.clone());
+        actix_rt::spawn(async move {
+            loop {
+                recorder.borrow_mut().observe(&status.borrow_and_update());
+                if status.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
     let mut run = Run {
         seed: args.seed,
         emu: emu.clone(),
@@ -548,6 +627,15 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
                 });
             }
             injected += 1;
+            {
+                let mut r = recorder.borrow_mut();
+                let at_ms = r.ms();
+                r.timeline.faults.push(Marker {
+                    at_ms,
+                    name: entry.name.clone(),
+                    hard: matches!(entry.ending, Ending::Hard(_)),
+                });
+            }
             *by_kind.entry(entry.name.clone()).or_default() += 1;
             run.history.push(entry.name.clone());
         }
@@ -597,7 +685,13 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
             }
         }
         match run.recovered(t0, bound).await {
-            Ok(took) => recoveries.push(took.as_millis() as u64),
+            Ok(took) => {
+                recoveries.push(took.as_millis() as u64);
+                let mut r = recorder.borrow_mut();
+                let from = t0.saturating_duration_since(r.origin).as_millis() as u64;
+                let to = r.ms();
+                r.timeline.recoveries.push((from, to));
+            }
             Err(waited) => {
                 let stuck = run.not_ready();
                 run.violate(format!(
@@ -683,9 +777,54 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
         fds_end,
         elapsed_s: started.elapsed().as_secs_f64(),
     };
+    recording.abort();
+    let timeline = recorder.borrow_mut().finish();
     run.kw.shutdown().await;
     run.emu.stop();
     print_report(&report);
+    if let Some(path) = &args.report {
+        let summary = html::Summary {
+            title: format!(
+                "seed {}, {} streams ({}), {} faults injected, {} violation(s)",
+                report.seed,
+                report.streams,
+                report.dialect,
+                report.faults_injected,
+                report.violations.len()
+            ),
+            lines: vec![
+                format!(
+                    "recovery p50 {} ms, p90 {} ms, p99 {} ms, max {} ms (bound {} ms)",
+                    report.recovery_p50_ms,
+                    report.recovery_p90_ms,
+                    report.recovery_p99_ms,
+                    report.recovery_max_ms,
+                    report.recovery_bound_ms
+                ),
+                format!(
+                    "per fault: {:.2} connection attempts, {:.2} credential refreshes; hard failures {}",
+                    report.connection_attempts_per_fault,
+                    report.credential_refreshes_per_fault,
+                    report.hard_failures
+                ),
+                format!(
+                    "RSS {} → {} KiB; file descriptors {} → {}",
+                    report.rss_start_kib, report.rss_end_kib, report.fds_start, report.fds_end
+                ),
+            ],
+            violations: report
+                .violations
+                .iter()
+                .map(|v| (format!("seed {}: {}", v.seed, v.what), v.after_faults.join(" → ")))
+                .collect(),
+            recoveries_ms: &recoveries,
+        };
+        if let Err(e) = std::fs::write(path, html::render(&summary, &timeline)) {
+            eprintln!("keepwire chaos: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("report: {}", path.display());
+    }
     if args.json {
         match serde_json::to_string(&report) {
             Ok(line) => println!("{line}"),

@@ -7,6 +7,7 @@
 //!   process, a seeded schedule of the emulator's faults, the invariants of [`checks`].
 
 mod checks;
+mod html;
 mod live;
 mod sim;
 mod storm;
@@ -58,6 +59,10 @@ pub struct ChaosArgs {
     /// Print the report as one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
+    /// Live: also write a self-contained HTML page of the run (timeline per stream, recovery
+    /// histogram, violations) to this path.
+    #[arg(long, value_name = "PATH")]
+    report: Option<std::path::PathBuf>,
     /// A reconnect storm: every stream (ticket dialect) loses its socket at once against a
     /// gateway admitting `--admission` upgrades a second.
     #[arg(long)]

@@ -132,6 +132,9 @@ pub struct World<'s> {
     gw_epoch: Epoch,
     /// A socket the gateway went silent on.
     silent: Option<Epoch>,
+    /// When the last frame written to the socket reaches the gateway: frames on one socket
+    /// arrive in the order they were written.
+    frames_lane: Duration,
     /// Since when the stream is Ready.
     ready_since: Option<Duration>,
     /// How long a desired subscription may take to be Active once the stream is Ready.
@@ -187,6 +190,7 @@ impl<'s> World<'s> {
             gw_topics: BTreeSet::new(),
             gw_epoch: Epoch::NONE,
             silent: None,
+            frames_lane: Duration::ZERO,
             ready_since: None,
             subs_bound: PUMP * 2 + SUBS_TICK + s.max_latency * 8,
             busy_until: Duration::ZERO,
@@ -888,7 +892,9 @@ impl<'s> World<'s> {
                     // StreamConnection writes it only on the socket it was decided for.
                     if self.conn.open_epoch() == Some(epoch) {
                         let l = self.subs_latency();
-                        self.after(l, Ev::GwFrame(epoch, frame));
+                        let t = (self.now + l).max(self.frames_lane);
+                        self.frames_lane = t;
+                        self.at(t, Ev::GwFrame(epoch, frame));
                     }
                 }
                 SubsEffect::State(..) => {}

@@ -126,15 +126,18 @@ impl Backoff {
     }
 
     /// Like [`Backoff::next_delay`], but at least `server_delay` when the server asked for one,
-    /// capped at `max(backoff.max, RETRY_AFTER_CAP)` and jittered (up to +10 %) so that clients
-    /// told the same `Retry-After` do not come back in the same millisecond.
+    /// capped at `max(backoff.max, RETRY_AFTER_CAP)`, plus a random spread of up to another
+    /// `server_delay` (at most `backoff.max`): clients told the same `Retry-After` (a herd after
+    /// a gateway restart) come back spread over that window, not in the same 100 ms.
     pub fn next_delay_at_least(&mut self, server_delay: Option<Duration>) -> Duration {
         let d = self.next_delay();
         let cap = self.config.max.max(RETRY_AFTER_CAP);
         match server_delay {
             Some(s) if s > d => {
+                let base = s.min(cap);
+                let spread = base.min(self.config.max);
                 let u: f64 = self.rng.gen();
-                s.min(cap).mul_f64(1.0 + 0.1 * u).min(cap).max(d)
+                base.saturating_add(spread.mul_f64(u)).max(d)
             }
             _ => d,
         }
@@ -221,7 +224,7 @@ mod tests {
         let mut b = Backoff::new(cfg(100, 1000, 0.0));
         let d = b.next_delay_at_least(Some(Duration::from_secs(7)));
         assert!(
-            d >= Duration::from_secs(7) && d <= Duration::from_millis(7_700),
+            d >= Duration::from_secs(7) && d <= Duration::from_secs(8),
             "{d:?}"
         );
         assert_eq!(
@@ -231,10 +234,30 @@ mod tests {
     }
 
     #[test]
+    fn a_herd_told_the_same_retry_after_comes_back_spread_over_a_second() {
+        // 1 000 clients, each with its own seed, all told `Retry-After: 1`.
+        let mut buckets = [0u32; 20];
+        for seed in 0..1_000u64 {
+            let mut b = Backoff::seeded(cfg(100, 1000, 0.5), seed);
+            let d = b.next_delay_at_least(Some(Duration::from_secs(1)));
+            assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(2), "{d:?}");
+            let i = ((d.as_millis() - 1000) / 100) as usize;
+            buckets[i.min(19)] += 1;
+        }
+        // Ten 100 ms windows share the herd: none holds more than a sixth of it.
+        let peak = buckets.iter().copied().max().unwrap_or(0);
+        assert!(peak < 170, "{buckets:?}");
+    }
+
+    #[test]
     fn an_absurd_retry_after_is_capped() {
         let mut b = Backoff::new(cfg(100, 1000, 0.5));
         let d = b.next_delay_at_least(Some(Duration::from_secs(99_999_999)));
-        assert_eq!(d, RETRY_AFTER_CAP);
+        // The cap, spread by at most backoff.max.
+        assert!(
+            d >= RETRY_AFTER_CAP && d <= RETRY_AFTER_CAP + Duration::from_secs(1),
+            "{d:?}"
+        );
     }
 
     #[test]

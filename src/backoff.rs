@@ -240,7 +240,10 @@ mod tests {
         for seed in 0..1_000u64 {
             let mut b = Backoff::seeded(cfg(100, 1000, 0.5), seed);
             let d = b.next_delay_at_least(Some(Duration::from_secs(1)));
-            assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(2), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(1) && d <= Duration::from_secs(2),
+                "{d:?}"
+            );
             let i = ((d.as_millis() - 1000) / 100) as usize;
             buckets[i.min(19)] += 1;
         }

@@ -55,6 +55,32 @@ async fn sts_false_reestablishes_refreshes_rebuilds_and_replays_every_subscripti
     rig.stop().await;
 }
 
+/// Issue 9 (c), now in the emulator: a half-dead gateway (REST authenticated, every socket
+/// `sts authenticated:false`) is repaired with `reauthenticate` or `ssodh/init`, never ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_dead_gateway_is_repaired_with_reauthenticate_or_init_and_the_stream_recovers() {
+    let rig = Rig::start();
+    let _rx = rig.subscribe_all(&CONIDS).await;
+    rig.fully_ready().await;
+    let c0 = rig.emu.counters();
+
+    rig.emu.inject(Fault::HalfDead);
+
+    let after = rig
+        .wait(20, "recovery from a half-dead gateway", |s| {
+            s.recoveries >= 1 && s.is_fully_ready()
+        })
+        .await;
+    let c1 = rig.emu.counters();
+    assert!(
+        c1.reauthenticate + c1.ssodh_init > c0.reauthenticate + c0.ssodh_init,
+        "repaired with reauthenticate or ssodh/init: {c1:?}"
+    );
+    assert_eq!(after.subscriptions.active, CONIDS.len());
+    assert_eq!(after.hard_failures, 0, "never ended");
+    rig.stop().await;
+}
+
 /// Seed 000: no Ready while the gateway says the socket is not authenticated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sts_false_on_a_new_socket_never_becomes_ready() {

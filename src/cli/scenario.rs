@@ -99,6 +99,10 @@ fn ibkr_script() -> Vec<Scripted> {
         ),
         s("competing session", vec![Fault::CompetingSession]),
         s(
+            "half-dead gateway (REST authenticated, sockets sts false)",
+            vec![Fault::HalfDead],
+        ),
+        s(
             "gateway down (connection refused)",
             vec![Fault::GatewayDown { millis: 1500 }],
         ),

@@ -75,6 +75,9 @@ pub enum Fault {
     HeartbeatSilence,
     /// Every active smd stream on open sockets ends silently (no more data until re-subscribed).
     SmdSilentEnd,
+    /// A half-dead gateway: REST keeps saying authenticated while every socket (open and new)
+    /// says `sts authenticated:false` and sends no data, until `reauthenticate` or ssodh/init.
+    HalfDead,
     /// The gateway session id rotates: tickle returns the new id; upgrades with the old id in the
     /// cookie get 401; existing sockets keep working.
     RotateSession,

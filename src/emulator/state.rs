@@ -63,11 +63,19 @@ pub(crate) enum Brokerage {
     Unauthenticated,
     /// Another platform holds the session; ssodh/init with `compete:true` takes it back.
     Competing,
+    /// Half-dead: REST (auth/status, tickle) says authenticated while every socket says
+    /// `sts authenticated:false`; `reauthenticate` or ssodh/init repairs it.
+    HalfDead,
 }
 
 impl Brokerage {
-    /// Whether the brokerage session is usable.
+    /// Whether REST calls say the brokerage session is authenticated.
     pub(crate) fn authenticated(self) -> bool {
+        matches!(self, Self::Authenticated | Self::HalfDead)
+    }
+
+    /// Whether sockets find the brokerage session usable (`sts authenticated:true`, data).
+    pub(crate) fn socket_authenticated(self) -> bool {
         matches!(self, Self::Authenticated)
     }
 
@@ -390,6 +398,7 @@ impl Shared {
                 };
             }
             Fault::CompetingSession => st.lose_session(Brokerage::Competing),
+            Fault::HalfDead => st.lose_session(Brokerage::HalfDead),
             Fault::GatewayDown { millis } => {
                 drop(st);
                 self.control(ControlCmd::GatewayDown(Duration::from_millis(millis)));

@@ -55,7 +55,7 @@ async fn gate(shared: &Shared) -> Option<HttpResponse> {
 /// The `authStatus` object of auth/status, ssodh/init and tickle.
 fn auth_status_body(st: &State) -> Value {
     let message = match st.brokerage {
-        Brokerage::Authenticated => "",
+        Brokerage::Authenticated | Brokerage::HalfDead => "",
         Brokerage::Unauthenticated => "not authenticated",
         Brokerage::Competing => "competing session",
     };
@@ -211,7 +211,7 @@ pub(super) async fn accounts(shared: web::Data<Shared>) -> HttpResponse {
     }
     let st = shared.lock();
     let accounts: Vec<&str> = match st.brokerage {
-        Brokerage::Authenticated => vec![ACCOUNT_ID],
+        Brokerage::Authenticated | Brokerage::HalfDead => vec![ACCOUNT_ID],
         Brokerage::Competing => Vec::new(),
         Brokerage::Unauthenticated => return error_json(401, "not authenticated"),
     };

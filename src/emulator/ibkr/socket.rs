@@ -155,13 +155,13 @@ impl SocketTask {
         }));
         for sts in sts_messages(
             self.shared.sts_style,
-            brokerage.authenticated(),
+            brokerage.socket_authenticated(),
             brokerage.competing(),
             &self.shared.username,
         ) {
             self.send_json(&sts);
         }
-        if brokerage.authenticated() {
+        if brokerage.socket_authenticated() {
             self.send_json(&json!({
                 "topic": "act",
                 "args": {

@@ -66,6 +66,9 @@ pub struct HubCounters {
     pub negotiates: u64,
     /// Negotiates answered with anything but 200 (no or expired token, fault).
     pub negotiate_rejected: u64,
+    /// Negotiates presenting a token negotiate had already answered 401/403 (a credential
+    /// generation used after it was rejected).
+    pub refused_token_presented_again: u64,
     /// WebSocket upgrades answered 101.
     pub upgrades_accepted: u64,
     /// WebSocket upgrade requests answered with anything else (401, 404, 409, fault…).
@@ -130,6 +133,8 @@ pub struct TicketCounters {
     pub ticket_reused: u64,
     /// Tickets the client presented more than once (a client must never do this).
     pub ticket_presented_twice: u64,
+    /// Ticket requests presenting a JWT the ticket endpoint had already refused.
+    pub refused_jwt_presented_again: u64,
     /// Upgrades refused with 429 beyond `upgrades_per_second`.
     pub upgrades_not_admitted: u64,
     /// Sockets closed with 1008 `ORIGIN_BLOCKED`.

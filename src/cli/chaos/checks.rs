@@ -115,6 +115,39 @@ pub async fn silent_after_unsubscribe(mut rx: Receiver<Event>, wait: Duration) -
     }
 }
 
+/// Credentials used again after the gateway refused them, and tickets presented twice, as the
+/// emulator counted them: each a violation when it grew between `before` and `after`.
+pub fn reused_credentials(before: &Counters, after: &Counters) -> Vec<String> {
+    let grew = |a: u64, b: u64| a.saturating_sub(b);
+    let mut found = Vec::new();
+    let n = grew(
+        after.ticket.ticket_presented_twice,
+        before.ticket.ticket_presented_twice,
+    );
+    if n > 0 {
+        found.push(format!("{n} ticket(s) presented twice"));
+    }
+    let n = grew(
+        after.hub.refused_token_presented_again,
+        before.hub.refused_token_presented_again,
+    );
+    if n > 0 {
+        found.push(format!(
+            "{n} hub access token(s) presented again after negotiate refused them"
+        ));
+    }
+    let n = grew(
+        after.ticket.refused_jwt_presented_again,
+        before.ticket.refused_jwt_presented_again,
+    );
+    if n > 0 {
+        found.push(format!(
+            "{n} JWT(s) presented again after the ticket endpoint refused them"
+        ));
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +175,17 @@ mod tests {
         assert!(quiet_after_hard(&before, &after, Dialect::Ticket).is_some());
         // Another half's traffic is not this dialect's.
         assert!(quiet_after_hard(&before, &after, Dialect::Signalr).is_none());
+    }
+
+    #[test]
+    fn a_credential_used_after_it_was_refused_or_a_ticket_presented_twice_is_caught() {
+        let before = Counters::default();
+        assert!(reused_credentials(&before, &before).is_empty());
+        let mut after = before.clone();
+        after.hub.refused_token_presented_again = 1;
+        after.ticket.ticket_presented_twice = 2;
+        let found = reused_credentials(&before, &after);
+        assert_eq!(found.len(), 2, "{found:?}");
     }
 
     #[actix_rt::test]

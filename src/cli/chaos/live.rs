@@ -574,6 +574,7 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
     }
     let (rss_start, threads_start, fds_start) = process_figures();
     let counters_start = run.emu.counters();
+    let mut counters_seen = counters_start.clone();
     let creds_start = credential_requests(&run.status.borrow());
 
     let pb = if std::io::stderr().is_terminal() {
@@ -707,6 +708,11 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
             }
         }
         run.scan_for_secrets();
+        let counters = run.emu.counters();
+        for v in checks::reused_credentials(&counters_seen, &counters) {
+            run.violate(v);
+        }
+        counters_seen = counters;
         let ready = {
             let status = run.status.borrow();
             status

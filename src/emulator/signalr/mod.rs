@@ -141,6 +141,8 @@ struct HubState {
     reject_upgrade: Budget<u16>,
     /// Handshakes to refuse.
     handshake_error: u32,
+    /// Tokens negotiate answered 401 (a client must never present them again).
+    refused_tokens: std::collections::HashSet<String>,
     /// Counters.
     counters: HubCounters,
 }
@@ -334,6 +336,9 @@ impl Hub {
             st.counters.redirected_negotiates += 1;
         }
         st.count_foreign_token(token, path);
+        if token.is_some_and(|t| st.refused_tokens.contains(t)) {
+            st.counters.refused_token_presented_again += 1;
+        }
         let refusal = match st.reject_negotiate.take() {
             Some(status) => Err(status),
             None => token
@@ -344,6 +349,11 @@ impl Hub {
             Ok(user) => user,
             Err(status) => {
                 st.counters.negotiate_rejected += 1;
+                if let (401 | 403, Some(t)) = (status, token) {
+                    if st.refused_tokens.len() < 100_000 {
+                        st.refused_tokens.insert(t.to_owned());
+                    }
+                }
                 return Err(status);
             }
         };

@@ -67,6 +67,8 @@ struct State {
     admission: Option<(Instant, u32)>,
     /// When every upgrade was attempted (at most [`MAX_ATTEMPTS_KEPT`]).
     attempts: Vec<Instant>,
+    /// JWTs the ticket endpoint refused (a client must never present them again).
+    refused_jwts: std::collections::HashSet<String>,
 }
 
 /// Upgrade attempt times kept for a storm's report.
@@ -205,8 +207,14 @@ async fn ticket(req: HttpRequest, api: web::Data<TicketApi>) -> HttpResponse {
         st.counters.ticket_without_jwt += 1;
         return code(StatusCode::UNAUTHORIZED, "INVALID_TOKEN");
     };
+    if st.refused_jwts.contains(jwt) {
+        st.counters.refused_jwt_presented_again += 1;
+    }
     if !st.jwts.get(jwt).is_some_and(|j| now < j.expires) {
         st.counters.invalid_token += 1;
+        if st.refused_jwts.len() < 100_000 {
+            st.refused_jwts.insert(jwt.to_owned());
+        }
         return code(StatusCode::UNAUTHORIZED, "INVALID_TOKEN");
     }
     if st.missing_session {

@@ -831,17 +831,7 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
         }
         println!("report: {}", path.display());
     }
-    if args.json {
-        match serde_json::to_string(&report) {
-            Ok(line) => println!("{line}"),
-            Err(e) => eprintln!("report: {e}"),
-        }
-    }
-    if report.violations.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    super::finish(args.json, &report, !report.violations.is_empty())
 }
 
 /// `Option<Instant>` as a deadline: none means no deadline.

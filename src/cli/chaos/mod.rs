@@ -79,6 +79,22 @@ impl ChaosArgs {
     }
 }
 
+/// Prints `report` as one JSON object on the last stdout line when asked, and gives the exit
+/// status: 1 when an invariant broke.
+fn finish(json: bool, report: &impl serde::Serialize, broken: bool) -> ExitCode {
+    if json {
+        match serde_json::to_string(report) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("report: {e}"),
+        }
+    }
+    if broken {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// Runs `keepwire chaos`.
 pub async fn run(args: ChaosArgs) -> ExitCode {
     if args.sim {

@@ -49,17 +49,7 @@ pub fn run(args: &ChaosArgs) -> ExitCode {
         report.elapsed_s,
         report.schedules_per_s
     );
-    if args.json {
-        match serde_json::to_string(&report) {
-            Ok(line) => println!("{line}"),
-            Err(e) => eprintln!("report: {e}"),
-        }
-    }
-    if report.violating_schedules > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
+    super::finish(args.json, &report, report.violating_schedules > 0)
 }
 
 fn print_violation(v: &sim::Violation) {

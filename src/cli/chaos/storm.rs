@@ -249,17 +249,7 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
         println!("VIOLATION (storm, seed {}): {v}", report.seed);
     }
     println!("{} violation(s)", report.violations.len());
-    if args.json {
-        match serde_json::to_string(&report) {
-            Ok(line) => println!("{line}"),
-            Err(e) => eprintln!("report: {e}"),
-        }
-    }
-    if report.violations.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    super::finish(args.json, &report, !report.violations.is_empty())
 }
 
 #[cfg(test)]

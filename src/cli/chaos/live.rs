@@ -140,6 +140,25 @@ fn catalogue(dialects: &[Dialect]) -> Vec<Entry> {
     all
 }
 
+/// The next fault (and now and then a second one on top of it) of a seeded schedule.
+fn draw(
+    rng: &mut StdRng,
+    dialects: &[Dialect],
+    catalogue: &[Entry],
+    soft: &[&Entry],
+) -> Vec<Entry> {
+    // A dialect first, then one of its faults: each dialect gets its share.
+    let dialect = dialects[rng.gen_range(0..dialects.len())];
+    let own: Vec<&Entry> = catalogue.iter().filter(|e| e.dialect == dialect).collect();
+    let mut batch = vec![own[rng.gen_range(0..own.len())].clone()];
+    // A second soft fault on top of the first, before anything recovered: a 401 during a
+    // reconnect, the gateway down while credentials expire.
+    if matches!(batch[0].ending, Ending::Soft { .. }) && rng.gen_bool(0.25) {
+        batch.push(soft[rng.gen_range(0..soft.len())].clone());
+    }
+    batch
+}
+
 // ------------------------------------------------------------------------------- the report
 
 /// One broken invariant, with what led to it.
@@ -601,15 +620,8 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     let mut recoveries: Vec<u64> = Vec::new();
     while injected < faults_wanted && deadline.is_none_or_before(Instant::now()) {
-        // A dialect first, then one of its faults: each dialect gets its share.
-        let dialect = dialects[rng.gen_range(0..dialects.len())];
-        let own: Vec<&Entry> = catalogue.iter().filter(|e| e.dialect == dialect).collect();
-        let first = own[rng.gen_range(0..own.len())].clone();
-        let mut batch = vec![first];
-        // A second soft fault on top of the first, before anything recovered: a 401 during a
-        // reconnect, the gateway down while credentials expire.
-        if matches!(batch[0].ending, Ending::Soft { .. }) && rng.gen_bool(0.25) {
-            batch.push(soft[rng.gen_range(0..soft.len())].clone());
+        let batch = draw(&mut rng, &dialects, &catalogue, &soft);
+        if batch.len() > 1 {
             overlapping += 1;
         }
         let t0 = Instant::now();
@@ -891,4 +903,35 @@ fn print_report(r: &Report) {
         println!("  {n:>5}  {kind}");
     }
     println!("{} violation(s)", r.violations.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(seed: u64) -> Vec<String> {
+        let dialects = [Dialect::Ibkr, Dialect::Ticket, Dialect::Signalr];
+        let catalogue = catalogue(&dialects);
+        let soft: Vec<&Entry> = catalogue
+            .iter()
+            .filter(|e| matches!(e.ending, Ending::Soft { .. }))
+            .collect();
+        let mut rng = StdRng::seed_from_u64(seed);
+        (0..200)
+            .flat_map(|_| draw(&mut rng, &dialects, &catalogue, &soft))
+            .map(|e| e.name)
+            .collect()
+    }
+
+    #[test]
+    fn the_same_seed_draws_the_same_schedule_with_every_dialect_hard_faults_and_overlaps() {
+        let a = schedule(1);
+        assert_eq!(a, schedule(1));
+        assert_ne!(a, schedule(2));
+        for dialect in ["ibkr:", "ticket:", "signalr:"] {
+            assert!(a.iter().any(|n| n.starts_with(dialect)), "{dialect}");
+        }
+        assert!(a.iter().any(|n| n.ends_with("(hard)")));
+        assert!(a.len() > 200, "some faults come two at a time");
+    }
 }

@@ -12,7 +12,7 @@ use prometheus::Registry;
 use tokio::sync::{oneshot, watch};
 
 use crate::channel;
-use crate::config::{ConfigProblem, StreamConfig};
+use crate::config::{ConfigProblem, HaConfig, StreamConfig};
 use crate::messages::{Resume, Subscribe, Unsubscribe};
 use crate::metrics::Metrics;
 use crate::status::{ActorKind, Status};
@@ -67,6 +67,13 @@ pub enum Error {
         /// Everything wrong with it.
         problems: Vec<ConfigProblem>,
     },
+    /// `[ha]` is out of range (see [`HaConfig::validate`]), or this build lacks the `ha`
+    /// feature.
+    #[error("[ha] is misconfigured: {}", list_problems(problems))]
+    InvalidHa {
+        /// Everything wrong with it.
+        problems: Vec<ConfigProblem>,
+    },
     /// The supervisor thread could not start.
     #[error("cannot start the keepwire thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -86,12 +93,21 @@ pub struct Builder {
     streams: Vec<StreamConfig>,
     registry: Option<Registry>,
     const_labels: BTreeMap<String, String>,
+    ha: Option<HaConfig>,
 }
 
 impl Builder {
     /// Adds a stream.
     pub fn stream(mut self, config: StreamConfig) -> Self {
         self.streams.push(config);
+        self
+    }
+
+    /// Runs this supervisor as one replica of several (active/standby on an etcd lease, feature
+    /// `ha`): only the replica holding the lease runs the exclusive streams
+    /// ([`StreamConfig::exclusive`]); the others hold them in `standby`.
+    pub fn ha(mut self, config: HaConfig) -> Self {
+        self.ha = Some(config);
         self
     }
 
@@ -131,8 +147,34 @@ impl Builder {
                 problems,
             })?;
         }
+        if let Some(ha) = &self.ha {
+            ha.validate()
+                .map_err(|problems| Error::InvalidHa { problems })?;
+            if !cfg!(feature = "ha") {
+                return Err(Error::InvalidHa {
+                    problems: vec![ConfigProblem {
+                        field: "ha".into(),
+                        value: "[ha]".into(),
+                        reason: "this build of keepwire lacks the `ha` feature".into(),
+                        remedy: "build keepwire with `--features ha` (or remove [ha])".into(),
+                    }],
+                });
+            }
+        }
         let registry = self.registry.unwrap_or_default();
         let metrics = register_metrics(&registry, &self.const_labels)?;
+        let fence = self
+            .ha
+            .as_ref()
+            .map(|h| Arc::new(crate::transport::Fence::new(h.replica_id.clone())));
+        #[cfg(feature = "ha")]
+        let ha = match self.ha {
+            Some(config) => Some((
+                config,
+                crate::metrics::HaMetrics::register_with(&registry, &self.const_labels)?,
+            )),
+            None => None,
+        };
         let (status_tx, status_rx) = watch::channel(Status::default());
         let status_tx = Arc::new(status_tx);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -143,15 +185,31 @@ impl Builder {
             .spawn(move || {
                 let system = actix_rt::System::new();
                 let roots = system.block_on(async move {
-                    streams
+                    let mut exclusive = Vec::new();
+                    let roots = streams
                         .into_iter()
                         .map(|cfg| {
                             let name = cfg.name.clone();
                             let m = metrics.stream(&name);
                             let tx = status_tx.clone();
-                            (name, StreamSupervisor::new(cfg, m, tx).start())
+                            let supervisor = StreamSupervisor::new(cfg.clone(), m, tx);
+                            match &fence {
+                                Some(f) if cfg.is_exclusive() => {
+                                    let addr = supervisor.exclusive(f.clone()).start();
+                                    exclusive.push(addr.clone());
+                                    (name, addr)
+                                }
+                                _ => (name, supervisor.start()),
+                            }
                         })
-                        .collect::<BTreeMap<_, _>>()
+                        .collect::<BTreeMap<_, _>>();
+                    #[cfg(feature = "ha")]
+                    if let (Some((config, metrics)), Some(fence)) = (ha, fence) {
+                        crate::ha::spawn(config, fence, exclusive, metrics);
+                    }
+                    #[cfg(not(feature = "ha"))]
+                    drop((exclusive, fence));
+                    roots
                 });
                 let _ = ready_tx.send((roots, actix_rt::System::current()));
                 let _ = system.run();

@@ -88,9 +88,11 @@ impl Shell {
     async fn run(mut self) {
         let ttl = self.config.lease_ttl;
         loop {
+            // No request timeout: a campaign waits as long as another replica leads. Every other
+            // call is bounded below; HTTP/2 keepalives notice a dead connection.
             let options = ConnectOptions::new()
                 .with_connect_timeout(ttl / 4)
-                .with_timeout(ttl / 4);
+                .with_keep_alive(ttl / 6, ttl / 6);
             let connect = Client::connect(self.config.endpoints.clone(), Some(options));
             match tokio::time::timeout(ttl / 2, connect).await {
                 Ok(Ok(client)) => {

@@ -15,9 +15,10 @@ use crate::channel;
 use crate::config::{ConfigProblem, HaConfig, StreamConfig};
 use crate::messages::{Resume, Subscribe, Unsubscribe};
 use crate::metrics::Metrics;
-use crate::status::{ActorKind, Status};
+use crate::status::{ActorKind, Status, StreamState};
 use crate::subscription::{Event, Subscription};
 use crate::supervisor::{PanicIn, Shutdown, StreamSupervisor};
+use crate::transport::Fence;
 
 /// Errors of the library API. None carries a secret.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +180,15 @@ impl Builder {
         let status_tx = Arc::new(status_tx);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = oneshot::channel::<()>();
+        let fenced = fence.clone().map(|f| {
+            let names = self
+                .streams
+                .iter()
+                .filter(|s| s.is_exclusive())
+                .map(|s| s.name.clone())
+                .collect();
+            (f, names)
+        });
         let streams = self.streams;
         let thread = std::thread::Builder::new()
             .name("keepwire".into())
@@ -224,6 +234,7 @@ impl Builder {
                 registry,
                 thread: Mutex::new(Some(thread)),
                 done: Mutex::new(Some(done_rx)),
+                fenced,
             }),
         })
     }
@@ -279,6 +290,8 @@ struct Inner {
     registry: Registry,
     thread: Mutex<Option<JoinHandle<()>>>,
     done: Mutex<Option<oneshot::Receiver<()>>>,
+    /// Under HA: the fence and the names of the exclusive streams.
+    fenced: Option<(Arc<Fence>, std::collections::BTreeSet<String>)>,
 }
 
 impl Drop for Inner {
@@ -374,6 +387,26 @@ impl Handle {
     /// its supervisor thread until it is dropped.
     pub fn status(&self) -> watch::Receiver<Status> {
         self.inner.status.clone()
+    }
+
+    /// The current status as [`Handle::status`] publishes it, except that under HA an exclusive
+    /// stream shows `standby` from the moment this replica may no longer talk to the gateway (its
+    /// lease is not known fresh), even before its supervisor has published the change (e.g. in
+    /// a process that was frozen): what `keepwire run` serves on `/status` and `/readyz`.
+    pub fn status_now(&self) -> Status {
+        let mut status = self.inner.status.borrow().clone();
+        if let Some((fence, exclusive)) = &self.inner.fenced {
+            if fence.admits().is_none() {
+                for name in exclusive {
+                    if let Some(s) = status.streams.get_mut(name) {
+                        if !matches!(s.state, StreamState::Failed { .. } | StreamState::Stopped) {
+                            s.state = StreamState::Standby;
+                        }
+                    }
+                }
+            }
+        }
+        status
     }
 
     /// The registry keepwire's metrics live in.

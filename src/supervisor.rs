@@ -86,6 +86,8 @@ pub struct StreamSupervisor {
     competing: bool,
     /// The HA role.
     role: Role,
+    /// The HA fence of an exclusive stream: a leader whose fence closed shows `standby`.
+    fence: Option<Arc<Fence>>,
 }
 
 impl StreamSupervisor {
@@ -123,13 +125,15 @@ impl StreamSupervisor {
             ever_ready: false,
             competing: false,
             role: Role::Solo,
+            fence: None,
         }
     }
 
     /// Makes this stream exclusive under HA: it starts as a standby, and every call it makes to
     /// the gateway passes through `fence` (closed unless this replica holds a fresh lease).
     pub fn exclusive(mut self, fence: Arc<Fence>) -> Self {
-        self.clients = self.clients.map(|c| c.with_fence(fence));
+        self.clients = self.clients.map(|c| c.with_fence(fence.clone()));
+        self.fence = Some(fence);
         self.role = Role::Standby;
         self
     }
@@ -267,7 +271,8 @@ impl StreamSupervisor {
         if self.stopped {
             return StreamState::Stopped;
         }
-        if self.role == Role::Standby {
+        let fenced = self.fence.as_ref().is_some_and(|f| f.admits().is_none());
+        if self.role == Role::Standby || fenced {
             return StreamState::Standby;
         }
         match (&self.conn, &self.session) {

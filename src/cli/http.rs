@@ -22,7 +22,7 @@ async fn healthz() -> HttpResponse {
 /// 200 only when every stream is Ready with all its subscriptions active, or a standby (HA: the
 /// replica does not hold the lease; listed under `standby`); else 503 with reasons.
 async fn readyz(kw: web::Data<Handle>) -> HttpResponse {
-    let status = kw.status().borrow().clone();
+    let status = kw.status_now();
     let not_ready: Vec<_> = status
         .streams
         .iter()
@@ -64,7 +64,7 @@ async fn readyz(kw: web::Data<Handle>) -> HttpResponse {
 }
 
 async fn status(kw: web::Data<Handle>) -> HttpResponse {
-    HttpResponse::Ok().json(&*kw.status().borrow())
+    HttpResponse::Ok().json(kw.status_now())
 }
 
 /// Serves the endpoints on `addr` from a thread of its own until the process ends; returns the

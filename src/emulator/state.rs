@@ -219,6 +219,17 @@ impl State {
         }
     }
 
+    /// A replica using the session while nobody holds it holds it from now on (a gateway's
+    /// session is that of whoever logged in first).
+    pub(crate) fn claim(&mut self, replica: Option<&str>, token: u64) {
+        if let (Some(r), None) = (replica, &self.holder) {
+            self.holder = Some(Holder {
+                replica: r.to_string(),
+                token,
+            });
+        }
+    }
+
     /// `ssodh/init` from `replica` succeeded: it holds the session now. When another replica
     /// held it (`compete:true`), that is a takeover: the other replica's sockets are told
     /// `competing` and closed at once (and forgotten: from now on they are not open).

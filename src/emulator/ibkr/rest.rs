@@ -62,7 +62,7 @@ pub(crate) fn replica_of(req: &HttpRequest) -> Option<String> {
 }
 
 /// The fencing token of a request (`X-Keepwire-Fencing-Token`; 0 when absent or unparsable).
-fn token_of(req: &HttpRequest) -> u64 {
+pub(crate) fn token_of(req: &HttpRequest) -> u64 {
     req.headers()
         .get("x-keepwire-fencing-token")
         .and_then(|v| v.to_str().ok())
@@ -91,16 +91,21 @@ fn auth_status_body(st: &State, replica: Option<&str>) -> Value {
     })
 }
 
+/// The `authStatus` body for the replica of `req`, which claims the session if nobody holds it.
+fn status_for(shared: &Shared, req: &HttpRequest) -> Value {
+    let mut st = shared.lock();
+    let replica = replica_of(req);
+    st.claim(replica.as_deref(), token_of(req));
+    auth_status_body(&st, replica.as_deref())
+}
+
 /// `GET /iserver/auth/status`.
 pub(super) async fn auth_status_get(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
     shared.lock().counters.auth_status_get += 1;
     if let Some(res) = gate(&shared).await {
         return res;
     }
-    HttpResponse::Ok().json(auth_status_body(
-        &shared.lock(),
-        replica_of(&req).as_deref(),
-    ))
+    HttpResponse::Ok().json(status_for(&shared, &req))
 }
 
 /// `POST /iserver/auth/status` (400 "Bad Request" when so configured).
@@ -112,10 +117,7 @@ pub(super) async fn auth_status_post(req: HttpRequest, shared: web::Data<Shared>
     if shared.auth_status_post_rejected {
         return HttpResponse::BadRequest().body("Bad Request");
     }
-    HttpResponse::Ok().json(auth_status_body(
-        &shared.lock(),
-        replica_of(&req).as_deref(),
-    ))
+    HttpResponse::Ok().json(status_for(&shared, &req))
 }
 
 /// Body of `ssodh/init`; every field is optional.
@@ -192,6 +194,7 @@ pub(super) async fn tickle(req: HttpRequest, shared: web::Data<Shared>) -> HttpR
         return HttpResponse::Ok().json(json!({ "error": "no session" }));
     }
     let replica = replica_of(&req);
+    st.claim(replica.as_deref(), token_of(&req));
     HttpResponse::Ok().json(json!({
         "session": st.session_id,
         "ssoExpires": 460_000,

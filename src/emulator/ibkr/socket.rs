@@ -41,6 +41,9 @@ pub(super) async fn upgrade(
     };
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let replica = super::rest::replica_of(&req);
+    shared
+        .lock()
+        .claim(replica.as_deref(), super::rest::token_of(&req));
     let id = shared.register_socket(cmd_tx, replica.clone());
     shared.lock().counters.ws_upgrades_accepted += 1;
     tracing::debug!(id, cookie = cookie.is_some(), "emulator: socket accepted");

@@ -455,6 +455,27 @@ fn one_replica_leads_the_others_stand_by_and_report_it() {
         metrics.contains("keepwire_ha_transitions_total{role=\"leader\"} 1"),
         "{metrics}"
     );
+    // Every HA series the dashboard names is exported by a replica.
+    let dashboard = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/keepwire.json"),
+    )
+    .unwrap();
+    let named: std::collections::BTreeSet<_> = dashboard
+        .match_indices("keepwire_ha_")
+        .map(|(i, _)| {
+            dashboard[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<String>()
+        })
+        .collect();
+    assert!(named.len() >= 2, "{named:?}");
+    for name in named {
+        assert!(
+            metrics.contains(&format!("{name}{{")),
+            "{name} not in a scrape"
+        );
+    }
     let counters = c.emu.counters();
     assert_eq!(
         counters.ws_open_by_replica.keys().collect::<Vec<_>>(),

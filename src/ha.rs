@@ -41,6 +41,23 @@ fn self_fence_disabled() -> bool {
     }
 }
 
+/// Asks the election loop to give its lease back (graceful shutdown: the next replica is elected
+/// at once instead of after the TTL).
+pub(crate) struct HaControl {
+    resign: tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl HaControl {
+    /// Revokes this replica's lease (its streams must already be stopped) and ends the election
+    /// loop; waits at most a few seconds.
+    pub(crate) async fn resign(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.resign.send(done).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
+        }
+    }
+}
+
 /// The running shell: the election loop of this replica.
 struct Shell {
     config: HaConfig,
@@ -58,7 +75,7 @@ pub(crate) fn spawn(
     fence: Arc<Fence>,
     streams: Vec<Addr<StreamSupervisor>>,
     metrics: HaMetrics,
-) {
+) -> HaControl {
     let machine = HaMachine::new(config.lease_ttl);
     let defect = self_fence_disabled();
     if defect {
@@ -73,8 +90,13 @@ pub(crate) fn spawn(
         origin: Instant::now(),
         defect,
     };
-    actix_rt::spawn(shell.run());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    actix_rt::spawn(shell.run(rx));
+    HaControl { resign: tx }
 }
+
+/// A resignation asked for by [`HaControl::resign`].
+type Resign = tokio::sync::oneshot::Sender<()>;
 
 impl Shell {
     fn now(&self) -> Duration {
@@ -85,8 +107,9 @@ impl Shell {
         i64::try_from(self.config.lease_ttl.as_secs()).unwrap_or(10)
     }
 
-    async fn run(mut self) {
+    async fn run(mut self, mut resign: tokio::sync::mpsc::UnboundedReceiver<Resign>) {
         let ttl = self.config.lease_ttl;
+        let mut resigned: Option<Resign> = None;
         loop {
             // No request timeout: a campaign waits as long as another replica leads. Every other
             // call is bounded below; HTTP/2 keepalives notice a dead connection.
@@ -96,7 +119,7 @@ impl Shell {
             let connect = Client::connect(self.config.endpoints.clone(), Some(options));
             match tokio::time::timeout(ttl / 2, connect).await {
                 Ok(Ok(client)) => {
-                    if let Err(e) = self.term(client).await {
+                    if let Err(e) = self.term(client, &mut resign, &mut resigned).await {
                         tracing::warn!(replica = %self.config.replica_id, error = %e, "HA: etcd call failed; campaigning again");
                     }
                 }
@@ -109,12 +132,30 @@ impl Shell {
             }
             // Whatever happened, this replica is not leading any more.
             self.feed(HaEvent::Lost);
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Some(done) = resigned.take() {
+                tracing::info!(replica = %self.config.replica_id, "HA: lease given back (shutdown)");
+                let _ = done.send(());
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                done = resign.recv() => {
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+            }
         }
     }
 
     /// One lease: grant, keep alive, campaign, lead until the lease is lost or overdue.
-    async fn term(&mut self, mut client: Client) -> Result<(), String> {
+    async fn term(
+        &mut self,
+        mut client: Client,
+        resign: &mut tokio::sync::mpsc::UnboundedReceiver<Resign>,
+        resigned: &mut Option<Resign>,
+    ) -> Result<(), String> {
         let call = self.config.lease_ttl / 4;
         let sent = self.now();
         let lease = tokio::time::timeout(call, client.lease_grant(self.ttl_secs(), None))
@@ -177,6 +218,10 @@ impl Shell {
                     if self.feed(HaEvent::Tick) {
                         break Ok(());
                     }
+                }
+                done = resign.recv() => {
+                    *resigned = done;
+                    break Ok(());
                 }
             }
         };

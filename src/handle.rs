@@ -214,18 +214,24 @@ impl Builder {
                         })
                         .collect::<BTreeMap<_, _>>();
                     #[cfg(feature = "ha")]
-                    if let (Some((config, metrics)), Some(fence)) = (ha, fence) {
-                        crate::ha::spawn(config, fence, exclusive, metrics);
-                    }
+                    let control = match (ha, fence) {
+                        (Some((config, metrics)), Some(fence)) => {
+                            Some(crate::ha::spawn(config, fence, exclusive, metrics))
+                        }
+                        _ => None,
+                    };
                     #[cfg(not(feature = "ha"))]
-                    drop((exclusive, fence));
-                    roots
+                    let control = {
+                        drop((exclusive, fence));
+                        None::<HaControl>
+                    };
+                    (roots, control)
                 });
                 let _ = ready_tx.send((roots, actix_rt::System::current()));
                 let _ = system.run();
                 let _ = done_tx.send(());
             })?;
-        let (roots, system) = ready_rx.recv().map_err(|_| Error::Closed)?;
+        let ((roots, ha), system) = ready_rx.recv().map_err(|_| Error::Closed)?;
         Ok(Handle {
             inner: Arc::new(Inner {
                 roots,
@@ -235,6 +241,7 @@ impl Builder {
                 thread: Mutex::new(Some(thread)),
                 done: Mutex::new(Some(done_rx)),
                 fenced,
+                ha,
             }),
         })
     }
@@ -292,6 +299,20 @@ struct Inner {
     done: Mutex<Option<oneshot::Receiver<()>>>,
     /// Under HA: the fence and the names of the exclusive streams.
     fenced: Option<(Arc<Fence>, std::collections::BTreeSet<String>)>,
+    /// Under HA: gives the lease back on shutdown.
+    ha: Option<HaControl>,
+}
+
+#[cfg(feature = "ha")]
+use crate::ha::HaControl;
+
+/// Stands in for the HA control in a build without the `ha` feature.
+#[cfg(not(feature = "ha"))]
+struct HaControl;
+
+#[cfg(not(feature = "ha"))]
+impl HaControl {
+    async fn resign(&self) {}
 }
 
 impl Drop for Inner {
@@ -435,6 +456,10 @@ impl Handle {
     pub async fn shutdown(&self) {
         for root in self.inner.roots.values() {
             let _ = root.send(Shutdown).await;
+        }
+        if let Some(ha) = &self.inner.ha {
+            // The exclusive streams are stopped: give the lease back so another replica leads now.
+            ha.resign().await;
         }
         self.inner.system.stop();
         let done = self

@@ -267,26 +267,35 @@ impl Checker {
         let stop = Arc::new(AtomicBool::new(false));
         let (emu, flag) = (emu.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
-            let mut violations = Vec::new();
-            let mut note = |v: String| {
-                if violations.len() < 20 && !violations.contains(&v) {
-                    violations.push(v);
-                }
+            // One entry per kind of violation: the first time it was seen, and the latest.
+            let mut violations: Vec<(&'static str, String)> = Vec::new();
+            let mut note = |kind: &'static str, v: String| match violations
+                .iter_mut()
+                .find(|(k, _)| *k == kind)
+            {
+                Some(entry) => entry.1 = v,
+                None => violations.push((kind, v)),
             };
             let mut round = 0u64;
             while !flag.load(Ordering::Relaxed) {
                 let c = emu.counters();
                 if c.replica_socket_overlaps > 0 {
-                    note(format!(
-                        "sockets of two replicas were open at once ({} times)",
-                        c.replica_socket_overlaps
-                    ));
+                    note(
+                        "overlap",
+                        format!(
+                            "sockets of two replicas were open at once ({} times)",
+                            c.replica_socket_overlaps
+                        ),
+                    );
                 }
                 if c.takeovers_without_lease > 0 {
-                    note(format!(
-                        "{} takeover(s) by a replica without the lease (stale fencing token)",
-                        c.takeovers_without_lease
-                    ));
+                    note(
+                        "stale",
+                        format!(
+                            "{} takeover(s) by a replica without the lease (stale fencing token)",
+                            c.takeovers_without_lease
+                        ),
+                    );
                 }
                 let holding: Vec<_> = c
                     .ws_open_by_replica
@@ -295,9 +304,10 @@ impl Checker {
                     .map(|(r, _)| r.clone())
                     .collect();
                 if holding.len() > 1 {
-                    note(format!(
-                        "replicas {holding:?} held sockets at the same moment"
-                    ));
+                    note(
+                        "holding",
+                        format!("replicas {holding:?} held sockets at the same moment"),
+                    );
                 }
                 if round % 10 == 0 {
                     let ready: Vec<_> = replicas
@@ -306,13 +316,13 @@ impl Checker {
                         .map(|(id, _)| id.clone())
                         .collect();
                     if ready.len() > 1 {
-                        note(format!("replicas {ready:?} were Ready at once"));
+                        note("ready", format!("replicas {ready:?} were Ready at once"));
                     }
                 }
                 round += 1;
                 std::thread::sleep(Duration::from_millis(5));
             }
-            violations
+            violations.into_iter().map(|(_, v)| v).collect::<Vec<_>>()
         });
         Self {
             stop,
@@ -523,6 +533,25 @@ fn a_standby_is_ready_with_every_subscription_within_the_ttl_after_the_leader_is
         counters.takeovers - takeovers_before,
     );
     assert_eq!(flaps, 0, "one takeover per failover, no flapping");
+    let violations = c.violations();
+    assert!(violations.is_empty(), "{violations:?}\n{}", c.logs());
+}
+
+#[test]
+fn a_leader_shut_down_gives_its_lease_back_and_a_standby_leads_without_waiting_for_the_ttl() {
+    let _serial = serial();
+    let mut c = Cluster::start("sigterm", false);
+    let leader = c.leader(20, &[]);
+    let stopped_at = Instant::now();
+    c.replicas[leader].proc.as_ref().unwrap().signal("TERM");
+    c.leader(TTL_SECS + RECOVERY.as_secs() + 5, &[leader]);
+    let took = stopped_at.elapsed();
+    assert!(
+        took < Duration::from_secs(TTL_SECS) / 2,
+        "handover took {took:?}: the lease was not given back\n{}",
+        c.logs()
+    );
+    eprintln!("HA handover on SIGTERM: {took:?}");
     let violations = c.violations();
     assert!(violations.is_empty(), "{violations:?}\n{}", c.logs());
 }

@@ -750,3 +750,63 @@ fn after_an_etcd_restart_one_replica_leads_again() {
     let violations = c.violations();
     assert!(violations.is_empty(), "{violations:?}\n{}", c.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_runs_a_standby_with_warm_subscriptions_until_it_is_elected() {
+    let _serial = serial();
+    let etcd = Etcd::start("library");
+    let emu = Emulator::start(common::fast_emulator()).expect("emulator starts");
+    let start = |id: &str| {
+        let mut ha = keepwire::HaConfig::new([etcd.url()], "kw-lib", id);
+        ha.lease_ttl = Duration::from_secs(TTL_SECS);
+        keepwire::Handle::builder()
+            .stream(common::fast_stream(&emu))
+            .ha(ha)
+            .start()
+            .expect("keepwire starts")
+    };
+    let a = start("a");
+    let sub = keepwire::Subscription::market_data(265_598, ["31"]);
+    let _a_rx = a.subscribe(common::STREAM, sub.clone()).await.unwrap();
+    common::wait_status(&a, 20, "a leads", |s| s.is_fully_ready()).await;
+    let b = start("b");
+    let mut b_rx = b.subscribe(common::STREAM, sub.clone()).await.unwrap();
+    let standby = common::wait_status(&b, 10, "b stands by", |s| {
+        s.state == keepwire::StreamState::Standby
+    })
+    .await;
+    assert_eq!(standby.subscriptions.desired, 1, "desired state kept warm");
+    assert_eq!(
+        emu.counters().ws_open_by_replica.keys().collect::<Vec<_>>(),
+        vec!["a"],
+        "only the leader holds sockets"
+    );
+    // A misconfigured [ha] is refused before anything starts, naming the field.
+    let bad = keepwire::Handle::builder()
+        .stream(common::fast_stream(&emu))
+        .ha(keepwire::HaConfig::new(Vec::<String>::new(), "kw-lib", "c"))
+        .start();
+    assert!(
+        matches!(&bad, Err(keepwire::Error::InvalidHa { problems }) if problems[0].field == "ha.endpoints"),
+        "{:?}",
+        bad.err()
+    );
+    a.shutdown().await;
+    common::wait_status(&b, TTL_SECS + 10, "b leads with its subscription", |s| {
+        s.is_fully_ready()
+    })
+    .await;
+    let data = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match b_rx.recv().await {
+                Some(keepwire::Event::Data { .. }) => return true,
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(data, Ok(true), "data flows on the new leader");
+    b.shutdown().await;
+    emu.stop();
+}

@@ -213,6 +213,12 @@ impl Shell {
                         Ok(Err(e)) => tracing::warn!(replica = %self.config.replica_id, error = %e, "HA: keepalive failed"),
                         Err(_) => tracing::warn!(replica = %self.config.replica_id, "HA: keepalive timed out"),
                     }
+                    // Without a renewal for a whole TTL the lease is gone on the server too: a
+                    // pending campaign could never be won with it.
+                    if self.now().saturating_sub(renewed_at) > self.config.lease_ttl {
+                        self.feed(HaEvent::Lost);
+                        break Err("no keepalive succeeded for a whole TTL".into());
+                    }
                 }
                 _ = tick.tick() => {
                     if self.feed(HaEvent::Tick) {

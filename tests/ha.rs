@@ -751,9 +751,18 @@ fn after_an_etcd_restart_one_replica_leads_again() {
     assert!(violations.is_empty(), "{violations:?}\n{}", c.logs());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_library_runs_a_standby_with_warm_subscriptions_until_it_is_elected() {
+#[test]
+fn the_library_runs_a_standby_with_warm_subscriptions_until_it_is_elected() {
     let _serial = serial();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(library_standby_until_elected());
+}
+
+async fn library_standby_until_elected() {
     let etcd = Etcd::start("library");
     let emu = Emulator::start(common::fast_emulator()).expect("emulator starts");
     let start = |id: &str| {

@@ -260,13 +260,18 @@ fn fully_ready(addr: SocketAddr) -> bool {
 struct Checker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Vec<String>>>,
+    /// Data gaps: every interval over 250 ms in which the gateway sent no message at all.
+    gaps: Arc<Mutex<Vec<Duration>>>,
 }
 
 impl Checker {
     fn start(emu: &EmulatorHandle, replicas: Vec<(String, SocketAddr)>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let (emu, flag) = (emu.clone(), stop.clone());
+        let gaps: Arc<Mutex<Vec<Duration>>> = Arc::default();
+        let gaps_seen = gaps.clone();
         let thread = std::thread::spawn(move || {
+            let (mut last_sent, mut last_change) = (0u64, Instant::now());
             // One entry per kind of violation: the first time it was seen, and the latest.
             let mut violations: Vec<(&'static str, String)> = Vec::new();
             let mut note = |kind: &'static str, v: String| match violations
@@ -279,6 +284,16 @@ impl Checker {
             let mut round = 0u64;
             while !flag.load(Ordering::Relaxed) {
                 let c = emu.counters();
+                if c.messages_sent != last_sent {
+                    let quiet = last_change.elapsed();
+                    if quiet > Duration::from_millis(250) {
+                        gaps_seen
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(quiet);
+                    }
+                    (last_sent, last_change) = (c.messages_sent, Instant::now());
+                }
                 if c.replica_socket_overlaps > 0 {
                     note(
                         "overlap",
@@ -327,6 +342,7 @@ impl Checker {
         Self {
             stop,
             thread: Some(thread),
+            gaps,
         }
     }
 
@@ -395,6 +411,16 @@ impl Cluster {
             (0..self.replicas.len())
                 .filter(|i| !except.contains(i) && self.replicas[*i].proc.is_some())
                 .find(|i| fully_ready(self.replicas[*i].addr))
+        })
+    }
+
+    /// The data gaps seen so far.
+    fn gaps(&self) -> Vec<Duration> {
+        self.checker.as_ref().map_or_else(Vec::new, |c| {
+            c.gaps
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
         })
     }
 
@@ -525,6 +551,16 @@ fn a_standby_is_ready_with_every_subscription_within_the_ttl_after_the_leader_is
     let counters = c.emu.counters();
     let flaps = (counters.takeovers - takeovers_before).saturating_sub(rounds as u64);
     times.sort();
+    let mut gaps = c.gaps();
+    gaps.sort();
+    assert!(gaps.len() >= rounds, "a data gap per failover: {gaps:?}");
+    eprintln!(
+        "HA data gaps (no message from the gateway at all) over {} gaps: p50 {:?}, p99 {:?}, max {:?}",
+        gaps.len(),
+        percentile(&gaps, 0.5),
+        percentile(&gaps, 0.99),
+        gaps.last().copied().unwrap_or_default(),
+    );
     eprintln!(
         "HA failover over {rounds} SIGKILLs (TTL {TTL_SECS}s): p50 {:?}, p99 {:?}, max {:?}; takeovers {}, competing flaps {flaps}",
         percentile(&times, 0.5),

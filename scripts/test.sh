@@ -43,12 +43,22 @@ fi
 
 echo "== cargo audit (advisories accepted, each with its reason, in .cargo/audit.toml; any other fails)"
 cargo audit --db "$advisory_db" --no-fetch --stale
+# protoc builds the etcd client of the `ha` feature (etcd-client's gRPC code); etcd itself is
+# started by tests/ha.rs on loopback (Debian's etcd-server; version tested: 3.4.23).
+command -v protoc >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y protobuf-compiler; }
+need protoc "apt-get install -y protobuf-compiler"
+command -v etcd >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-server; }
+need etcd "apt-get install -y etcd-server"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo clippy (library without the emulator, as embedders build it)"
 cargo clippy --lib --no-default-features --locked -- -D warnings
+echo "== cargo clippy (with the ha feature, and its test-only defects)"
+cargo clippy --all-targets --features ha --locked -- -D warnings
+cargo clippy --all-targets --features ha,ha-test-defects --locked -- -D warnings
 echo "== the quickstart example, against the emulator"
 cargo run --locked --quiet --example quickstart >/dev/null
 # @microsoft/signalr, the official SignalR client that tests/interop_signalr.rs drives the hub with
@@ -75,3 +85,7 @@ cargo run --locked --quiet -- chaos --storm --streams 200
 echo "== cargo test"
 cargo test --locked --all-targets
 cargo test --locked --doc
+echo "== cargo test --features ha: active/standby replicas on etcd (tests/ha.rs), and its checker on a planted defect"
+cargo test --locked --features ha --lib
+cargo test --locked --features ha --test ha --test emulator
+cargo test --locked --features ha,ha-test-defects --test ha the_checker_catches

@@ -87,6 +87,10 @@ pub struct StreamConfig {
     pub malformed_burst: u32,
     /// Restart intensity per actor.
     pub restart_intensity: RestartIntensity,
+    /// With [`HaConfig`] (active/standby replicas): whether only the replica holding the lease
+    /// runs this stream. `None` is the default: exclusive for IBKR streams (one brokerage session
+    /// per user), not for the others. Ignored without `[ha]`.
+    pub exclusive: Option<bool>,
 }
 
 impl fmt::Debug for StreamConfig {
@@ -132,7 +136,15 @@ impl StreamConfig {
             consumer_capacity: 4096,
             malformed_burst: 100,
             restart_intensity: RestartIntensity::default(),
+            exclusive: None,
         }
+    }
+
+    /// Whether this stream runs only on the replica holding the HA lease (see
+    /// [`StreamConfig::exclusive`]).
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
+            .unwrap_or(matches!(self.dialect, DialectKind::Ibkr(_)))
     }
 
     /// A stream to a ticket-authenticated WebSocket API at `url` with default settings.
@@ -295,6 +307,121 @@ pub fn human_duration(d: Duration) -> String {
         format!("\"{}s\"", ms / 1000)
     } else {
         format!("\"{ms}ms\"")
+    }
+}
+
+/// Active/standby replicas (`[ha]`, [`crate::Handle`]'s `Builder::ha`): the replicas of one
+/// service elect a leader on an etcd lease; only the leader runs the exclusive streams
+/// ([`StreamConfig::exclusive`]), the others keep them in `standby`. Needs the `ha` feature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HaConfig {
+    /// etcd v3 endpoints, e.g. `http://127.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+    /// The election's name (the etcd key prefix every replica campaigns on).
+    pub election: String,
+    /// Lease TTL: how long a dead leader keeps the lease on the server (default 10 s). A leader
+    /// without a successful keepalive for half of it fences itself.
+    pub lease_ttl: Duration,
+    /// This replica's id (unique among the replicas; shown in logs and sent to the gateway in
+    /// the `X-Keepwire-Replica` header).
+    pub replica_id: String,
+}
+
+/// The shortest `[ha] lease_ttl` (etcd's own minimum is a few seconds).
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
+/// The longest `[ha] lease_ttl`.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(3600);
+
+impl HaConfig {
+    /// `[ha]` with the default TTL (10 s).
+    pub fn new(
+        endpoints: impl IntoIterator<Item = impl Into<String>>,
+        election: impl Into<String>,
+        replica_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            election: election.into(),
+            lease_ttl: Duration::from_secs(10),
+            replica_id: replica_id.into(),
+        }
+    }
+
+    /// Checks every setting; `Err` lists every problem with its field (`ha.…`), value and fix.
+    pub fn validate(&self) -> Result<(), Vec<ConfigProblem>> {
+        let mut p = Problems::default();
+        if self.endpoints.is_empty() {
+            p.push(
+                "ha.endpoints",
+                "[]".into(),
+                "is empty: replicas elect their leader on etcd".into(),
+                "list the etcd endpoints, e.g. [\"http://127.0.0.1:2379\"]".into(),
+            );
+        }
+        for e in &self.endpoints {
+            let scheme_ok = e.starts_with("http://") || e.starts_with("https://");
+            if !scheme_ok || crate::transport::url_host(e).is_none_or_empty() {
+                p.push(
+                    "ha.endpoints",
+                    format!("\"{e}\""),
+                    "is not an http(s) URL with a host".into(),
+                    "write it like \"http://127.0.0.1:2379\"".into(),
+                );
+            }
+        }
+        let ident = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        };
+        if !ident(&self.election) {
+            p.push(
+                "ha.election",
+                format!("{:?}", self.election),
+                "must be 1 to 128 letters, digits, '-', '_', '.' or '/'".into(),
+                "set ha.election to e.g. \"keepwire/ibkr\"".into(),
+            );
+        }
+        if !ident(&self.replica_id) {
+            p.push(
+                "ha.replica_id",
+                format!("{:?}", self.replica_id),
+                "must be 1 to 128 letters, digits, '-', '_', '.' or '/'".into(),
+                "set ha.replica_id to e.g. the host name".into(),
+            );
+        }
+        if self.lease_ttl < MIN_LEASE_TTL
+            || self.lease_ttl > MAX_LEASE_TTL
+            || self.lease_ttl.subsec_nanos() != 0
+        {
+            p.push(
+                "ha.lease_ttl",
+                human_duration(self.lease_ttl),
+                format!(
+                    "must be whole seconds between {} and {}",
+                    human_duration(MIN_LEASE_TTL),
+                    human_duration(MAX_LEASE_TTL)
+                ),
+                "set ha.lease_ttl to e.g. \"10s\"".into(),
+            );
+        }
+        if p.0.is_empty() {
+            Ok(())
+        } else {
+            Err(p.0)
+        }
+    }
+}
+
+/// `Option<&str>` that is `None` or empty.
+trait NoneOrEmpty {
+    fn is_none_or_empty(&self) -> bool;
+}
+
+impl NoneOrEmpty for Option<&str> {
+    fn is_none_or_empty(&self) -> bool {
+        self.map_or(true, str::is_empty)
     }
 }
 
@@ -544,6 +671,41 @@ impl StreamConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ha_config_is_validated_like_streams() {
+        assert_eq!(
+            HaConfig::new(["http://127.0.0.1:2379"], "keepwire/ibkr", "replica-1").validate(),
+            Ok(())
+        );
+        let mut bad = HaConfig::new(["127.0.0.1:2379"], "", "");
+        bad.lease_ttl = Duration::from_millis(1500);
+        let fields: Vec<_> = bad
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "ha.endpoints",
+                "ha.election",
+                "ha.replica_id",
+                "ha.lease_ttl"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_ibkr_streams_are_exclusive_by_default() {
+        let mut s = StreamConfig::ibkr("a", "https://127.0.0.1:5000");
+        assert!(s.is_exclusive());
+        s.exclusive = Some(false);
+        assert!(!s.is_exclusive());
+        let t = StreamConfig::signalr("b", "https://127.0.0.1:5000/hub", Default::default());
+        assert!(!t.is_exclusive());
+    }
     use crate::dialect::signalr::SignalRConfig;
 
     fn ibkr() -> StreamConfig {

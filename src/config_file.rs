@@ -33,7 +33,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::config::SecretSource;
 use crate::config::{
-    BackoffConfig, CompetingPolicy, ConfigProblem, DialectKind, IbkrConfig, StreamConfig, TlsConfig,
+    BackoffConfig, CompetingPolicy, ConfigProblem, DialectKind, HaConfig, IbkrConfig, StreamConfig,
+    TlsConfig,
 };
 use crate::dialect::signalr::{SignalRConfig, TokenTransport};
 use crate::dialect::ticket::TicketConfig;
@@ -116,6 +117,20 @@ pub struct MetricsSection {
     /// registry).
     #[serde(default)]
     pub const_labels: std::collections::BTreeMap<String, String>,
+}
+
+/// `[ha]`: active/standby replicas on an etcd lease (needs the `ha` feature).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaSection {
+    /// etcd endpoints, e.g. `["http://127.0.0.1:2379"]`.
+    pub endpoints: Vec<String>,
+    /// The election's name (default `"keepwire"`).
+    pub election: Option<String>,
+    /// Lease TTL (default `"10s"`; whole seconds).
+    pub lease_ttl: Option<HumanDuration>,
+    /// This replica's id, unique among the replicas (e.g. the host name).
+    pub replica_id: String,
 }
 
 /// `[streams.backoff]`.
@@ -218,6 +233,8 @@ pub struct StreamSection {
     /// Skip TLS verification (loopback gateways only).
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    /// With `[ha]`: only the leader runs this stream (default: true for IBKR streams).
+    pub exclusive: Option<bool>,
     /// Trust exactly the gateway certificate with this SHA-256 (hex, colons optional).
     pub pin_sha256: Option<String>,
     /// IBKR keepalive interval.
@@ -320,6 +337,8 @@ pub struct FileConfig {
     /// `[[streams]]`.
     #[serde(default)]
     pub streams: Vec<StreamSection>,
+    /// `[ha]`.
+    pub ha: Option<HaSection>,
 }
 
 /// A validated configuration, ready to start.
@@ -331,6 +350,8 @@ pub struct RunConfig {
     pub streams: Vec<(StreamConfig, Vec<Subscription>)>,
     /// Const labels for every metric.
     pub const_labels: std::collections::BTreeMap<String, String>,
+    /// `[ha]`, validated.
+    pub ha: Option<HaConfig>,
 }
 
 /// Reads and validates a configuration file.
@@ -504,10 +525,43 @@ fn parse_unredacted(text: &str, base: &Path) -> Result<RunConfig, ConfigError> {
             )));
         }
     }
+    let ha = match file.ha {
+        None => None,
+        Some(h) => {
+            let mut config = HaConfig::new(
+                h.endpoints,
+                h.election.unwrap_or_else(|| "keepwire".into()),
+                h.replica_id,
+            );
+            if let Some(ttl) = h.lease_ttl {
+                config.lease_ttl = ttl.0;
+            }
+            config.validate().map_err(|problems| {
+                ConfigError(
+                    problems
+                        .iter()
+                        .map(|p| {
+                            let field = p.field.strip_prefix("ha.").unwrap_or(&p.field);
+                            format!(
+                                "[ha] {}",
+                                ConfigProblem {
+                                    field: field.into(),
+                                    ..p.clone()
+                                }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                )
+            })?;
+            Some(config)
+        }
+    };
     Ok(RunConfig {
         listen,
         streams,
         const_labels: file.metrics.const_labels,
+        ha,
     })
 }
 
@@ -607,6 +661,7 @@ fn stream(
             *target = h.0;
         }
     };
+    cfg.exclusive = s.exclusive;
     set(&mut cfg.heartbeat_timeout, s.heartbeat_timeout);
     set(&mut cfg.auth_timeout, s.auth_timeout);
     set(&mut cfg.request_timeout, s.request_timeout);
@@ -1231,5 +1286,36 @@ hub = { method = "SubscribeContractQuotes", args = ["CON.F.US.EP.M25"], unsubscr
             "[metrics]\nconst_labels = {{ \"bad-name\" = \"x\" }}\n{GOOD}"
         ));
         assert!(e.contains("bad-name"), "{e}");
+    }
+
+    #[test]
+    fn ha_is_parsed_with_its_defaults_and_ibkr_streams_are_exclusive_by_default() {
+        let text =
+            format!("{GOOD}\n[ha]\nendpoints = [\"http://127.0.0.1:2379\"]\nreplica_id = \"a\"\n");
+        let c = parse(&text, Path::new(".")).unwrap();
+        let ha = c.ha.unwrap();
+        assert_eq!(ha.endpoints, vec!["http://127.0.0.1:2379".to_string()]);
+        assert_eq!(ha.election, "keepwire");
+        assert_eq!(ha.lease_ttl, Duration::from_secs(10));
+        assert_eq!(ha.replica_id, "a");
+        assert!(c.streams[0].0.is_exclusive());
+        let opted_out = text.replace(
+            "insecure_skip_verify = true\n",
+            "insecure_skip_verify = true\nexclusive = false\n",
+        );
+        assert!(!parse(&opted_out, Path::new(".")).unwrap().streams[0]
+            .0
+            .is_exclusive());
+    }
+
+    #[test]
+    fn ha_out_of_range_names_the_key_and_the_fix() {
+        let e = err(&format!(
+            "{GOOD}\n[ha]\nendpoints = []\nreplica_id = \"a b\"\nlease_ttl = \"1s\"\n"
+        ));
+        assert!(e.contains("[ha] endpoints = []"), "{e}");
+        assert!(e.contains("[ha] replica_id = \"a b\""), "{e}");
+        assert!(e.contains("[ha] lease_ttl = \"1s\""), "{e}");
+        assert!(e.contains("set ha.lease_ttl to"), "{e}");
     }
 }

@@ -12,12 +12,13 @@ use prometheus::Registry;
 use tokio::sync::{oneshot, watch};
 
 use crate::channel;
-use crate::config::{ConfigProblem, StreamConfig};
+use crate::config::{ConfigProblem, HaConfig, StreamConfig};
 use crate::messages::{Resume, Subscribe, Unsubscribe};
 use crate::metrics::Metrics;
-use crate::status::{ActorKind, Status};
+use crate::status::{ActorKind, Status, StreamState};
 use crate::subscription::{Event, Subscription};
 use crate::supervisor::{PanicIn, Shutdown, StreamSupervisor};
+use crate::transport::Fence;
 
 /// Errors of the library API. None carries a secret.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,13 @@ pub enum Error {
         /// Everything wrong with it.
         problems: Vec<ConfigProblem>,
     },
+    /// `[ha]` is out of range (see [`HaConfig::validate`]), or this build lacks the `ha`
+    /// feature.
+    #[error("[ha] is misconfigured: {}", list_problems(problems))]
+    InvalidHa {
+        /// Everything wrong with it.
+        problems: Vec<ConfigProblem>,
+    },
     /// The supervisor thread could not start.
     #[error("cannot start the keepwire thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -86,12 +94,21 @@ pub struct Builder {
     streams: Vec<StreamConfig>,
     registry: Option<Registry>,
     const_labels: BTreeMap<String, String>,
+    ha: Option<HaConfig>,
 }
 
 impl Builder {
     /// Adds a stream.
     pub fn stream(mut self, config: StreamConfig) -> Self {
         self.streams.push(config);
+        self
+    }
+
+    /// Runs this supervisor as one replica of several (active/standby on an etcd lease, feature
+    /// `ha`): only the replica holding the lease runs the exclusive streams
+    /// ([`StreamConfig::exclusive`]); the others hold them in `standby`.
+    pub fn ha(mut self, config: HaConfig) -> Self {
+        self.ha = Some(config);
         self
     }
 
@@ -131,33 +148,90 @@ impl Builder {
                 problems,
             })?;
         }
+        if let Some(ha) = &self.ha {
+            ha.validate()
+                .map_err(|problems| Error::InvalidHa { problems })?;
+            if !cfg!(feature = "ha") {
+                return Err(Error::InvalidHa {
+                    problems: vec![ConfigProblem {
+                        field: "ha".into(),
+                        value: "[ha]".into(),
+                        reason: "this build of keepwire lacks the `ha` feature".into(),
+                        remedy: "build keepwire with `--features ha` (or remove [ha])".into(),
+                    }],
+                });
+            }
+        }
         let registry = self.registry.unwrap_or_default();
         let metrics = register_metrics(&registry, &self.const_labels)?;
+        let fence = self
+            .ha
+            .as_ref()
+            .map(|h| Arc::new(crate::transport::Fence::new(h.replica_id.clone())));
+        #[cfg(feature = "ha")]
+        let ha = match self.ha {
+            Some(config) => Some((
+                config,
+                crate::metrics::HaMetrics::register_with(&registry, &self.const_labels)?,
+            )),
+            None => None,
+        };
         let (status_tx, status_rx) = watch::channel(Status::default());
         let status_tx = Arc::new(status_tx);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = oneshot::channel::<()>();
+        let fenced = fence.clone().map(|f| {
+            let names = self
+                .streams
+                .iter()
+                .filter(|s| s.is_exclusive())
+                .map(|s| s.name.clone())
+                .collect();
+            (f, names)
+        });
         let streams = self.streams;
         let thread = std::thread::Builder::new()
             .name("keepwire".into())
             .spawn(move || {
                 let system = actix_rt::System::new();
                 let roots = system.block_on(async move {
-                    streams
+                    let mut exclusive = Vec::new();
+                    let roots = streams
                         .into_iter()
                         .map(|cfg| {
                             let name = cfg.name.clone();
                             let m = metrics.stream(&name);
                             let tx = status_tx.clone();
-                            (name, StreamSupervisor::new(cfg, m, tx).start())
+                            let supervisor = StreamSupervisor::new(cfg.clone(), m, tx);
+                            match &fence {
+                                Some(f) if cfg.is_exclusive() => {
+                                    let addr = supervisor.exclusive(f.clone()).start();
+                                    exclusive.push(addr.clone());
+                                    (name, addr)
+                                }
+                                _ => (name, supervisor.start()),
+                            }
                         })
-                        .collect::<BTreeMap<_, _>>()
+                        .collect::<BTreeMap<_, _>>();
+                    #[cfg(feature = "ha")]
+                    let control = match (ha, fence) {
+                        (Some((config, metrics)), Some(fence)) => {
+                            Some(crate::ha::spawn(config, fence, exclusive, metrics))
+                        }
+                        _ => None,
+                    };
+                    #[cfg(not(feature = "ha"))]
+                    let control = {
+                        drop((exclusive, fence));
+                        None::<HaControl>
+                    };
+                    (roots, control)
                 });
                 let _ = ready_tx.send((roots, actix_rt::System::current()));
                 let _ = system.run();
                 let _ = done_tx.send(());
             })?;
-        let (roots, system) = ready_rx.recv().map_err(|_| Error::Closed)?;
+        let ((roots, ha), system) = ready_rx.recv().map_err(|_| Error::Closed)?;
         Ok(Handle {
             inner: Arc::new(Inner {
                 roots,
@@ -166,6 +240,8 @@ impl Builder {
                 registry,
                 thread: Mutex::new(Some(thread)),
                 done: Mutex::new(Some(done_rx)),
+                fenced,
+                ha,
             }),
         })
     }
@@ -221,6 +297,22 @@ struct Inner {
     registry: Registry,
     thread: Mutex<Option<JoinHandle<()>>>,
     done: Mutex<Option<oneshot::Receiver<()>>>,
+    /// Under HA: the fence and the names of the exclusive streams.
+    fenced: Option<(Arc<Fence>, std::collections::BTreeSet<String>)>,
+    /// Under HA: gives the lease back on shutdown.
+    ha: Option<HaControl>,
+}
+
+#[cfg(feature = "ha")]
+use crate::ha::HaControl;
+
+/// Stands in for the HA control in a build without the `ha` feature.
+#[cfg(not(feature = "ha"))]
+struct HaControl;
+
+#[cfg(not(feature = "ha"))]
+impl HaControl {
+    async fn resign(&self) {}
 }
 
 impl Drop for Inner {
@@ -318,6 +410,26 @@ impl Handle {
         self.inner.status.clone()
     }
 
+    /// The current status as [`Handle::status`] publishes it, except that under HA an exclusive
+    /// stream shows `standby` from the moment this replica may no longer talk to the gateway (its
+    /// lease is not known fresh), even before its supervisor has published the change (e.g. in
+    /// a process that was frozen): what `keepwire run` serves on `/status` and `/readyz`.
+    pub fn status_now(&self) -> Status {
+        let mut status = self.inner.status.borrow().clone();
+        if let Some((fence, exclusive)) = &self.inner.fenced {
+            if fence.admits().is_none() {
+                for name in exclusive {
+                    if let Some(s) = status.streams.get_mut(name) {
+                        if !matches!(s.state, StreamState::Failed { .. } | StreamState::Stopped) {
+                            s.state = StreamState::Standby;
+                        }
+                    }
+                }
+            }
+        }
+        status
+    }
+
     /// The registry keepwire's metrics live in.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
@@ -344,6 +456,10 @@ impl Handle {
     pub async fn shutdown(&self) {
         for root in self.inner.roots.values() {
             let _ = root.send(Shutdown).await;
+        }
+        if let Some(ha) = &self.inner.ha {
+            // The exclusive streams are stopped: give the lease back so another replica leads now.
+            ha.resign().await;
         }
         self.inner.system.stop();
         let done = self

@@ -27,6 +27,8 @@ pub mod config;
 pub mod config_file;
 pub mod dialect;
 pub mod failure;
+#[cfg(feature = "ha")]
+pub mod ha;
 pub mod handle;
 pub mod ids;
 pub mod machine;
@@ -46,8 +48,8 @@ pub mod url_rule;
 pub mod emulator;
 
 pub use config::{
-    BackoffConfig, CompetingPolicy, ConfigProblem, DialectKind, IbkrConfig, RestartIntensity,
-    StreamConfig, TlsConfig,
+    BackoffConfig, CompetingPolicy, ConfigProblem, DialectKind, HaConfig, IbkrConfig,
+    RestartIntensity, StreamConfig, TlsConfig,
 };
 pub use failure::{Class, Failure};
 pub use handle::{Builder, Error, Handle};

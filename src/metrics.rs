@@ -537,3 +537,63 @@ impl StreamMetrics {
             .set(took.as_secs_f64());
     }
 }
+
+/// The metrics of active/standby replicas (`[ha]`), registered only when HA is configured.
+#[derive(Clone)]
+pub struct HaMetrics {
+    role: IntGaugeVec,
+    transitions: IntCounterVec,
+}
+
+impl HaMetrics {
+    /// The HA roles, the `role` label of `keepwire_ha_role` and `keepwire_ha_transitions_total`.
+    pub const ROLES: [&'static str; 2] = ["leader", "standby"];
+
+    /// Registers `keepwire_ha_role` and `keepwire_ha_transitions_total` (with these const labels)
+    /// and starts as a standby.
+    pub fn register_with(
+        registry: &Registry,
+        const_labels: &BTreeMap<String, String>,
+    ) -> prometheus::Result<Self> {
+        let mut r = Registrar {
+            registry,
+            const_labels: const_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            done: Vec::new(),
+        };
+        let m = Self {
+            role: r.int_gauge(
+                "keepwire_ha_role",
+                "1 for this replica's current HA role (leader: runs the exclusive streams; \
+                 standby: holds them), 0 for the other.",
+                &["role"],
+            )?,
+            transitions: r.counter(
+                "keepwire_ha_transitions_total",
+                "HA role changes, by the role entered.",
+                &["role"],
+            )?,
+        };
+        for role in Self::ROLES {
+            m.transitions.with_label_values(&[role]);
+        }
+        m.set_role("standby");
+        Ok(m)
+    }
+
+    fn set_role(&self, current: &str) {
+        for role in Self::ROLES {
+            self.role
+                .with_label_values(&[role])
+                .set(i64::from(role == current));
+        }
+    }
+
+    /// Records a change of role to `role` (`leader` or `standby`).
+    pub fn transition(&self, role: &'static str) {
+        self.set_role(role);
+        self.transitions.with_label_values(&[role]).inc();
+    }
+}

@@ -71,6 +71,9 @@ pub enum StreamState {
     },
     /// Shut down on request.
     Stopped,
+    /// An exclusive stream on a replica that does not hold the HA lease: no call to the gateway,
+    /// desired subscriptions kept; it runs when this replica is elected.
+    Standby,
 }
 
 impl StreamState {
@@ -85,11 +88,12 @@ impl StreamState {
             StreamState::Ready => "ready",
             StreamState::Failed { .. } => "failed",
             StreamState::Stopped => "stopped",
+            StreamState::Standby => "standby",
         }
     }
 
     /// Every state name, for exporting one-hot gauges.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
         "starting",
         "establishing",
         "awaiting_login",
@@ -98,6 +102,7 @@ impl StreamState {
         "ready",
         "failed",
         "stopped",
+        "standby",
     ];
 }
 

@@ -29,7 +29,7 @@ use crate::metrics::StreamMetrics;
 use crate::status::{
     ActorKind, LastFailure, Status, StreamState, StreamStatus, SubscriptionCounts,
 };
-use crate::transport::ClientFactory;
+use crate::transport::{ClientFactory, Fence};
 
 /// How often children are checked for having died of a panic.
 const LIVENESS_CHECK: Duration = Duration::from_millis(100);
@@ -43,6 +43,22 @@ pub struct Shutdown;
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct PanicIn(pub ActorKind);
+
+/// The HA role of a stream (see [`crate::config::HaConfig`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Not exclusive (or no HA): always runs.
+    Solo,
+    /// Exclusive, and this replica does not hold the lease: halted, desired state kept.
+    Standby,
+    /// Exclusive, and this replica holds the lease: runs.
+    Leader,
+}
+
+/// Become the leader or a standby (exclusive streams under HA; ignored by a `Solo` stream).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct SetRole(pub Role);
 
 /// The supervisor of one stream.
 pub struct StreamSupervisor {
@@ -68,6 +84,10 @@ pub struct StreamSupervisor {
     ever_ready: bool,
     /// The gateway reported a competing session since the session was last established.
     competing: bool,
+    /// The HA role.
+    role: Role,
+    /// The HA fence of an exclusive stream: a leader whose fence closed shows `standby`.
+    fence: Option<Arc<Fence>>,
 }
 
 impl StreamSupervisor {
@@ -104,7 +124,18 @@ impl StreamSupervisor {
             created_at: Instant::now(),
             ever_ready: false,
             competing: false,
+            role: Role::Solo,
+            fence: None,
         }
+    }
+
+    /// Makes this stream exclusive under HA: it starts as a standby, and every call it makes to
+    /// the gateway passes through `fence` (closed unless this replica holds a fresh lease).
+    pub fn exclusive(mut self, fence: Arc<Fence>) -> Self {
+        self.clients = self.clients.map(|c| c.with_fence(fence.clone()));
+        self.fence = Some(fence);
+        self.role = Role::Standby;
+        self
     }
 
     fn start_child(&self, kind: ActorKind) {
@@ -193,7 +224,7 @@ impl StreamSupervisor {
                 }
                 _ => {}
             }
-            if self.hard.is_some() || self.stopped {
+            if self.hard.is_some() || self.stopped || self.role == Role::Standby {
                 self.broadcast(Halt);
             }
         }
@@ -239,6 +270,10 @@ impl StreamSupervisor {
         }
         if self.stopped {
             return StreamState::Stopped;
+        }
+        let fenced = self.fence.as_ref().is_some_and(|f| f.admits().is_none());
+        if self.role == Role::Standby || fenced {
+            return StreamState::Standby;
         }
         match (&self.conn, &self.session) {
             (ConnPhase::Ready, _) => StreamState::Ready,
@@ -328,6 +363,9 @@ impl Actor for StreamSupervisor {
         });
         for kind in ActorKind::ALL {
             self.start_child(kind);
+        }
+        if self.role == Role::Standby {
+            self.broadcast(Halt);
         }
         self.metrics.subscriptions(&SubscriptionCounts::default());
         ctx.run_interval(LIVENESS_CHECK, |act, ctx| act.check_liveness(ctx));
@@ -425,9 +463,41 @@ impl Handler<Resume> for StreamSupervisor {
         if self.hard.take().is_some() {
             tracing::info!(stream = %self.name, "resuming after a hard failure");
             self.intensity.clear();
-            self.broadcast(Resume);
+            if self.role != Role::Standby {
+                self.broadcast(Resume);
+            }
             self.publish();
         }
+    }
+}
+
+impl Handler<SetRole> for StreamSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, SetRole(role): SetRole, _ctx: &mut Context<Self>) {
+        if self.role == Role::Solo || role == Role::Solo || role == self.role {
+            return;
+        }
+        self.role = role;
+        match role {
+            Role::Standby => {
+                tracing::info!(stream = %self.name, "standby: halting (socket closed, no gateway call)");
+                self.broadcast(Halt);
+                self.session = SessionPhase::Establishing;
+                self.conn = ConnPhase::Waiting;
+                self.competing = false;
+            }
+            Role::Leader => {
+                tracing::info!(stream = %self.name, "leader: starting");
+                self.session = SessionPhase::Establishing;
+                self.conn = ConnPhase::Waiting;
+                if self.hard.is_none() && !self.stopped {
+                    self.broadcast(Resume);
+                }
+            }
+            Role::Solo => {}
+        }
+        self.publish();
     }
 }
 

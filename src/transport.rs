@@ -2,7 +2,7 @@
 //! and reassembly of fragmented WebSocket messages.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use awc::error::{ConnectError, SendRequestError, WsClientError};
@@ -88,6 +88,54 @@ pub struct ClientFactory {
     verifying: Arc<rustls::ClientConfig>,
     skip_loopback: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
+    fence: Option<Arc<Fence>>,
+}
+
+/// The header naming the replica on every call of an exclusive stream (HA).
+pub const REPLICA_HEADER: &str = "X-Keepwire-Replica";
+/// The header carrying the fencing token (the election key's revision) on every call of an
+/// exclusive stream (HA).
+pub const FENCING_TOKEN_HEADER: &str = "X-Keepwire-Fencing-Token";
+
+/// The gate of an exclusive stream under HA: calls to the gateway (REST and dials) pass only
+/// while this replica holds the lease *and* the last successful keepalive is recent enough
+/// (`until`); afterwards every call fails at once, whatever the actors still believe. Opened and
+/// closed by the HA shell; shared by every actor of every exclusive stream of the replica.
+#[derive(Debug)]
+pub struct Fence {
+    replica: String,
+    open: std::sync::Mutex<Option<(u64, std::time::Instant)>>,
+}
+
+impl Fence {
+    /// A closed fence for replica `replica`.
+    pub fn new(replica: impl Into<String>) -> Self {
+        Self {
+            replica: replica.into(),
+            open: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Lets calls through with fencing token `token` until `until`.
+    pub fn open_until(&self, token: u64, until: std::time::Instant) {
+        *self.open.lock().unwrap_or_else(PoisonError::into_inner) = Some((token, until));
+    }
+
+    /// Stops every call from now on.
+    pub fn close(&self) {
+        *self.open.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// The fencing token, when a call may be made now.
+    pub fn admits(&self) -> Option<u64> {
+        let open = *self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.and_then(|(token, until)| (std::time::Instant::now() < until).then_some(token))
+    }
+
+    /// This replica's id.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
 }
 
 impl ClientFactory {
@@ -111,7 +159,14 @@ impl ClientFactory {
             verifying,
             skip_loopback,
             timeout,
+            fence: None,
         })
+    }
+
+    /// The same factory, whose calls pass only through `fence` (an exclusive stream under HA).
+    pub fn with_fence(mut self, fence: Arc<Fence>) -> Self {
+        self.fence = Some(fence);
+        self
     }
 
     /// Checks `url` (from the setting `key`) against the URL rule, and decides how its TLS is
@@ -160,6 +215,7 @@ pub struct Http {
 impl Http {
     /// The client to call `url` (from the setting `key`) with, after the URL rule.
     pub fn client_for(&self, key: &str, url: &str) -> Result<&awc::Client, Failure> {
+        self.fence_headers()?;
         Ok(
             match (self.factory.choice(key, url)?, &self.skip_loopback) {
                 (TlsChoice::SkipVerify, Some(skip)) => skip,
@@ -170,7 +226,28 @@ impl Http {
 
     /// A WebSocket request to `url` (from the setting `key`), after the URL rule.
     pub fn ws(&self, key: &str, url: &str) -> Result<awc::ws::WebsocketsRequest, Failure> {
-        Ok(self.client_for(key, url)?.ws(url))
+        let mut req = self.client_for(key, url)?.ws(url);
+        for (k, v) in self.fence_headers()? {
+            req = req.header(k, v);
+        }
+        Ok(req)
+    }
+
+    /// The HA headers (replica id, fencing token) to send; a failure when the fence is closed.
+    pub fn fence_headers(&self) -> Result<Vec<(&'static str, String)>, Failure> {
+        let Some(fence) = &self.factory.fence else {
+            return Ok(Vec::new());
+        };
+        match fence.admits() {
+            Some(token) => Ok(vec![
+                (REPLICA_HEADER, fence.replica().to_string()),
+                (FENCING_TOKEN_HEADER, token.to_string()),
+            ]),
+            None => Err(Failure::Transport {
+                detail: "this replica does not hold the HA lease (fenced): no call to the gateway"
+                    .into(),
+            }),
+        }
     }
 }
 
@@ -268,6 +345,9 @@ pub async fn call_json(
 ) -> Result<JsonReply, Failure> {
     let client = http.client_for(key, url)?;
     let mut req = client.request(method.clone(), url);
+    for (k, v) in http.fence_headers()? {
+        req = req.insert_header((k, v));
+    }
     for (k, v) in headers {
         req = req.insert_header((*k, v.as_str()));
     }

@@ -61,3 +61,24 @@ fn nan_randomization_and_zero_intervals_are_refused_all_at_once() {
         "{err}"
     );
 }
+
+/// `[ha]` needs the `ha` feature: a build without it refuses to start rather than run every
+/// replica as a leader.
+#[cfg(not(feature = "ha"))]
+#[test]
+fn ha_in_a_build_without_the_ha_feature_is_refused_by_start() {
+    let ha = keepwire::HaConfig::new(["http://127.0.0.1:2379"], "kw", "a");
+    let err = match Handle::builder()
+        .stream(StreamConfig::ibkr("gw", "https://127.0.0.1:5000"))
+        .ha(ha)
+        .start()
+    {
+        Err(e) => e,
+        Ok(_) => panic!("[ha] without the feature must not start"),
+    };
+    let Error::InvalidHa { problems } = &err else {
+        panic!("not InvalidHa: {err:?}")
+    };
+    assert!(err.to_string().contains("--features ha"), "{err}");
+    assert_eq!(problems[0].field, "ha");
+}

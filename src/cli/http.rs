@@ -19,13 +19,14 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-/// 200 only when every stream is Ready with all its subscriptions active; else 503 with reasons.
+/// 200 only when every stream is Ready with all its subscriptions active, or a standby (HA: the
+/// replica does not hold the lease; listed under `standby`); else 503 with reasons.
 async fn readyz(kw: web::Data<Handle>) -> HttpResponse {
-    let status = kw.status().borrow().clone();
+    let status = kw.status_now();
     let not_ready: Vec<_> = status
         .streams
         .iter()
-        .filter(|(_, s)| !s.is_fully_ready())
+        .filter(|(_, s)| !s.is_fully_ready() && s.state != keepwire::StreamState::Standby)
         .map(|(name, s)| {
             let why = match &s.state {
                 keepwire::StreamState::Ready => format!(
@@ -44,15 +45,26 @@ async fn readyz(kw: web::Data<Handle>) -> HttpResponse {
             json!({"stream": name, "state": s.state.as_str(), "reason": why})
         })
         .collect();
+    // An exclusive stream on a standby replica (HA) is where it should be: ready, and listed.
+    let standby: Vec<_> = status
+        .streams
+        .iter()
+        .filter(|(_, s)| s.state == keepwire::StreamState::Standby)
+        .map(|(name, _)| name.clone())
+        .collect();
     if not_ready.is_empty() && !status.streams.is_empty() {
-        HttpResponse::Ok().json(json!({"ready": true}))
+        if standby.is_empty() {
+            HttpResponse::Ok().json(json!({"ready": true}))
+        } else {
+            HttpResponse::Ok().json(json!({"ready": true, "standby": standby}))
+        }
     } else {
         HttpResponse::ServiceUnavailable().json(json!({"ready": false, "streams": not_ready}))
     }
 }
 
 async fn status(kw: web::Data<Handle>) -> HttpResponse {
-    HttpResponse::Ok().json(&*kw.status().borrow())
+    HttpResponse::Ok().json(kw.status_now())
 }
 
 /// Serves the endpoints on `addr` from a thread of its own until the process ends; returns the

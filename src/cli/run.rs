@@ -58,6 +58,9 @@ pub async fn run(args: RunArgs) -> ExitCode {
     for (stream, _) in &config.streams {
         builder = builder.stream(stream.clone());
     }
+    if let Some(ha) = config.ha.clone() {
+        builder = builder.ha(ha);
+    }
     let kw = match builder.start() {
         Ok(kw) => kw,
         Err(e) => {

@@ -42,6 +42,21 @@ pub struct Counters {
     pub rate_limited: u64,
     /// RFC 6455 pongs received on sockets.
     pub pongs_received: u64,
+    /// `ssodh/init` with `compete:true` from a replica (`X-Keepwire-Replica`) that took the one
+    /// brokerage session from another replica (whose sockets were kicked).
+    #[serde(default)]
+    pub takeovers: u64,
+    /// Takeovers whose fencing token (`X-Keepwire-Fencing-Token`) was not above the one the
+    /// previous holder established the session with: a replica that had lost its lease.
+    #[serde(default)]
+    pub takeovers_without_lease: u64,
+    /// Sockets accepted while a socket of another replica was open (two replicas holding
+    /// sockets at the same moment).
+    #[serde(default)]
+    pub replica_socket_overlaps: u64,
+    /// Sockets open right now, per replica that named itself.
+    #[serde(default)]
+    pub ws_open_by_replica: std::collections::BTreeMap<String, u64>,
     /// The SignalR hub's counters.
     #[serde(default)]
     pub hub: HubCounters,

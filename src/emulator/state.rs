@@ -187,14 +187,90 @@ pub(crate) struct State {
     pub(crate) counters: Counters,
     /// Open sockets by id.
     sockets: HashMap<u64, UnboundedSender<SocketCmd>>,
+    /// The replica (`X-Keepwire-Replica`) of each open socket that named one.
+    socket_replicas: HashMap<u64, String>,
+    /// The replica holding the one brokerage session of the user, once a replica that names
+    /// itself established it (clients that name no replica share the session as before).
+    pub(crate) holder: Option<Holder>,
     /// Next socket id.
     next_socket_id: u64,
 }
 
+/// The replica holding the brokerage session, and the fencing token it established it with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Holder {
+    /// Its `X-Keepwire-Replica`.
+    pub(crate) replica: String,
+    /// Its `X-Keepwire-Fencing-Token` (0 when absent).
+    pub(crate) token: u64,
+}
+
 impl State {
+    /// Forgets the sockets whose task has ended.
+    fn forget_closed_sockets(&mut self) {
+        self.sockets.retain(|_, tx| !tx.is_closed());
+        let open = &self.sockets;
+        self.socket_replicas.retain(|id, _| open.contains_key(id));
+    }
+
     /// Sends a command to every open socket, forgetting the ones whose task has ended.
     pub(crate) fn broadcast(&mut self, cmd: &SocketCmd) {
         self.sockets.retain(|_, tx| tx.send(cmd.clone()).is_ok());
+    }
+
+    /// The brokerage session as `replica` sees it: another replica holding it is, for this one,
+    /// a competing session (IBKR allows one brokerage session per user).
+    pub(crate) fn brokerage_for(&self, replica: Option<&str>) -> Brokerage {
+        match (replica, &self.holder) {
+            (Some(r), Some(h)) if h.replica != r => Brokerage::Competing,
+            _ => self.brokerage,
+        }
+    }
+
+    /// A replica using the session while nobody holds it holds it from now on (a gateway's
+    /// session is that of whoever logged in first).
+    pub(crate) fn claim(&mut self, replica: Option<&str>, token: u64) {
+        if let (Some(r), None) = (replica, &self.holder) {
+            self.holder = Some(Holder {
+                replica: r.to_string(),
+                token,
+            });
+        }
+    }
+
+    /// `ssodh/init` from `replica` succeeded: it holds the session now. When another replica
+    /// held it (`compete:true`), that is a takeover: the other replica's sockets are told
+    /// `competing` and closed at once (and forgotten: from now on they are not open).
+    pub(crate) fn establish_for(&mut self, replica: &str, token: u64) {
+        let previous = self.holder.replace(Holder {
+            replica: replica.to_string(),
+            token,
+        });
+        let Some(previous) = previous.filter(|p| p.replica != replica) else {
+            return;
+        };
+        self.counters.takeovers += 1;
+        if token <= previous.token {
+            self.counters.takeovers_without_lease += 1;
+            tracing::warn!(replica, token, holder = %previous.replica, holder_token = previous.token, "emulator: takeover with a stale fencing token");
+        }
+        let kicked: Vec<u64> = self
+            .socket_replicas
+            .iter()
+            .filter(|(_, r)| r.as_str() != replica)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in kicked {
+            self.socket_replicas.remove(&id);
+            if let Some(tx) = self.sockets.remove(&id) {
+                let _ = tx.send(SocketCmd::Deauthenticate { competing: true });
+                let _ = tx.send(SocketCmd::Close {
+                    code: 1000,
+                    reason: "competing session".into(),
+                });
+            }
+        }
+        self.counters.ws_open_now = self.sockets.len() as u64;
     }
 
     /// Loses the brokerage session and tells every socket.
@@ -290,6 +366,8 @@ impl Shared {
                 budgets: Budgets::default(),
                 counters: Counters::default(),
                 sockets: HashMap::new(),
+                socket_replicas: HashMap::new(),
+                holder: None,
                 next_socket_id: 1,
             }),
         }
@@ -307,12 +385,26 @@ impl Shared {
         }
     }
 
-    /// Registers a new socket; returns its id.
-    pub(crate) fn register_socket(&self, tx: UnboundedSender<SocketCmd>) -> u64 {
+    /// Registers a new socket of `replica` (when it named one); returns its id. A socket
+    /// opened while a socket of another replica is open counts as a replica overlap.
+    pub(crate) fn register_socket(
+        &self,
+        tx: UnboundedSender<SocketCmd>,
+        replica: Option<String>,
+    ) -> u64 {
         let mut st = self.lock();
         let id = st.next_socket_id;
         st.next_socket_id += 1;
         st.sockets.insert(id, tx);
+        if let Some(replica) = replica {
+            st.forget_closed_sockets();
+            let overlap = st.socket_replicas.values().any(|r| *r != replica);
+            if overlap {
+                st.counters.replica_socket_overlaps += 1;
+                tracing::warn!(%replica, "emulator: sockets of two replicas open at once");
+            }
+            st.socket_replicas.insert(id, replica);
+        }
         st.counters.ws_open_now = st.sockets.len() as u64;
         id
     }
@@ -321,6 +413,7 @@ impl Shared {
     pub(crate) fn unregister_socket(&self, id: u64) {
         let mut st = self.lock();
         st.sockets.remove(&id);
+        st.socket_replicas.remove(&id);
         st.counters.ws_open_now = st.sockets.len() as u64;
     }
 
@@ -332,8 +425,13 @@ impl Shared {
     /// A snapshot of the gateway's counters (the hub's and the ticket API's left at zero).
     pub(crate) fn counters(&self) -> Counters {
         let mut st = self.lock();
-        st.sockets.retain(|_, tx| !tx.is_closed());
+        st.forget_closed_sockets();
         st.counters.ws_open_now = st.sockets.len() as u64;
+        let mut by_replica = std::collections::BTreeMap::new();
+        for r in st.socket_replicas.values() {
+            *by_replica.entry(r.clone()).or_insert(0u64) += 1;
+        }
+        st.counters.ws_open_by_replica = by_replica;
         st.counters.clone()
     }
 

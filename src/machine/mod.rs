@@ -12,10 +12,12 @@
 //! | [`session::SessionMachine`] | GatewaySession | REST session phases, repair steps, its backoff |
 //! | [`connection::ConnMachine`] | StreamConnection | socket phases, epochs, the failure table's verdicts, its backoff |
 //! | [`intensity::Intensity`] | the stream supervisor | restart intensity (panics only) |
+//! | [`ha::HaMachine`] | the HA shell (`ha` feature) | leader or standby, the fence deadline |
 //!
 //! Time is a [`Now`]: the time elapsed since an origin fixed per stream.
 
 pub mod connection;
+pub mod ha;
 pub mod intensity;
 pub mod session;
 pub mod subscriptions;

@@ -2,6 +2,7 @@
 
 mod admin;
 mod faults;
+mod replicas;
 mod rest;
 mod signalr;
 mod socket;

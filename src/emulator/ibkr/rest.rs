@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -52,17 +52,36 @@ async fn gate(shared: &Shared) -> Option<HttpResponse> {
     })
 }
 
-/// The `authStatus` object of auth/status, ssodh/init and tickle.
-fn auth_status_body(st: &State) -> Value {
-    let message = match st.brokerage {
+/// The replica a request comes from (`X-Keepwire-Replica`, keepwire's HA), if it names one.
+pub(crate) fn replica_of(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get("x-keepwire-replica")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+}
+
+/// The fencing token of a request (`X-Keepwire-Fencing-Token`; 0 when absent or unparsable).
+pub(crate) fn token_of(req: &HttpRequest) -> u64 {
+    req.headers()
+        .get("x-keepwire-fencing-token")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The `authStatus` object of auth/status, ssodh/init and tickle, as `replica` sees it.
+fn auth_status_body(st: &State, replica: Option<&str>) -> Value {
+    let brokerage = st.brokerage_for(replica);
+    let message = match brokerage {
         Brokerage::Authenticated | Brokerage::HalfDead => "",
         Brokerage::Unauthenticated => "not authenticated",
         Brokerage::Competing => "competing session",
     };
     json!({
-        "authenticated": st.brokerage.authenticated(),
-        "established": st.brokerage.authenticated(),
-        "competing": st.brokerage.competing(),
+        "authenticated": brokerage.authenticated(),
+        "established": brokerage.authenticated(),
+        "competing": brokerage.competing(),
         "connected": true,
         "message": message,
         "MAC": "98:F2:B3:23:BF:A0",
@@ -72,17 +91,25 @@ fn auth_status_body(st: &State) -> Value {
     })
 }
 
+/// The `authStatus` body for the replica of `req`, which claims the session if nobody holds it.
+fn status_for(shared: &Shared, req: &HttpRequest) -> Value {
+    let mut st = shared.lock();
+    let replica = replica_of(req);
+    st.claim(replica.as_deref(), token_of(req));
+    auth_status_body(&st, replica.as_deref())
+}
+
 /// `GET /iserver/auth/status`.
-pub(super) async fn auth_status_get(shared: web::Data<Shared>) -> HttpResponse {
+pub(super) async fn auth_status_get(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
     shared.lock().counters.auth_status_get += 1;
     if let Some(res) = gate(&shared).await {
         return res;
     }
-    HttpResponse::Ok().json(auth_status_body(&shared.lock()))
+    HttpResponse::Ok().json(status_for(&shared, &req))
 }
 
 /// `POST /iserver/auth/status` (400 "Bad Request" when so configured).
-pub(super) async fn auth_status_post(shared: web::Data<Shared>) -> HttpResponse {
+pub(super) async fn auth_status_post(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
     shared.lock().counters.auth_status_post += 1;
     if let Some(res) = gate(&shared).await {
         return res;
@@ -90,7 +117,7 @@ pub(super) async fn auth_status_post(shared: web::Data<Shared>) -> HttpResponse 
     if shared.auth_status_post_rejected {
         return HttpResponse::BadRequest().body("Bad Request");
     }
-    HttpResponse::Ok().json(auth_status_body(&shared.lock()))
+    HttpResponse::Ok().json(status_for(&shared, &req))
 }
 
 /// Body of `ssodh/init`; every field is optional.
@@ -102,7 +129,11 @@ struct InitBody {
 }
 
 /// `POST /iserver/auth/ssodh/init`.
-pub(super) async fn ssodh_init(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+pub(super) async fn ssodh_init(
+    req: HttpRequest,
+    shared: web::Data<Shared>,
+    body: web::Bytes,
+) -> HttpResponse {
     shared.lock().counters.ssodh_init += 1;
     if let Some(res) = gate(&shared).await {
         return res;
@@ -122,31 +153,35 @@ pub(super) async fn ssodh_init(shared: web::Data<Shared>, body: web::Bytes) -> H
     if !st.login_approved {
         return error_json(401, "not authenticated");
     }
-    if st.brokerage.competing() && !init.compete {
-        return HttpResponse::Ok().json(auth_status_body(&st));
+    let replica = replica_of(&req);
+    if st.brokerage_for(replica.as_deref()).competing() && !init.compete {
+        return HttpResponse::Ok().json(auth_status_body(&st, replica.as_deref()));
     }
     st.brokerage = Brokerage::Authenticated;
-    let mut body = auth_status_body(&st);
+    if let Some(r) = &replica {
+        st.establish_for(r, token_of(&req));
+    }
+    let mut body = auth_status_body(&st, replica.as_deref());
     body["passed"] = Value::Bool(true);
     HttpResponse::Ok().json(body)
 }
 
 /// `POST /iserver/reauthenticate`: restores the session only if 2FA is approved and no other
 /// session competes.
-pub(super) async fn reauthenticate(shared: web::Data<Shared>) -> HttpResponse {
+pub(super) async fn reauthenticate(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
     shared.lock().counters.reauthenticate += 1;
     if let Some(res) = gate(&shared).await {
         return res;
     }
     let mut st = shared.lock();
-    if st.login_approved && !st.brokerage.competing() {
+    if st.login_approved && !st.brokerage_for(replica_of(&req).as_deref()).competing() {
         st.brokerage = Brokerage::Authenticated;
     }
     HttpResponse::Ok().json(json!({ "message": "triggered" }))
 }
 
 /// `GET|POST /tickle`.
-pub(super) async fn tickle(shared: web::Data<Shared>) -> HttpResponse {
+pub(super) async fn tickle(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
     shared.lock().counters.tickle += 1;
     if let Some(res) = gate(&shared).await {
         return res;
@@ -158,13 +193,15 @@ pub(super) async fn tickle(shared: web::Data<Shared>) -> HttpResponse {
     if st.budgets.tickle_no_session.take().is_some() {
         return HttpResponse::Ok().json(json!({ "error": "no session" }));
     }
+    let replica = replica_of(&req);
+    st.claim(replica.as_deref(), token_of(&req));
     HttpResponse::Ok().json(json!({
         "session": st.session_id,
         "ssoExpires": 460_000,
-        "collission": st.brokerage.competing(),
+        "collission": st.brokerage_for(replica.as_deref()).competing(),
         "userId": 12_345_678,
         "hmds": { "error": "no bridge" },
-        "iserver": { "authStatus": auth_status_body(&st) },
+        "iserver": { "authStatus": auth_status_body(&st, replica.as_deref()) },
     }))
 }
 

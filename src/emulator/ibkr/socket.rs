@@ -40,7 +40,11 @@ pub(super) async fn upgrade(
         }
     };
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let id = shared.register_socket(cmd_tx);
+    let replica = super::rest::replica_of(&req);
+    shared
+        .lock()
+        .claim(replica.as_deref(), super::rest::token_of(&req));
+    let id = shared.register_socket(cmd_tx, replica.clone());
     shared.lock().counters.ws_upgrades_accepted += 1;
     tracing::debug!(id, cookie = cookie.is_some(), "emulator: socket accepted");
     let task = SocketTask {
@@ -50,6 +54,7 @@ pub(super) async fn upgrade(
         phase: Phase::AwaitingSession,
         book: MarketBook::default(),
         fragment_next: false,
+        replica,
     };
     actix_web::rt::spawn(task.run(payload, cmd_rx, cookie.is_some()));
     response
@@ -102,6 +107,8 @@ struct SocketTask {
     book: MarketBook,
     /// Send the next smd message in fragments.
     fragment_next: bool,
+    /// The replica that opened it (`X-Keepwire-Replica`), if it named one.
+    replica: Option<String>,
 }
 
 impl Drop for SocketTask {
@@ -146,7 +153,7 @@ impl SocketTask {
 
     /// The connect sequence: system, sts (per style), and act when authenticated.
     fn greet(&mut self) {
-        let brokerage = self.shared.lock().brokerage;
+        let brokerage = self.shared.lock().brokerage_for(self.replica.as_deref());
         self.send_json(&json!({
             "topic": "system",
             "success": self.shared.username,

@@ -118,22 +118,12 @@ async fn a_latency_toxic_delays_the_data_and_the_stream_stays_ready() {
     );
     // data keeps flowing on the open socket, through the toxic, with no failure
     let bytes = rig.proxy.stats().bytes_downstream;
-    let seen = rig
-        .kw
-        .status()
-        .borrow()
-        .stream(STREAM)
-        .map_or(0, |s| s.messages_received);
     next_data(&mut rx, 5, "data under latency").await;
-    let s = rig
-        .wait(5, "ten more messages under latency", |s| {
-            s.messages_received >= seen + 10
-        })
-        .await;
-    assert!(
-        rig.proxy.stats().bytes_downstream > bytes,
-        "the data went through the proxy"
-    );
+    rig.wait_proxy(5, "more data through the proxy", |s| {
+        s.bytes_downstream > bytes + 1000
+    })
+    .await;
+    let s = rig.kw.status().borrow().stream(STREAM).cloned().unwrap();
     assert!(s.is_fully_ready(), "still ready: {s:#?}");
     assert_eq!(s.epoch, before.epoch, "the same socket: {s:#?}");
     assert!(
@@ -309,4 +299,106 @@ async fn a_downstream_blackhole_silences_the_gateway_on_an_open_connection() {
         "ticks flow again once it is removed"
     );
     proxy.stop();
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_keepwire");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepwire_chaos_proxy_to_prints_its_address_applies_seeded_toxics_and_reports_in_json() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let emu = Emulator::start(fast_emulator()).expect("emulator starts");
+    let mut child = Command::new(BIN)
+        .args(["chaos", "--proxy-to"])
+        .arg(emu.gateway_addr().to_string())
+        .args(["--faults", "2", "--seed", "1", "--duration", "8", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("keepwire runs");
+    let stdout = child.stdout.take().unwrap();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix("fault proxy on ") {
+                let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                let _ = addr_tx.send(addr);
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the proxy prints its address");
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+
+    let mut cfg = fast_stream(&emu);
+    cfg.url = format!("http://{addr}");
+    let kw = Handle::builder().stream(cfg).start().unwrap();
+    let _rx = kw
+        .subscribe(STREAM, Subscription::market_data(CONID, ["31"]))
+        .await
+        .unwrap();
+    wait_status(&kw, 10, "ready through the proxy", |s| s.is_fully_ready()).await;
+
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    let lines = reader.join().unwrap();
+    let out = lines.join("\n");
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(lines.last().expect("a report")).expect("the last line is JSON");
+    assert_eq!(report["mode"], "proxy");
+    assert_eq!(report["seed"], 1);
+    assert_eq!(report["toxics_applied"], 2, "{out}");
+    let by_kind: u64 = report["toxics_by_kind"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|v| v.as_u64())
+        .sum();
+    assert_eq!(by_kind, 2, "{out}");
+    assert!(report["connections"].as_u64().unwrap() >= 1, "{out}");
+    assert!(report["bytes_downstream"].as_u64().unwrap() > 0, "{out}");
+    assert!(report["bytes_upstream"].as_u64().unwrap() > 0, "{out}");
+    let added = lines.iter().filter(|l| l.contains("] + ")).count();
+    let removed = lines.iter().filter(|l| l.contains("] - ")).count();
+    assert_eq!(added, 2, "each toxic is printed as it starts: {out}");
+    assert!(removed <= 2, "{out}");
+    kw.shutdown().await;
+    emu.stop();
+}
+
+#[test]
+fn keepwire_chaos_proxy_to_refuses_a_non_loopback_listen_address() {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "chaos",
+            "--proxy-to",
+            "127.0.0.1:1",
+            "--listen",
+            "0.0.0.0:7497",
+        ])
+        .output()
+        .expect("keepwire runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback only"), "{err}");
 }

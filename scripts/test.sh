@@ -29,8 +29,10 @@ need openssl "apt-get install -y openssl"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy (all targets, warnings are errors)"
-cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo clippy (all targets with the fault proxy of \`chaos --proxy-to\`, warnings are errors)"
+cargo clippy --all-targets --locked --features proxy -- -D warnings
+echo "== cargo clippy (the binary with default features: no fault proxy)"
+cargo clippy --bin keepwire --locked -- -D warnings
 echo "== cargo clippy (library without the emulator, as embedders build it)"
 cargo clippy --lib --no-default-features --locked -- -D warnings
 echo "== the quickstart example, against the emulator"
@@ -53,5 +55,5 @@ need prometheus "apt-get install -y prometheus"
 echo "== keepwire chaos --sim: 20 000 seeded fault schedules in the deterministic simulator"
 cargo run --locked --quiet -- chaos --sim --schedules 20000 --seed "${KW_SIM_SEED:-1}"
 echo "== cargo test"
-cargo test --locked --all-targets
-cargo test --locked --doc
+cargo test --locked --all-targets --features proxy
+cargo test --locked --doc --features proxy

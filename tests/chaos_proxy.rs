@@ -395,6 +395,9 @@ fn keepwire_chaos_proxy_to_refuses_a_non_loopback_listen_address() {
             "127.0.0.1:1",
             "--listen",
             "0.0.0.0:7497",
+            // bounded even if the address were taken: the run ends by itself
+            "--duration",
+            "1",
         ])
         .output()
         .expect("keepwire runs");

@@ -52,8 +52,10 @@ need etcd "apt-get install -y etcd-server"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy (all targets, warnings are errors)"
-cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo clippy (all targets with the fault proxy of \`chaos --proxy-to\`, warnings are errors)"
+cargo clippy --all-targets --locked --features proxy -- -D warnings
+echo "== cargo clippy (the binary with default features: no fault proxy)"
+cargo clippy --bin keepwire --locked -- -D warnings
 echo "== cargo clippy (library without the emulator, as embedders build it)"
 cargo clippy --lib --no-default-features --locked -- -D warnings
 echo "== cargo clippy (with the ha feature, and its test-only defects)"
@@ -83,8 +85,8 @@ cargo run --locked --quiet -- chaos --dialect all --streams 6 --faults 40 --dura
 echo "== keepwire chaos --storm: 200 streams lose their sockets at once against a gateway admitting 200 upgrades/s"
 cargo run --locked --quiet -- chaos --storm --streams 200
 echo "== cargo test"
-cargo test --locked --all-targets
-cargo test --locked --doc
+cargo test --locked --all-targets --features proxy
+cargo test --locked --doc --features proxy
 echo "== cargo test --features ha: active/standby replicas on etcd (tests/ha.rs), and its checker on a planted defect"
 cargo test --locked --features ha --lib
 cargo test --locked --features ha --test ha --test emulator

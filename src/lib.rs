@@ -47,6 +47,9 @@ pub mod url_rule;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 
+#[cfg(feature = "proxy")]
+pub mod proxy;
+
 pub use config::{
     BackoffConfig, CompetingPolicy, ConfigProblem, DialectKind, HaConfig, IbkrConfig,
     RestartIntensity, StreamConfig, TlsConfig,

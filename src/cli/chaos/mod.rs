@@ -4,11 +4,15 @@
 //! * `--storm` ([`storm`]): every stream loses its socket at once against a gateway that admits
 //!   only so many upgrades a second;
 //! * otherwise ([`live`]): supervised streams over real sockets against the emulator in this
-//!   process, a seeded schedule of the emulator's faults, the invariants of [`checks`].
+//!   process, a seeded schedule of the emulator's faults, the invariants of [`checks`];
+//! * `--proxy-to HOST:PORT` (`proxy`, feature `proxy`): a TCP fault proxy in front of any
+//!   gateway, with a seeded schedule of Toxiproxy's toxics.
 
 mod checks;
 mod html;
 mod live;
+#[cfg(feature = "proxy")]
+mod proxy;
 mod sim;
 mod storm;
 
@@ -56,6 +60,14 @@ pub struct ChaosArgs {
     /// Live: stop injecting after this many seconds, even if faults remain.
     #[arg(long)]
     duration: Option<u64>,
+    /// Proxy mode: put a TCP fault proxy (Toxiproxy's toxics) in front of the gateway at
+    /// HOST:PORT (a real one, or `keepwire emulate`), and apply `--faults` seeded toxics (default
+    /// 20) once keepwire connects through it.
+    #[arg(long, value_name = "HOST:PORT")]
+    proxy_to: Option<String>,
+    /// Proxy mode: where the proxy listens (loopback only; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
     /// Print the report as one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -75,7 +87,7 @@ pub struct ChaosArgs {
 impl ChaosArgs {
     /// Whether this run goes over real sockets (its logs are captured and scanned).
     pub fn is_live(&self) -> bool {
-        !self.sim
+        !self.sim && self.proxy_to.is_none()
     }
 }
 
@@ -97,6 +109,9 @@ fn finish(json: bool, report: &impl serde::Serialize, broken: bool) -> ExitCode 
 
 /// Runs `keepwire chaos`.
 pub async fn run(args: ChaosArgs) -> ExitCode {
+    if let Some(upstream) = &args.proxy_to {
+        return run_proxy(&args, upstream).await;
+    }
     if args.sim {
         sim::run(&args)
     } else if args.storm {
@@ -104,4 +119,18 @@ pub async fn run(args: ChaosArgs) -> ExitCode {
     } else {
         live::run(&args).await
     }
+}
+
+#[cfg(feature = "proxy")]
+async fn run_proxy(args: &ChaosArgs, upstream: &str) -> ExitCode {
+    proxy::run(args, upstream).await
+}
+
+#[cfg(not(feature = "proxy"))]
+async fn run_proxy(_args: &ChaosArgs, _upstream: &str) -> ExitCode {
+    eprintln!(
+        "keepwire chaos --proxy-to: this keepwire was built without its fault proxy; \
+         build it with `cargo build --features proxy` (or `cargo install keepwire --features proxy`)"
+    );
+    ExitCode::from(2)
 }

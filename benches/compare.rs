@@ -279,7 +279,11 @@ impl Source {
                 } => {
                     // Pre-serialised: one block of frames, written whole while it fits.
                     let frames: Vec<Bytes> = (0..channels.len() * 64)
-                        .map(|i| frame(market_data(&channels[i % channels.len()], i as u64, 0).as_bytes()))
+                        .map(|i| {
+                            frame(
+                                market_data(&channels[i % channels.len()], i as u64, 0).as_bytes(),
+                            )
+                        })
                         .collect();
                     let block: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
                     let per_block = frames.len() as u64;
@@ -396,7 +400,11 @@ impl Tally {
                 .unwrap_or_default() as f64
                 / 1000.0
         };
-        (at(0.5), at(0.99), v.last().copied().unwrap_or_default() as f64 / 1000.0)
+        (
+            at(0.5),
+            at(0.99),
+            v.last().copied().unwrap_or_default() as f64 / 1000.0,
+        )
     }
 }
 
@@ -419,7 +427,10 @@ fn client_cpu() -> HashMap<String, f64> {
         let f: Vec<&str> = rest.split_whitespace().collect();
         let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
             + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-        out.insert(task.file_name().to_string_lossy().into_owned(), ticks / 100.0);
+        out.insert(
+            task.file_name().to_string_lossy().into_owned(),
+            ticks / 100.0,
+        );
     }
     out
 }
@@ -672,7 +683,10 @@ async fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let only = std::env::var("KW_BENCH_ONLY").unwrap_or_default();
     let (count, secs) = if bench {
-        (env_u64("KW_BENCH_MESSAGES", 1_000_000), env_u64("KW_BENCH_SECS", 3))
+        (
+            env_u64("KW_BENCH_MESSAGES", 1_000_000),
+            env_u64("KW_BENCH_SECS", 3),
+        )
     } else {
         (20_000, 1)
     };

@@ -171,6 +171,56 @@ pub struct Deliver {
     pub data: serde_json::Value,
 }
 
+/// A data message from the socket of `epoch` whose JSON text is parsed by each consumer
+/// (the socket reader only routed it; see [`crate::dialect::Inbound::Text`]).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct DeliverText {
+    /// The socket.
+    pub epoch: Epoch,
+    /// The routing topic.
+    pub topic: Arc<str>,
+    /// The message: a JSON object, already checked to parse.
+    pub text: Arc<str>,
+}
+
+/// An [`Event`] as it waits in a consumer's queue: data may still be JSON text, shared by every
+/// consumer of the topic and parsed by [`crate::channel::Receiver::recv`] on the consumer's thread.
+#[derive(Debug)]
+pub enum Queued {
+    /// Handed out as it is.
+    Event(Event),
+    /// [`Event::Data`] once `text` is parsed.
+    Text {
+        /// The wire topic.
+        topic: Arc<str>,
+        /// The message (valid JSON: the socket reader checked it).
+        text: Arc<str>,
+    },
+}
+
+impl From<Event> for Queued {
+    fn from(event: Event) -> Self {
+        Queued::Event(event)
+    }
+}
+
+impl channel::Item for Event {
+    type Queued = Queued;
+
+    fn finish(queued: Queued) -> Event {
+        match queued {
+            Queued::Event(event) => event,
+            Queued::Text { topic, text } => Event::Data {
+                topic,
+                // The reader checked the text parses; `Null` only if that check and this parse
+                // ever disagree.
+                data: serde_json::from_str(&text).unwrap_or_default(),
+            },
+        }
+    }
+}
+
 /// The gateway acknowledged (or refused) a subscription by id on the socket of `epoch`.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]

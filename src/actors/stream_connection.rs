@@ -28,8 +28,9 @@ use crate::ids::{Epoch, Generation};
 use crate::machine::connection::{ConnEffect, ConnEvent, ConnMachine, ConnState, Presented};
 use crate::messages::{
     Acknowledged, AwaitSession, ConnPhase, CredentialsChanged, CredentialsDiscarded,
-    CredentialsRejected, Deliver, GetCredentials, Halt, InjectPanic, PrepareDial, Report, Resume,
-    Resync, SendFrame, SessionDown, SessionLost, SocketHealthy, StreamDown, StreamUp, TopicRefused,
+    CredentialsRejected, Deliver, DeliverText, GetCredentials, Halt, InjectPanic, PrepareDial,
+    Report, Resume, Resync, SendFrame, SessionDown, SessionLost, SocketHealthy, StreamDown,
+    StreamUp, TopicRefused,
 };
 use crate::metrics::FrameKind;
 use crate::status::ActorKind;
@@ -305,7 +306,7 @@ impl StreamConnection {
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         let mut inbound = std::mem::take(&mut self.scratch);
         let Some(epoch) = self.socket.as_mut().map(|open| {
-            open.decoder.decode_frame(text, &mut inbound);
+            open.decoder.decode_frame_deferred(text, &mut inbound);
             open.epoch
         }) else {
             return;
@@ -338,6 +339,14 @@ impl StreamConnection {
                 if ready == Some(epoch) {
                     if let Some(s) = self.ctx.subscriptions() {
                         s.do_send(Deliver { epoch, topic, data });
+                    }
+                }
+            }
+            Inbound::Text { topic, text } => {
+                open.malformed_in_a_row = 0;
+                if ready == Some(epoch) {
+                    if let Some(s) = self.ctx.subscriptions() {
+                        s.do_send(DeliverText { epoch, topic, text });
                     }
                 }
             }

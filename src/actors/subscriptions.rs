@@ -16,10 +16,11 @@ use actix::prelude::*;
 
 use super::StreamCtx;
 use crate::channel::{self, Push};
+use crate::ids::Epoch;
 use crate::machine::subscriptions::{Limits, SubsEffect, SubsEvent, SubsMachine, Verdict};
 use crate::messages::{
-    Acknowledged, Deliver, Halt, InjectPanic, Report, Resume, SendFrame, StreamDown, StreamUp,
-    Subscribe, TopicRefused, Unsubscribe,
+    Acknowledged, Deliver, DeliverText, Halt, InjectPanic, Queued, Report, Resume, SendFrame,
+    StreamDown, StreamUp, Subscribe, TopicRefused, Unsubscribe,
 };
 use crate::status::{ActorKind, SubscriptionCounts};
 use crate::subscription::{Event, Subscription, SubscriptionState};
@@ -193,15 +194,22 @@ impl Handler<StreamDown> for Subscriptions {
     }
 }
 
-impl Handler<Deliver> for Subscriptions {
-    type Result = ();
+/// A data message's body on its way to the consumers.
+enum Payload {
+    /// Parsed by the socket reader: every consumer but the last gets a copy.
+    Parsed(serde_json::Value),
+    /// JSON text: shared by every consumer, each parses it on its own thread.
+    Text(Arc<str>),
+}
 
-    fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) {
+impl Subscriptions {
+    /// Hands data on `topic` from socket `epoch` to its consumers, if the machine says so.
+    fn deliver(&mut self, epoch: Epoch, topic: Arc<str>, payload: Payload) {
         let mut book = self.book.borrow_mut();
-        let Verdict::Deliver { became_active } = book.machine.on_data(msg.epoch, &msg.topic) else {
+        let Verdict::Deliver { became_active } = book.machine.on_data(epoch, &topic) else {
             return;
         };
-        let Some(b) = book.bindings.get_mut(&msg.topic) else {
+        let Some(b) = book.bindings.get_mut(&topic) else {
             return;
         };
         b.consumers.retain(|c| !c.is_closed());
@@ -211,20 +219,28 @@ impl Handler<Deliver> for Subscriptions {
             }
         }
         let mut dropped = 0u64;
-        // Every consumer but the last gets a copy; the last gets the message itself.
-        let mut data = Some(msg.data);
         let last = b.consumers.len().saturating_sub(1);
+        let mut payload = Some(payload);
         for (i, c) in b.consumers.iter().enumerate() {
-            let data = if i == last {
-                data.take().unwrap_or_default()
-            } else {
-                data.clone().unwrap_or_default()
+            let queued = match &payload {
+                Some(Payload::Text(text)) => Queued::Text {
+                    topic: topic.clone(),
+                    text: text.clone(),
+                },
+                // The last consumer gets the parsed message itself, the others a copy.
+                Some(Payload::Parsed(data)) if i < last => Queued::Event(Event::Data {
+                    topic: topic.clone(),
+                    data: data.clone(),
+                }),
+                _ => match payload.take() {
+                    Some(Payload::Parsed(data)) => Queued::Event(Event::Data {
+                        topic: topic.clone(),
+                        data,
+                    }),
+                    _ => continue,
+                },
             };
-            let event = Event::Data {
-                topic: msg.topic.clone(),
-                data,
-            };
-            if c.push(event) == Push::DroppedOldest {
+            if c.push(queued) == Push::DroppedOldest {
                 dropped = dropped.saturating_add(1);
             }
         }
@@ -236,10 +252,26 @@ impl Handler<Deliver> for Subscriptions {
         }
         if orphaned {
             // Every consumer is gone: really unsubscribe.
-            self.forget(msg.topic);
+            self.forget(topic);
         } else if became_active {
             self.publish_counts();
         }
+    }
+}
+
+impl Handler<Deliver> for Subscriptions {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) {
+        self.deliver(msg.epoch, msg.topic, Payload::Parsed(msg.data));
+    }
+}
+
+impl Handler<DeliverText> for Subscriptions {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeliverText, _ctx: &mut Context<Self>) {
+        self.deliver(msg.epoch, msg.topic, Payload::Text(msg.text));
     }
 }
 

@@ -171,19 +171,6 @@ pub struct Deliver {
     pub data: serde_json::Value,
 }
 
-/// A data message from the socket of `epoch` whose JSON text is parsed by each consumer
-/// (the socket reader only routed it; see [`crate::dialect::Inbound::Text`]).
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct DeliverText {
-    /// The socket.
-    pub epoch: Epoch,
-    /// The routing topic.
-    pub topic: Arc<str>,
-    /// The message: a JSON object, already checked to parse.
-    pub text: Arc<str>,
-}
-
 /// An [`Event`] as it waits in a consumer's queue: data may still be JSON text, shared by every
 /// consumer of the topic and parsed by [`crate::channel::Receiver::recv`] on the consumer's thread.
 #[derive(Debug)]

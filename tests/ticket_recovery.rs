@@ -361,3 +361,41 @@ async fn a_wrong_token_secret_is_hard_and_names_the_fix() {
     kw.shutdown().await;
     emu.stop();
 }
+
+/// Data goes from the socket reader straight to the consumers; a channel whose every receiver
+/// was dropped is still really unsubscribed (at its next message), while a channel with a live
+/// receiver keeps its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_whose_receivers_are_all_dropped_is_unsubscribed_at_its_next_message() {
+    let emu = emulator(fast_api());
+    let kw = start(stream(&emu, |_| {}));
+    let rx = ready_with_data(&kw).await;
+    let mut other = kw
+        .subscribe(
+            STREAM,
+            Subscription::Channel {
+                channel: "trades.ETH-USD".into(),
+            },
+        )
+        .await
+        .unwrap();
+    wait(&kw, 10, "both active", |s| s.subscriptions.active == 2).await;
+    drop(rx);
+    wait(&kw, 10, "the orphaned channel forgotten", |s| {
+        s.subscriptions.desired == 1 && s.subscriptions.active == 1
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while emu.counters().ticket.unsubscribes == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway never saw the unsubscribe"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(emu.counters().ticket.unsubscribes, 1);
+    let data = common::next_data(&mut other, 5, "data on the live channel").await;
+    assert_eq!(data["channel"], "trades.ETH-USD");
+    kw.shutdown().await;
+    emu.stop();
+}

@@ -42,6 +42,9 @@ pub struct Peers {
     pub frames: Option<Recipient<SendFrame>>,
     /// Desired subscriptions.
     pub subscriptions: Option<Addr<Subscriptions>>,
+    /// The subscriptions ledger, once a Subscriptions actor works on it: the socket reader
+    /// hands data to consumers through it on the same thread, without a mailbox hop.
+    pub book: Option<subscriptions::Book>,
 }
 
 /// What the actors of one stream share. Lives on the stream's arbiter (not `Send`).
@@ -103,6 +106,11 @@ impl StreamCtx {
     /// Where subscription frames go.
     pub fn frames(&self) -> Option<Recipient<SendFrame>> {
         self.peers.borrow().frames.clone()
+    }
+
+    /// The subscriptions ledger (see [`Peers::book`]).
+    pub fn book(&self) -> Option<subscriptions::Book> {
+        self.peers.borrow().book.clone()
     }
 
     /// The live Subscriptions actor.

@@ -8,6 +8,7 @@
 //! turns closes into failures. A restart stops the actor (cancelling its timers, its stream and
 //! the dial in flight) and actix's Supervisor starts it again with the same machine.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::io::{SinkWrite, WriteHandler};
@@ -21,6 +22,7 @@ use rand::Rng;
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
+use super::subscriptions::{count_dropped, hand_over, Delivered, Payload};
 use super::{mailbox, StreamCtx};
 use crate::dialect::{Inbound, SocketDecoder};
 use crate::failure::{close_failure, Failure};
@@ -28,9 +30,8 @@ use crate::ids::{Epoch, Generation};
 use crate::machine::connection::{ConnEffect, ConnEvent, ConnMachine, ConnState, Presented};
 use crate::messages::{
     Acknowledged, AwaitSession, ConnPhase, CredentialsChanged, CredentialsDiscarded,
-    CredentialsRejected, Deliver, DeliverText, GetCredentials, Halt, InjectPanic, PrepareDial,
-    Report, Resume, Resync, SendFrame, SessionDown, SessionLost, SocketHealthy, StreamDown,
-    StreamUp, TopicRefused,
+    CredentialsRejected, GetCredentials, Halt, InjectPanic, PrepareDial, Report, Resume, Resync,
+    SendFrame, SessionDown, SessionLost, SocketHealthy, StreamDown, StreamUp, TopicRefused,
 };
 use crate::metrics::FrameKind;
 use crate::status::ActorKind;
@@ -337,17 +338,13 @@ impl StreamConnection {
             Inbound::Data { topic, data } => {
                 open.malformed_in_a_row = 0;
                 if ready == Some(epoch) {
-                    if let Some(s) = self.ctx.subscriptions() {
-                        s.do_send(Deliver { epoch, topic, data });
-                    }
+                    self.hand_over(epoch, topic, Payload::Parsed(data));
                 }
             }
             Inbound::Text { topic, text } => {
                 open.malformed_in_a_row = 0;
                 if ready == Some(epoch) {
-                    if let Some(s) = self.ctx.subscriptions() {
-                        s.do_send(DeliverText { epoch, topic, text });
-                    }
+                    self.hand_over(epoch, topic, Payload::Text(text));
                 }
             }
             Inbound::Ack { id } => {
@@ -388,6 +385,23 @@ impl StreamConnection {
                         ctx,
                     );
                 }
+            }
+        }
+    }
+
+    /// Data from the Ready socket `epoch` straight to its consumers (same thread, no mailbox
+    /// hop); Subscriptions hears of it only when something changed for it.
+    fn hand_over(&self, epoch: Epoch, topic: Arc<str>, payload: Payload) {
+        let Some(book) = self.ctx.book() else {
+            return;
+        };
+        let Some(handed) = hand_over(&book, epoch, &topic, payload) else {
+            return;
+        };
+        count_dropped(&self.ctx, handed.dropped);
+        if handed.became_active || handed.orphaned {
+            if let Some(s) = self.ctx.subscriptions() {
+                s.do_send(Delivered { topic });
             }
         }
     }

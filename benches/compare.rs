@@ -677,10 +677,283 @@ async fn latency(secs: u64) -> Result<(), String> {
     Ok(())
 }
 
+// ---------------------------------------------------------------- scale: many idle streams
+
+/// Resident memory of this process, KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU seconds of this whole process.
+fn process_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// One scale run's figures, printed by a child process as `key=value` words.
+#[derive(Default)]
+struct Scale {
+    rss_per_stream_kib: f64,
+    idle_cpu_pct: f64,
+    ready_ms: f64,
+    status_changes_per_s: f64,
+}
+
+impl Scale {
+    fn print(&self) {
+        println!(
+            "SCALE rss_per_stream_kib={:.1} idle_cpu_pct={:.2} ready_ms={:.0} status_changes_per_s={:.0}",
+            self.rss_per_stream_kib, self.idle_cpu_pct, self.ready_ms, self.status_changes_per_s
+        );
+    }
+
+    fn parse(line: &str) -> Option<Scale> {
+        let line = line.strip_prefix("SCALE ")?;
+        let get = |key: &str| -> f64 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN)
+        };
+        Some(Scale {
+            rss_per_stream_kib: get("rss_per_stream_kib"),
+            idle_cpu_pct: get("idle_cpu_pct"),
+            ready_ms: get("ready_ms"),
+            status_changes_per_s: get("status_changes_per_s"),
+        })
+    }
+}
+
+/// Child role: keepwire with `streams` ticket streams × `subs` channels against the source at
+/// `port`, all Ready, then idle (heartbeats only) for `idle`.
+async fn scale_keepwire(
+    port: u16,
+    streams: usize,
+    subs: usize,
+    idle: Duration,
+) -> Result<Scale, String> {
+    let url = format!("http://127.0.0.1:{port}");
+    let rss0 = rss_kib();
+    let t0 = Instant::now();
+    let mut b = Handle::builder();
+    for i in 0..streams {
+        b = b.stream(ticket_stream(&format!("s{i}"), url.clone()));
+    }
+    let kw = b.start().map_err(|e| e.to_string())?;
+    let mut receivers = Vec::new();
+    for i in 0..streams {
+        for ch in channels(subs) {
+            let rx = kw
+                .subscribe_with_capacity(
+                    &format!("s{i}"),
+                    Subscription::Channel { channel: ch },
+                    16,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            receivers.push(rx);
+        }
+    }
+    let mut status = kw.status();
+    let all_ready = |s: &keepwire::Status| {
+        s.streams.len() == streams && s.streams.values().all(|st| st.is_fully_ready())
+    };
+    tokio::time::timeout(Duration::from_secs(300), status.wait_for(all_ready))
+        .await
+        .map_err(|_| "not every stream became ready".to_string())?
+        .map_err(|e| e.to_string())?;
+    let ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss1 = rss_kib();
+    // A reader that follows the status, as an embedding service would.
+    let changes = Arc::new(AtomicU64::new(0));
+    let (c, mut watch) = (changes.clone(), kw.status());
+    let watcher = tokio::spawn(async move {
+        while watch.changed().await.is_ok() {
+            let _ready = watch.borrow_and_update().streams.len();
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let cpu0 = process_cpu();
+    tokio::time::sleep(idle).await;
+    let cpu = process_cpu() - cpu0;
+    watcher.abort();
+    let result = Scale {
+        rss_per_stream_kib: rss1.saturating_sub(rss0) as f64 / streams as f64,
+        idle_cpu_pct: 100.0 * cpu / idle.as_secs_f64(),
+        ready_ms,
+        status_changes_per_s: changes.load(Ordering::Relaxed) as f64 / idle.as_secs_f64(),
+    };
+    drop(receivers);
+    kw.shutdown().await;
+    Ok(result)
+}
+
+/// Child role: the bare floor, `streams` awc sockets × `subs` channels in one actix System.
+fn scale_bare(port: u16, streams: usize, subs: usize, idle: Duration) -> Result<Scale, String> {
+    let url = format!("ws://127.0.0.1:{port}/ws?ticket=bare");
+    let rss0 = rss_kib();
+    let t0 = Instant::now();
+    actix_rt::System::new().block_on(async move {
+        let client = awc::Client::new();
+        let acked = Arc::new(AtomicU64::new(0));
+        let all = tokio::sync::Notify::new();
+        let all = Arc::new(all);
+        for _ in 0..streams {
+            let (client, url, acked, all) =
+                (client.clone(), url.clone(), acked.clone(), all.clone());
+            actix_rt::spawn(async move {
+                let Ok((_, mut ws)) = client.ws(url).connect().await else {
+                    return;
+                };
+                for ch in channels(subs) {
+                    let cmd = format!(r#"{{"op":"subscribe","channel":"{ch}"}}"#);
+                    let _ = ws.send(awc::ws::Message::Text(cmd.into())).await;
+                }
+                while let Some(Ok(frame)) = ws.next().await {
+                    if let awc::ws::Frame::Text(bytes) = frame {
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&bytes).unwrap_or_default();
+                        if v["type"] == "subscribed"
+                            && acked.fetch_add(1, Ordering::Relaxed) + 1 == (streams * subs) as u64
+                        {
+                            all.notify_one();
+                        }
+                    }
+                }
+            });
+        }
+        tokio::time::timeout(Duration::from_secs(300), all.notified())
+            .await
+            .map_err(|_| "not every bare socket subscribed".to_string())?;
+        let ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss1 = rss_kib();
+        let cpu0 = process_cpu();
+        tokio::time::sleep(idle).await;
+        let cpu = process_cpu() - cpu0;
+        Ok(Scale {
+            rss_per_stream_kib: rss1.saturating_sub(rss0) as f64 / streams as f64,
+            idle_cpu_pct: 100.0 * cpu / idle.as_secs_f64(),
+            ready_ms,
+            status_changes_per_s: 0.0,
+        })
+    })
+}
+
+/// Runs this bench binary again as `role` (the source, or one client) in a process of its own,
+/// so that memory and CPU are measured per process.
+fn child(role: &str, port: u16, piped_stdin: bool) -> std::process::Child {
+    let exe = std::env::current_exe().expect("the bench binary");
+    std::process::Command::new(exe)
+        .args(std::env::args().skip(1))
+        .env("KW_BENCH_ROLE", role)
+        .env("KW_BENCH_PORT", port.to_string())
+        .stdin(if piped_stdin {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a child process")
+}
+
+fn child_result(c: std::process::Child) -> Result<Scale, String> {
+    let out = c.wait_with_output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(Scale::parse)
+        .ok_or_else(|| format!("child failed: {text}"))
+}
+
+fn scale(streams: usize, idle: Duration) -> Result<(), String> {
+    let mut source = child("source", 0, true);
+    let mut line = String::new();
+    let stdout = source.stdout.take().ok_or("source stdout")?;
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let port: u16 = line
+        .trim()
+        .parse()
+        .map_err(|_| format!("source said {line:?}"))?;
+    let b = child_result(child("scale-bare", port, false));
+    let k = child_result(child("scale-keepwire", port, false));
+    drop(source.stdin.take());
+    let _ = source.kill();
+    let _ = source.wait();
+    let (b, k) = (b?, k?);
+    println!(
+        "scale, {streams} streams x 10 subscriptions, idle {:.0} s: RSS KiB/stream bare {:.1} keepwire {:.1} | idle CPU % of a core bare {:.2} keepwire {:.2} | all ready ms bare {:.0} keepwire {:.0} | keepwire status changes/s while idle {:.0}",
+        idle.as_secs_f64(),
+        b.rss_per_stream_kib,
+        k.rss_per_stream_kib,
+        b.idle_cpu_pct,
+        k.idle_cpu_pct,
+        b.ready_ms,
+        k.ready_ms,
+        k.status_changes_per_s,
+    );
+    Ok(())
+}
+
+/// A child process's role, from `KW_BENCH_ROLE`; `None` in the parent.
+async fn run_role(bench: bool) -> Option<Result<(), String>> {
+    let role = std::env::var("KW_BENCH_ROLE").ok()?;
+    let port = env_u64("KW_BENCH_PORT", 0) as u16;
+    let streams = if bench {
+        env_u64("KW_BENCH_STREAMS", 1000)
+    } else {
+        20
+    } as usize;
+    let idle = Duration::from_secs(if bench {
+        env_u64("KW_BENCH_IDLE_SECS", 10)
+    } else {
+        1
+    });
+    Some(match role.as_str() {
+        "source" => {
+            let source = Source::start();
+            println!("{}", source.port);
+            let _ = std::io::stdout().flush();
+            // Serves until the parent closes stdin.
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            Ok(())
+        }
+        "scale-bare" => std::thread::spawn(move || scale_bare(port, streams, 10, idle))
+            .join()
+            .unwrap_or_else(|_| Err("the bare client panicked".into()))
+            .map(|s| s.print()),
+        "scale-keepwire" => scale_keepwire(port, streams, 10, idle)
+            .await
+            .map(|s| s.print()),
+        other => Err(format!("unknown role {other}")),
+    })
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     origin();
     let bench = std::env::args().any(|a| a == "--bench");
+    if let Some(result) = run_role(bench).await {
+        if let Err(e) = result {
+            eprintln!("bench role failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let only = std::env::var("KW_BENCH_ONLY").unwrap_or_default();
     let (count, secs) = if bench {
         (
@@ -696,6 +969,19 @@ async fn main() {
     }
     if result.is_ok() && (only.is_empty() || only == "latency") {
         result = latency(secs).await;
+    }
+    if result.is_ok() && (only.is_empty() || only == "scale") {
+        let streams = if bench {
+            env_u64("KW_BENCH_STREAMS", 1000)
+        } else {
+            20
+        } as usize;
+        let idle = Duration::from_secs(if bench {
+            env_u64("KW_BENCH_IDLE_SECS", 10)
+        } else {
+            1
+        });
+        result = scale(streams, idle);
     }
     if let Err(e) = result {
         eprintln!("bench failed: {e}");

@@ -806,15 +806,15 @@ fn scale_bare(port: u16, streams: usize, subs: usize, idle: Duration) -> Result<
     let rss0 = rss_kib();
     let t0 = Instant::now();
     actix_rt::System::new().block_on(async move {
-        let client = awc::Client::new();
         let acked = Arc::new(AtomicU64::new(0));
         let all = tokio::sync::Notify::new();
         let all = Arc::new(all);
         for _ in 0..streams {
-            let (client, url, acked, all) =
-                (client.clone(), url.clone(), acked.clone(), all.clone());
+            let (url, acked, all) = (url.clone(), acked.clone(), all.clone());
             actix_rt::spawn(async move {
-                let Ok((_, mut ws)) = client.ws(url).connect().await else {
+                // A client per socket, as keepwire has one per stream (one client's pool
+                // holds at most 100 connections).
+                let Ok((_, mut ws)) = awc::Client::new().ws(url).connect().await else {
                     return;
                 };
                 for ch in channels(subs) {
@@ -836,7 +836,13 @@ fn scale_bare(port: u16, streams: usize, subs: usize, idle: Duration) -> Result<
         }
         tokio::time::timeout(Duration::from_secs(300), all.notified())
             .await
-            .map_err(|_| "not every bare socket subscribed".to_string())?;
+            .map_err(|_| {
+                format!(
+                    "only {} of {} subscriptions acknowledged",
+                    acked.load(Ordering::Relaxed),
+                    streams * subs
+                )
+            })?;
         let ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rss1 = rss_kib();

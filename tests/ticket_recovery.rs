@@ -399,3 +399,43 @@ async fn a_channel_whose_receivers_are_all_dropped_is_unsubscribed_at_its_next_m
     kw.shutdown().await;
     emu.stop();
 }
+
+/// Idle cost is linear in streams: a Ready stream with nothing happening on it publishes no new
+/// status, so readers of the status watch are woken only by a real change (they used to be
+/// woken ten times a second per stream, each time with a fresh copy of an unchanged status).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_readers_are_woken_only_by_a_change() {
+    let emu = emulator(ApiConfig {
+        heartbeat_interval: Duration::from_secs(30),
+        ..fast_api()
+    });
+    let mut cfg = stream(&emu, |_| {});
+    cfg.heartbeat_timeout = Duration::from_secs(60);
+    let kw = start(cfg);
+    wait(&kw, 10, "ready", |s| s.state == StreamState::Ready).await;
+    let mut status = kw.status();
+    let mut last = status.borrow_and_update().stream(STREAM).cloned();
+    let (mut woken, mut unchanged) = (0, 0);
+    let window = tokio::time::sleep(Duration::from_millis(1500));
+    tokio::pin!(window);
+    loop {
+        tokio::select! {
+            _ = &mut window => break,
+            changed = status.changed() => {
+                changed.unwrap();
+                woken += 1;
+                let now = status.borrow_and_update().stream(STREAM).cloned();
+                if now == last {
+                    unchanged += 1;
+                }
+                last = now;
+            }
+        }
+    }
+    assert_eq!(
+        unchanged, 0,
+        "{unchanged} of {woken} wake-ups of a status reader carried no change"
+    );
+    kw.shutdown().await;
+    emu.stop();
+}

@@ -408,8 +408,8 @@ impl Tally {
     }
 }
 
-/// CPU seconds of this process's threads except the source's (`src-*`), by thread id.
-fn client_cpu() -> HashMap<String, f64> {
+/// CPU seconds of this process's threads except the source's (`src-*`), by thread id and name.
+fn client_cpu() -> HashMap<String, (String, f64)> {
     let mut out = HashMap::new();
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return out;
@@ -427,19 +427,28 @@ fn client_cpu() -> HashMap<String, f64> {
         let f: Vec<&str> = rest.split_whitespace().collect();
         let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
             + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+        let comm = name.rsplit('(').next().unwrap_or_default().to_string();
         out.insert(
             task.file_name().to_string_lossy().into_owned(),
-            ticks / 100.0,
+            (comm, ticks / 100.0),
         );
     }
     out
 }
 
-fn cpu_since(before: &HashMap<String, f64>) -> f64 {
-    client_cpu()
-        .iter()
-        .map(|(tid, now)| now - before.get(tid).copied().unwrap_or(0.0))
-        .sum()
+/// CPU seconds since `before`: of every client thread, and of the socket reader's thread
+/// (`reader`: keepwire's own thread, or the bare client's).
+fn cpu_since(before: &HashMap<String, (String, f64)>, reader: &str) -> (f64, f64) {
+    let mut all = 0.0;
+    let mut on_reader = 0.0;
+    for (tid, (comm, now)) in client_cpu() {
+        let spent = now - before.get(&tid).map_or(0.0, |(_, t)| *t);
+        all += spent;
+        if comm == reader {
+            on_reader += spent;
+        }
+    }
+    (all, on_reader)
 }
 
 // ---------------------------------------------------------------- the two clients
@@ -448,6 +457,8 @@ fn cpu_since(before: &HashMap<String, f64>) -> f64 {
 struct Run {
     msgs_per_sec: f64,
     cpu_ns_per_msg: f64,
+    /// Of it, on the thread that reads the socket.
+    reader_ns_per_msg: f64,
     latency: (f64, f64, f64),
 }
 
@@ -508,7 +519,7 @@ async fn bare(channels: &[String], count: u64, pace: Option<Duration>) -> Result
     let cpu = client_cpu();
     source.burst(channels, count, pace);
     let end = tally.wait(limit(count, pace)).await?;
-    let cpu = cpu_since(&cpu);
+    let cpu = cpu_since(&cpu, "bare-awc");
     drop(finish_tx);
     let _ = thread.join();
     source.close();
@@ -522,12 +533,13 @@ fn limit(count: u64, pace: Option<Duration>) -> Duration {
     }
 }
 
-fn finish(source: &Source, tally: &Tally, end: u64, cpu: f64) -> Run {
+fn finish(source: &Source, tally: &Tally, end: u64, (cpu, reader): (f64, f64)) -> Run {
     let start = source.burst_started.load(Ordering::SeqCst);
     let secs = end.saturating_sub(start) as f64 / 1e9;
     Run {
         msgs_per_sec: tally.target as f64 / secs,
         cpu_ns_per_msg: cpu * 1e9 / tally.target as f64,
+        reader_ns_per_msg: reader * 1e9 / tally.target as f64,
         latency: tally.percentiles(),
     }
 }
@@ -603,7 +615,7 @@ async fn keepwire(
     let cpu = client_cpu();
     source.burst(channels, count, pace);
     let end = tally.wait(limit(count, pace)).await;
-    let cpu = cpu_since(&cpu);
+    let cpu = cpu_since(&cpu, "keepwire");
     let dropped = kw
         .status()
         .borrow()
@@ -649,12 +661,13 @@ async fn throughput(count: u64) -> Result<(), String> {
         let b = bare(&chans, count, None).await?;
         let k = keepwire(&chans, consumers, count, None).await?;
         println!(
-            "throughput, {label}, {count} msgs: bare {:>9.0} msg/s  keepwire {:>9.0} msg/s  ratio {:.2}x | client CPU ns/msg: bare {:.0}  keepwire {:.0}  ratio {:.2}x",
+            "throughput, {label}, {count} msgs: bare {:>7.0} msg/s  keepwire {:>7.0} msg/s  ratio {:.2}x | client CPU ns/msg: bare {:.0}  keepwire {:.0} (socket thread {:.0})  ratio {:.2}x",
             b.msgs_per_sec,
             k.msgs_per_sec,
             ratio(k.msgs_per_sec, b.msgs_per_sec),
             b.cpu_ns_per_msg,
             k.cpu_ns_per_msg,
+            k.reader_ns_per_msg,
             ratio(k.cpu_ns_per_msg, b.cpu_ns_per_msg),
         );
     }
@@ -886,17 +899,26 @@ fn child_result(c: std::process::Child) -> Result<Scale, String> {
 
 fn scale(streams: usize, idle: Duration) -> Result<(), String> {
     let mut source = child("source", 0, true);
-    let mut line = String::new();
-    let stdout = source.stdout.take().ok_or("source stdout")?;
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let port: u16 = line
-        .trim()
-        .parse()
-        .map_err(|_| format!("source said {line:?}"))?;
-    let b = child_result(child("scale-bare", port, false));
-    let k = child_result(child("scale-keepwire", port, false));
+    let port = source
+        .stdout
+        .take()
+        .ok_or_else(|| "source stdout".to_string())
+        .and_then(|stdout| {
+            let mut line = String::new();
+            BufReader::new(stdout)
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())?;
+            line.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("source said {line:?}"))
+        });
+    let (b, k) = match port {
+        Ok(port) => (
+            child_result(child("scale-bare", port, false)),
+            child_result(child("scale-keepwire", port, false)),
+        ),
+        Err(e) => (Err(e.clone()), Err(e)),
+    };
     drop(source.stdin.take());
     let _ = source.kill();
     let _ = source.wait();

@@ -338,4 +338,7 @@ pub enum Report {
     },
     /// Consumer events were dropped.
     EventsDropped(u64),
+    /// An actor was dropped: a panic inside a handler (actix drops such an actor instead of
+    /// restarting it), or the system stopping. Sent by its [`crate::actors::Lifeline`].
+    Died(ActorKind),
 }

@@ -31,8 +31,9 @@ use crate::status::{
 };
 use crate::transport::ClientFactory;
 
-/// How often children are checked for having died of a panic.
-const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+/// How often the status's counters are refreshed (and, as a safety net, children checked for
+/// having died: a dying actor reports it at once through its `Lifeline`).
+const REFRESH: Duration = Duration::from_secs(1);
 
 /// Stop the stream: unsubscribe, log out when configured, halt every actor.
 #[derive(Message, Debug)]
@@ -341,7 +342,7 @@ impl Actor for StreamSupervisor {
             self.start_child(kind);
         }
         self.metrics.subscriptions(&SubscriptionCounts::default());
-        ctx.run_interval(LIVENESS_CHECK, |act, ctx| act.check_liveness(ctx));
+        ctx.run_interval(REFRESH, |act, ctx| act.check_liveness(ctx));
         self.publish();
     }
 }
@@ -393,6 +394,7 @@ impl Handler<Report> for StreamSupervisor {
                 }
             }
             Report::EventsDropped(_) => {}
+            Report::Died(_) => return self.check_liveness(ctx),
         }
         self.publish();
     }

@@ -119,6 +119,31 @@ impl StreamCtx {
     }
 }
 
+/// Held by each actor of a stream: when the actor is dropped (a panic inside a handler: actix
+/// drops such an actor instead of restarting it), it tells the stream supervisor at once, which
+/// rebuilds the actor without polling for dead ones.
+pub struct Lifeline {
+    kind: crate::status::ActorKind,
+    report: Recipient<Report>,
+}
+
+impl Lifeline {
+    /// The lifeline of the `kind` actor of the stream of `ctx`.
+    pub fn new(kind: crate::status::ActorKind, ctx: &StreamCtx) -> Self {
+        Self {
+            kind,
+            report: ctx.report.clone(),
+        }
+    }
+}
+
+impl Drop for Lifeline {
+    fn drop(&mut self) {
+        // The supervisor may be gone too (the system stopping): then nobody needs to know.
+        self.report.do_send(Report::Died(self.kind));
+    }
+}
+
 /// Maps a mailbox error (the peer is restarting or gone) to a soft failure.
 pub(crate) fn mailbox(peer: &str, e: actix::MailboxError) -> Failure {
     Failure::Transport {

@@ -52,6 +52,8 @@ struct Open {
 /// The socket actor of one stream.
 pub struct StreamConnection {
     ctx: StreamCtx,
+    /// Tells the stream supervisor when this actor is dropped.
+    _lifeline: super::Lifeline,
     http: Option<awc::Client>,
     machine: ConnMachine,
     socket: Option<Open>,
@@ -70,6 +72,7 @@ impl StreamConnection {
             ctx.dialect.competing_policy(),
             rand::thread_rng().gen(),
         );
+        let lifeline = super::Lifeline::new(crate::status::ActorKind::StreamConnection, &ctx);
         Self {
             ctx,
             http: None,
@@ -77,6 +80,7 @@ impl StreamConnection {
             socket: None,
             dial: None,
             scratch: Vec::new(),
+            _lifeline: lifeline,
         }
     }
 

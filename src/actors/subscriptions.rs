@@ -51,6 +51,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// The subscriptions actor of one stream.
 pub struct Subscriptions {
     ctx: StreamCtx,
+    /// Tells the stream supervisor when this actor is dropped.
+    _lifeline: super::Lifeline,
     book: Book,
     last_counts: Option<SubscriptionCounts>,
 }
@@ -59,6 +61,7 @@ impl Subscriptions {
     /// A Subscriptions actor working on `book`.
     pub fn new(ctx: StreamCtx, book: Book) -> Self {
         Self {
+            _lifeline: super::Lifeline::new(ActorKind::Subscriptions, &ctx),
             ctx,
             book,
             last_counts: None,

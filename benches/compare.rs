@@ -767,12 +767,9 @@ async fn scale_keepwire(
     let mut receivers = Vec::new();
     for i in 0..streams {
         for ch in channels(subs) {
+            // The default queue capacity, as `keepwire run` and most users subscribe.
             let rx = kw
-                .subscribe_with_capacity(
-                    &format!("s{i}"),
-                    Subscription::Channel { channel: ch },
-                    16,
-                )
+                .subscribe(&format!("s{i}"), Subscription::Channel { channel: ch })
                 .await
                 .map_err(|e| e.to_string())?;
             receivers.push(rx);

@@ -33,7 +33,8 @@ struct Shared<T> {
 /// Creates a queue holding at most `capacity` (at least 1) items.
 pub fn bounded<T: Item>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
-        queue: Mutex::new(VecDeque::with_capacity(capacity.clamp(1, 1024))),
+        // Grows with use: an idle subscription holds no queue memory.
+        queue: Mutex::new(VecDeque::new()),
         capacity: capacity.max(1),
         notify: Notify::new(),
         dropped: AtomicU64::new(0),

@@ -56,6 +56,8 @@ enum Out {
         pace: Option<Duration>,
     },
     Close,
+    /// Drop the socket without a close frame (a fault).
+    Drop,
 }
 
 #[derive(Clone, Default)]
@@ -112,6 +114,18 @@ impl Source {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
+    }
+
+    /// Drops the latest socket (a fault the client must recover from).
+    fn drop_socket(&self) {
+        if let Some(tx) = self
+            .latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = tx.send(Out::Drop);
+        }
     }
 
     fn close(&self) {
@@ -264,6 +278,10 @@ impl Source {
                 Out::Ack(channel) => {
                     let ack = format!(r#"{{"type":"subscribed","channel":"{channel}"}}"#);
                     w.write_all(&frame(ack.as_bytes())).is_ok()
+                }
+                Out::Drop => {
+                    let _ = w.shutdown(std::net::Shutdown::Both);
+                    return;
                 }
                 Out::Close => {
                     let mut b = BytesMut::new();
@@ -690,6 +708,123 @@ async fn latency(secs: u64) -> Result<(), String> {
     Ok(())
 }
 
+// ---------------------------------------------------------------- recovery overhead
+
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+/// keepwire: `faults` socket drops, each timed from losing Ready to Ready with every
+/// subscription active again (its `last_recovery`), minus the backoff delay it waited.
+async fn recovery_keepwire(faults: usize, subs: usize) -> Result<Vec<f64>, String> {
+    let source = Source::start();
+    let mut cfg = ticket_stream("bench", source.base_url());
+    let backoff = Duration::from_millis(10);
+    cfg.backoff = keepwire::BackoffConfig {
+        initial: backoff,
+        max: backoff,
+        randomization: 0.0,
+        ..keepwire::BackoffConfig::default()
+    };
+    let kw = Handle::builder()
+        .stream(cfg)
+        .start()
+        .map_err(|e| e.to_string())?;
+    let mut receivers = Vec::new();
+    for ch in channels(subs) {
+        receivers.push(
+            kw.subscribe("bench", Subscription::Channel { channel: ch })
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let mut status = kw.status();
+    let recovered = |n: u64| {
+        move |s: &keepwire::Status| {
+            s.stream("bench")
+                .is_some_and(|st| st.recoveries >= n && st.is_fully_ready())
+        }
+    };
+    let mut out = Vec::with_capacity(faults);
+    for n in 0..=faults as u64 {
+        let took = tokio::time::timeout(Duration::from_secs(20), status.wait_for(recovered(n)))
+            .await
+            .map_err(|_| format!("not recovered from fault {n}"))?
+            .map_err(|e| e.to_string())?
+            .stream("bench")
+            .and_then(|st| st.last_recovery);
+        if n > 0 {
+            let took = took.ok_or("no recovery time")?;
+            out.push(took.saturating_sub(backoff).as_secs_f64() * 1e6);
+        }
+        if n < faults as u64 {
+            source.drop_socket();
+        }
+    }
+    kw.shutdown().await;
+    source.close();
+    drop(receivers);
+    Ok(out)
+}
+
+/// The bare floor: a fresh awc socket, `subs` subscribes and their acks, `faults` times (no
+/// ticket, no backoff).
+fn recovery_bare(faults: usize, subs: usize) -> Result<Vec<f64>, String> {
+    let source = Source::start();
+    let url = format!("ws://127.0.0.1:{}/ws?ticket=bare", source.port);
+    let out = actix_rt::System::new().block_on(async move {
+        let mut out = Vec::with_capacity(faults);
+        for _ in 0..faults {
+            let t0 = Instant::now();
+            let (_, mut ws) = awc::Client::new()
+                .ws(url.as_str())
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            for ch in channels(subs) {
+                let cmd = format!(r#"{{"op":"subscribe","channel":"{ch}"}}"#);
+                let _ = ws.send(awc::ws::Message::Text(cmd.into())).await;
+            }
+            let mut acks = 0;
+            while let Some(Ok(frame)) = ws.next().await {
+                if let awc::ws::Frame::Text(bytes) = frame {
+                    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                    if v["type"] == "subscribed" {
+                        acks += 1;
+                        if acks == subs {
+                            break;
+                        }
+                    }
+                }
+            }
+            out.push(t0.elapsed().as_secs_f64() * 1e6);
+            let _ = ws.close().await;
+        }
+        Ok::<_, String>(out)
+    });
+    source.close();
+    out
+}
+
+async fn recovery(faults: usize) -> Result<(), String> {
+    let subs = 10;
+    let mut b = std::thread::spawn(move || recovery_bare(faults, subs))
+        .join()
+        .unwrap_or_else(|_| Err("the bare client panicked".into()))?;
+    let mut k = recovery_keepwire(faults, subs).await?;
+    let (b50, b99) = (percentile(&mut b, 0.5), percentile(&mut b, 0.99));
+    let (k50, k99) = (percentile(&mut k, 0.5), percentile(&mut k, 0.99));
+    println!(
+        "recovery, {faults} socket drops, {subs} subscriptions, µs: bare reconnect+resubscribe p50 {b50:.0} p99 {b99:.0}  keepwire recovery minus backoff p50 {k50:.0} p99 {k99:.0}  ratio p50 {:.2}x p99 {:.2}x",
+        ratio(k50, b50),
+        ratio(k99, b99),
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------- scale: many idle streams
 
 /// Resident memory of this process, KiB.
@@ -994,6 +1129,14 @@ async fn main() {
     }
     if result.is_ok() && (only.is_empty() || only == "latency") {
         result = latency(secs).await;
+    }
+    if result.is_ok() && (only.is_empty() || only == "recovery") {
+        let faults = if bench {
+            env_u64("KW_BENCH_FAULTS", 1000)
+        } else {
+            20
+        } as usize;
+        result = recovery(faults).await;
     }
     if result.is_ok() && (only.is_empty() || only == "scale") {
         let streams = if bench {

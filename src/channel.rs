@@ -2,12 +2,24 @@
 //!
 //! A slow consumer must never stall the socket reader or its heartbeats, and the newest market
 //! data is worth more than the oldest: pushing into a full queue evicts its head and counts it.
+//!
+//! An item may wait in the queue in a cheaper form than the one handed out ([`Item::Queued`]):
+//! the consumer finishes it in `recv`, on its own thread (keepwire queues a data message as its
+//! JSON text and the consumer parses it, in parallel with the socket reader).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
+
+/// What a queue hands out, and the form it waits in until then.
+pub trait Item: Sized {
+    /// The queued form.
+    type Queued: Send;
+    /// Turns a queued item into the item (runs on the consumer's thread).
+    fn finish(queued: Self::Queued) -> Self;
+}
 
 struct Shared<T> {
     queue: Mutex<VecDeque<T>>,
@@ -19,9 +31,10 @@ struct Shared<T> {
 }
 
 /// Creates a queue holding at most `capacity` (at least 1) items.
-pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+pub fn bounded<T: Item>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
-        queue: Mutex::new(VecDeque::with_capacity(capacity.clamp(1, 1024))),
+        // Grows with use: an idle subscription holds no queue memory.
+        queue: Mutex::new(VecDeque::new()),
         capacity: capacity.max(1),
         notify: Notify::new(),
         dropped: AtomicU64::new(0),
@@ -37,8 +50,8 @@ pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 }
 
 /// The producing side (held by the Subscriptions actor).
-pub struct Sender<T> {
-    shared: Arc<Shared<T>>,
+pub struct Sender<T: Item> {
+    shared: Arc<Shared<T::Queued>>,
 }
 
 /// What happened to a pushed item.
@@ -52,9 +65,10 @@ pub enum Push {
     Closed,
 }
 
-impl<T> Sender<T> {
+impl<T: Item> Sender<T> {
     /// Queues `item`, evicting the oldest item when full. Never blocks.
-    pub fn push(&self, item: T) -> Push {
+    pub fn push(&self, item: impl Into<T::Queued>) -> Push {
+        let item = item.into();
         if !self.shared.receiver_alive.load(Ordering::Acquire) {
             return Push::Closed;
         }
@@ -87,7 +101,7 @@ impl<T> Sender<T> {
     }
 }
 
-impl<T> Drop for Sender<T> {
+impl<T: Item> Drop for Sender<T> {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.notify.notify_one();
@@ -95,11 +109,11 @@ impl<T> Drop for Sender<T> {
 }
 
 /// The consuming side, handed to the user by `subscribe`.
-pub struct Receiver<T> {
-    shared: Arc<Shared<T>>,
+pub struct Receiver<T: Item> {
+    shared: Arc<Shared<T::Queued>>,
 }
 
-impl<T> Receiver<T> {
+impl<T: Item> Receiver<T> {
     /// The next item; `None` once the subscription ended and the queue is drained.
     ///
     /// Takes part in tokio's cooperative scheduling like tokio's own channels: a consumer that
@@ -122,11 +136,14 @@ impl<T> Receiver<T> {
 
     /// The next item if one is queued.
     pub fn try_recv(&mut self) -> Option<T> {
-        self.shared
+        let queued = self
+            .shared
             .queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .pop_front()
+            .pop_front();
+        // Finished outside the lock: the producer never waits for a consumer's parse.
+        queued.map(T::finish)
     }
 
     /// Items dropped so far because this receiver fell behind.
@@ -135,13 +152,13 @@ impl<T> Receiver<T> {
     }
 }
 
-impl<T> Drop for Receiver<T> {
+impl<T: Item> Drop for Receiver<T> {
     fn drop(&mut self) {
         self.shared.receiver_alive.store(false, Ordering::Release);
     }
 }
 
-impl<T> std::fmt::Debug for Receiver<T> {
+impl<T: Item> std::fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Receiver")
             .field("dropped", &self.dropped())
@@ -153,9 +170,23 @@ impl<T> std::fmt::Debug for Receiver<T> {
 mod tests {
     use super::*;
 
+    impl Item for u8 {
+        type Queued = u8;
+        fn finish(queued: u8) -> u8 {
+            queued
+        }
+    }
+
+    impl Item for i32 {
+        type Queued = i32;
+        fn finish(queued: i32) -> i32 {
+            queued
+        }
+    }
+
     #[test]
     fn a_full_queue_drops_the_oldest_and_counts_it() {
-        let (tx, mut rx) = bounded(3);
+        let (tx, mut rx) = bounded::<i32>(3);
         for i in 0..5 {
             tx.push(i);
         }
@@ -166,7 +197,7 @@ mod tests {
 
     #[tokio::test]
     async fn recv_wakes_on_push_and_ends_after_sender_drop() {
-        let (tx, mut rx) = bounded(8);
+        let (tx, mut rx) = bounded::<i32>(8);
         let task = tokio::spawn(async move {
             let mut got = vec![];
             while let Some(x) = rx.recv().await {

@@ -179,6 +179,43 @@ pub struct Deliver {
     pub data: serde_json::Value,
 }
 
+/// An [`Event`] as it waits in a consumer's queue: data may still be JSON text, shared by every
+/// consumer of the topic and parsed by [`crate::channel::Receiver::recv`] on the consumer's thread.
+#[derive(Debug)]
+pub enum Queued {
+    /// Handed out as it is.
+    Event(Event),
+    /// [`Event::Data`] once `text` is parsed.
+    Text {
+        /// The wire topic.
+        topic: Arc<str>,
+        /// The message (valid JSON: the socket reader checked it).
+        text: Arc<str>,
+    },
+}
+
+impl From<Event> for Queued {
+    fn from(event: Event) -> Self {
+        Queued::Event(event)
+    }
+}
+
+impl channel::Item for Event {
+    type Queued = Queued;
+
+    fn finish(queued: Queued) -> Event {
+        match queued {
+            Queued::Event(event) => event,
+            Queued::Text { topic, text } => Event::Data {
+                topic,
+                // The reader checked the text parses; `Null` only if that check and this parse
+                // ever disagree.
+                data: serde_json::from_str(&text).unwrap_or_default(),
+            },
+        }
+    }
+}
+
 /// The gateway acknowledged (or refused) a subscription by id on the socket of `epoch`.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -309,4 +346,7 @@ pub enum Report {
     },
     /// Consumer events were dropped.
     EventsDropped(u64),
+    /// An actor was dropped: a panic inside a handler (actix drops such an actor instead of
+    /// restarting it), or the system stopping. Sent by its [`crate::actors::Lifeline`].
+    Died(ActorKind),
 }

@@ -31,8 +31,9 @@ use crate::status::{
 };
 use crate::transport::{ClientFactory, Fence};
 
-/// How often children are checked for having died of a panic.
-const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+/// How often the status's counters are refreshed (and, as a safety net, children checked for
+/// having died: a dying actor reports it at once through its `Lifeline`).
+const REFRESH: Duration = Duration::from_secs(1);
 
 /// Stop the stream: unsubscribe, log out when configured, halt every actor.
 #[derive(Message, Debug)]
@@ -198,12 +199,16 @@ impl StreamSupervisor {
         }
     }
 
-    /// Rebuilds children that died (a panic drops an actix actor instead of restarting it).
+    /// Rebuilds children that died (a panic drops an actix actor instead of restarting it), and
+    /// refreshes the status's counters. Publishes only when one of them changed: a poll that
+    /// changes nothing neither copies the status nor wakes its readers.
     fn check_liveness(&mut self, ctx: &mut Context<Self>) {
+        let mut rebuilt = false;
         for kind in ActorKind::ALL {
             if self.alive(kind) {
                 continue;
             }
+            rebuilt = true;
             tracing::error!(stream = %self.name, actor = kind.as_str(), "actor died (panic); rebuilding it alone");
             self.start_child(kind);
             self.restarted(kind, Cause::Died, ctx);
@@ -228,7 +233,13 @@ impl StreamSupervisor {
                 self.broadcast(Halt);
             }
         }
-        self.publish();
+        let m = &self.metrics;
+        let counters_moved = m.messages_received.get() != self.status.messages_received
+            || m.events_dropped.get() != self.status.events_dropped
+            || m.credential_requests.get() != self.status.credential_requests;
+        if rebuilt || counters_moved {
+            self.publish();
+        }
     }
 
     /// Counts a restart; only deaths count towards restart intensity (a planned restart answers
@@ -327,10 +338,14 @@ impl StreamSupervisor {
             }
         }
         self.was_fully_ready = fully_ready;
-        let snapshot = self.status.clone();
-        let name = self.name.to_string();
-        self.status_tx.send_modify(|s| {
-            s.streams.insert(name, snapshot);
+        // Readers are woken only by a real change, and only this stream's entry is copied.
+        let (name, status) = (&self.name, &self.status);
+        self.status_tx.send_if_modified(|s| {
+            if s.streams.get(&**name) == Some(status) {
+                return false;
+            }
+            s.streams.insert(name.to_string(), status.clone());
+            true
         });
     }
 }
@@ -368,7 +383,7 @@ impl Actor for StreamSupervisor {
             self.broadcast(Halt);
         }
         self.metrics.subscriptions(&SubscriptionCounts::default());
-        ctx.run_interval(LIVENESS_CHECK, |act, ctx| act.check_liveness(ctx));
+        ctx.run_interval(REFRESH, |act, ctx| act.check_liveness(ctx));
         self.publish();
     }
 }
@@ -420,6 +435,7 @@ impl Handler<Report> for StreamSupervisor {
                 }
             }
             Report::EventsDropped(_) => {}
+            Report::Died(_) => return self.check_liveness(ctx),
         }
         self.publish();
     }

@@ -689,6 +689,33 @@ async fn a_panic_in_a_handler_rebuilds_only_that_actor() {
     rig.stop().await;
 }
 
+/// A panicked actor reports its own death: it is rebuilt at once, not at the supervisor's next
+/// poll (streams are not polled for dead actors ten times a second any more; a 1 s check is
+/// only a safety net).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicked_actor_is_rebuilt_at_once_not_at_the_next_poll() {
+    let rig = Rig::start();
+    let _rx = rig.subscribe_all(&CONIDS[..1]).await;
+    rig.fully_ready().await;
+    for actor in [
+        ActorKind::Subscriptions,
+        ActorKind::TokenManager,
+        ActorKind::GatewaySession,
+        ActorKind::StreamConnection,
+    ] {
+        let t0 = std::time::Instant::now();
+        rig.kw.inject_panic(STREAM, actor).await.unwrap();
+        rig.wait(10, "rebuilt", |s| restarts(s, actor) == 1).await;
+        let took = t0.elapsed();
+        assert!(
+            took < Duration::from_millis(500),
+            "{actor:?} rebuilt after {took:?}: it waited for a poll"
+        );
+        rig.wait(10, "ready again", |s| s.is_fully_ready()).await;
+    }
+    rig.stop().await;
+}
+
 impl Rig {
     fn start_yield() -> Self {
         Rig::with(common::fast_emulator(), |c| {

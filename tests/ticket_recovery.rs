@@ -622,3 +622,81 @@ async fn a_gateway_that_floods_pings_and_never_reads_is_a_soft_failure_with_boun
         "the reconnect is counted by its reason: {metrics}"
     );
 }
+
+/// Data goes from the socket reader straight to the consumers; a channel whose every receiver
+/// was dropped is still really unsubscribed (at its next message), while a channel with a live
+/// receiver keeps its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_whose_receivers_are_all_dropped_is_unsubscribed_at_its_next_message() {
+    let emu = emulator(fast_api());
+    let kw = start(stream(&emu, |_| {}));
+    let rx = ready_with_data(&kw).await;
+    let mut other = kw
+        .subscribe(
+            STREAM,
+            Subscription::Channel {
+                channel: "trades.ETH-USD".into(),
+            },
+        )
+        .await
+        .unwrap();
+    wait(&kw, 10, "both active", |s| s.subscriptions.active == 2).await;
+    drop(rx);
+    wait(&kw, 10, "the orphaned channel forgotten", |s| {
+        s.subscriptions.desired == 1 && s.subscriptions.active == 1
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while emu.counters().ticket.unsubscribes == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway never saw the unsubscribe"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(emu.counters().ticket.unsubscribes, 1);
+    let data = common::next_data(&mut other, 5, "data on the live channel").await;
+    assert_eq!(data["channel"], "trades.ETH-USD");
+    kw.shutdown().await;
+    emu.stop();
+}
+
+/// Idle cost is linear in streams: a Ready stream with nothing happening on it publishes no new
+/// status, so readers of the status watch are woken only by a real change (they used to be
+/// woken ten times a second per stream, each time with a fresh copy of an unchanged status).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_readers_are_woken_only_by_a_change() {
+    let emu = emulator(ApiConfig {
+        heartbeat_interval: Duration::from_secs(30),
+        ..fast_api()
+    });
+    let mut cfg = stream(&emu, |_| {});
+    cfg.heartbeat_timeout = Duration::from_secs(60);
+    let kw = start(cfg);
+    wait(&kw, 10, "ready", |s| s.state == StreamState::Ready).await;
+    let mut status = kw.status();
+    let mut last = status.borrow_and_update().stream(STREAM).cloned();
+    let (mut woken, mut unchanged) = (0, 0);
+    let window = tokio::time::sleep(Duration::from_millis(1500));
+    tokio::pin!(window);
+    loop {
+        tokio::select! {
+            _ = &mut window => break,
+            changed = status.changed() => {
+                changed.unwrap();
+                woken += 1;
+                let now = status.borrow_and_update().stream(STREAM).cloned();
+                if now == last {
+                    unchanged += 1;
+                }
+                last = now;
+            }
+        }
+    }
+    assert_eq!(
+        unchanged, 0,
+        "{unchanged} of {woken} wake-ups of a status reader carried no change"
+    );
+    kw.shutdown().await;
+    emu.stop();
+}

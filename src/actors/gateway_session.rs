@@ -20,6 +20,8 @@ use crate::status::ActorKind;
 /// The gateway-session actor of one stream.
 pub struct GatewaySession {
     ctx: StreamCtx,
+    /// Tells the stream supervisor when this actor is dropped.
+    _lifeline: super::Lifeline,
     http: Option<crate::transport::Http>,
     machine: SessionMachine,
     waiters: Vec<oneshot::Sender<Result<(), Failure>>>,
@@ -34,11 +36,13 @@ impl GatewaySession {
             ctx.config.login_poll_interval,
             rand::thread_rng().gen(),
         );
+        let lifeline = super::Lifeline::new(crate::status::ActorKind::GatewaySession, &ctx);
         Self {
             ctx,
             http: None,
             machine,
             waiters: Vec::new(),
+            _lifeline: lifeline,
         }
     }
 

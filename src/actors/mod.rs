@@ -42,6 +42,9 @@ pub struct Peers {
     pub frames: Option<Recipient<SendFrame>>,
     /// Desired subscriptions.
     pub subscriptions: Option<Addr<Subscriptions>>,
+    /// The subscriptions ledger, once a Subscriptions actor works on it: the socket reader
+    /// hands data to consumers through it on the same thread, without a mailbox hop.
+    pub book: Option<subscriptions::Book>,
 }
 
 /// What the actors of one stream share. Lives on the stream's arbiter (not `Send`).
@@ -105,9 +108,39 @@ impl StreamCtx {
         self.peers.borrow().frames.clone()
     }
 
+    /// The subscriptions ledger (see [`Peers::book`]).
+    pub fn book(&self) -> Option<subscriptions::Book> {
+        self.peers.borrow().book.clone()
+    }
+
     /// The live Subscriptions actor.
     pub fn subscriptions(&self) -> Option<Addr<Subscriptions>> {
         self.peers.borrow().subscriptions.clone()
+    }
+}
+
+/// Held by each actor of a stream: when the actor is dropped (a panic inside a handler: actix
+/// drops such an actor instead of restarting it), it tells the stream supervisor at once, which
+/// rebuilds the actor without polling for dead ones.
+pub struct Lifeline {
+    kind: crate::status::ActorKind,
+    report: Recipient<Report>,
+}
+
+impl Lifeline {
+    /// The lifeline of the `kind` actor of the stream of `ctx`.
+    pub fn new(kind: crate::status::ActorKind, ctx: &StreamCtx) -> Self {
+        Self {
+            kind,
+            report: ctx.report.clone(),
+        }
+    }
+}
+
+impl Drop for Lifeline {
+    fn drop(&mut self) {
+        // The supervisor may be gone too (the system stopping): then nobody needs to know.
+        self.report.do_send(Report::Died(self.kind));
     }
 }
 

@@ -8,6 +8,7 @@
 //! turns closes into failures. A restart stops the actor (cancelling its timers, its stream and
 //! the dial in flight) and actix's Supervisor starts it again with the same machine.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -20,6 +21,7 @@ use rand::Rng;
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
+use super::subscriptions::{count_dropped, hand_over, Delivered, Payload};
 use super::{mailbox, StreamCtx};
 use crate::dialect::{Inbound, SocketDecoder};
 use crate::failure::{close_failure, Failure};
@@ -27,9 +29,9 @@ use crate::ids::{Epoch, Generation};
 use crate::machine::connection::{ConnEffect, ConnEvent, ConnMachine, ConnState, Presented};
 use crate::messages::{
     Acknowledged, AwaitSession, ConnPhase, CredentialsChanged, CredentialsDiscarded,
-    CredentialsRejected, CredentialsStale, Deliver, GetCredentials, Halt, InjectPanic, PrepareDial,
-    Report, Resume, Resync, SendFrame, SessionDown, SessionLost, SocketHealthy, StreamDown,
-    StreamUp, TopicRefused,
+    CredentialsRejected, CredentialsStale, GetCredentials, Halt, InjectPanic, PrepareDial, Report,
+    Resume, Resync, SendFrame, SessionDown, SessionLost, SocketHealthy, StreamDown, StreamUp,
+    TopicRefused,
 };
 use crate::metrics::{FrameKind, RECONNECT_CREDENTIALS_ROTATED};
 use crate::outbox::{outbox, Outbox};
@@ -50,6 +52,8 @@ struct Open {
 /// The socket actor of one stream.
 pub struct StreamConnection {
     ctx: StreamCtx,
+    /// Tells the stream supervisor when this actor is dropped.
+    _lifeline: super::Lifeline,
     http: Option<crate::transport::Http>,
     machine: ConnMachine,
     socket: Option<Open>,
@@ -68,6 +72,7 @@ impl StreamConnection {
             ctx.dialect.competing_policy(),
             rand::thread_rng().gen(),
         );
+        let lifeline = super::Lifeline::new(crate::status::ActorKind::StreamConnection, &ctx);
         Self {
             ctx,
             http: None,
@@ -75,6 +80,7 @@ impl StreamConnection {
             socket: None,
             dial: None,
             scratch: Vec::new(),
+            _lifeline: lifeline,
         }
     }
 
@@ -330,7 +336,7 @@ impl StreamConnection {
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         let mut inbound = std::mem::take(&mut self.scratch);
         let Some(epoch) = self.socket.as_mut().map(|open| {
-            open.decoder.decode_frame(text, &mut inbound);
+            open.decoder.decode_frame_deferred(text, &mut inbound);
             open.epoch
         }) else {
             return;
@@ -361,9 +367,13 @@ impl StreamConnection {
             Inbound::Data { topic, data } => {
                 open.malformed_in_a_row = 0;
                 if ready == Some(epoch) {
-                    if let Some(s) = self.ctx.subscriptions() {
-                        s.do_send(Deliver { epoch, topic, data });
-                    }
+                    self.hand_over(epoch, topic, Payload::Parsed(data));
+                }
+            }
+            Inbound::Text { topic, text } => {
+                open.malformed_in_a_row = 0;
+                if ready == Some(epoch) {
+                    self.hand_over(epoch, topic, Payload::Text(text));
                 }
             }
             Inbound::Ack { id } => {
@@ -404,6 +414,23 @@ impl StreamConnection {
                         ctx,
                     );
                 }
+            }
+        }
+    }
+
+    /// Data from the Ready socket `epoch` straight to its consumers (same thread, no mailbox
+    /// hop); Subscriptions hears of it only when something changed for it.
+    fn hand_over(&self, epoch: Epoch, topic: Arc<str>, payload: Payload) {
+        let Some(book) = self.ctx.book() else {
+            return;
+        };
+        let Some(handed) = hand_over(&book, epoch, &topic, payload) else {
+            return;
+        };
+        count_dropped(&self.ctx, handed.dropped);
+        if handed.became_active || handed.orphaned {
+            if let Some(s) = self.ctx.subscriptions() {
+                s.do_send(Delivered { topic });
             }
         }
     }

@@ -16,10 +16,11 @@ use actix::prelude::*;
 
 use super::StreamCtx;
 use crate::channel::{self, Push};
+use crate::ids::Epoch;
 use crate::machine::subscriptions::{Limits, SubsEffect, SubsEvent, SubsMachine, Verdict};
 use crate::messages::{
-    Acknowledged, Deliver, Halt, InjectPanic, Report, Resume, SendFrame, StreamDown, StreamUp,
-    Subscribe, TopicRefused, Unsubscribe,
+    Acknowledged, Deliver, Halt, InjectPanic, Queued, Report, Resume, SendFrame, StreamDown,
+    StreamUp, Subscribe, TopicRefused, Unsubscribe,
 };
 use crate::status::{ActorKind, SubscriptionCounts};
 use crate::subscription::{Event, Subscription, SubscriptionState};
@@ -50,6 +51,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// The subscriptions actor of one stream.
 pub struct Subscriptions {
     ctx: StreamCtx,
+    /// Tells the stream supervisor when this actor is dropped.
+    _lifeline: super::Lifeline,
     book: Book,
     last_counts: Option<SubscriptionCounts>,
 }
@@ -58,6 +61,7 @@ impl Subscriptions {
     /// A Subscriptions actor working on `book`.
     pub fn new(ctx: StreamCtx, book: Book) -> Self {
         Self {
+            _lifeline: super::Lifeline::new(ActorKind::Subscriptions, &ctx),
             ctx,
             book,
             last_counts: None,
@@ -122,6 +126,8 @@ impl Actor for Subscriptions {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // The socket reader hands data over through the book directly (see `hand_over`).
+        self.ctx.peers.borrow_mut().book = Some(self.book.clone());
         self.book.borrow_mut().machine.set_limits(Limits {
             confirm_timeout: self.ctx.config.confirm_timeout,
             max_attempts: self.ctx.config.max_subscribe_attempts,
@@ -193,53 +199,137 @@ impl Handler<StreamDown> for Subscriptions {
     }
 }
 
+/// A data message's body on its way to the consumers.
+pub(crate) enum Payload {
+    /// Parsed by the socket reader: every consumer but the last gets a copy.
+    Parsed(serde_json::Value),
+    /// JSON text: shared by every consumer, each parses it on its own thread.
+    Text(Arc<str>),
+}
+
+/// What handing data over left for the Subscriptions actor to do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Handed {
+    /// The data confirmed its subscription (its counts changed).
+    pub became_active: bool,
+    /// Every consumer of the topic is gone: it must really be unsubscribed.
+    pub orphaned: bool,
+    /// Events dropped for slow consumers.
+    pub dropped: u64,
+}
+
+/// Hands data on `topic` from socket `epoch` to its consumers if the machine says so; `None`
+/// when it does not. Runs wherever the data is (the socket reader calls it on the same thread,
+/// without a mailbox hop); what needs the actor afterwards is in the result.
+pub(crate) fn hand_over(
+    book: &Book,
+    epoch: Epoch,
+    topic: &Arc<str>,
+    payload: Payload,
+) -> Option<Handed> {
+    let mut book = book.borrow_mut();
+    let Verdict::Deliver { became_active } = book.machine.on_data(epoch, topic) else {
+        return None;
+    };
+    let b = book.bindings.get_mut(topic)?;
+    b.consumers.retain(|c| !c.is_closed());
+    if became_active {
+        for c in &b.consumers {
+            c.push(Event::State(SubscriptionState::Active));
+        }
+    }
+    let mut dropped = 0u64;
+    let last = b.consumers.len().saturating_sub(1);
+    let mut payload = Some(payload);
+    for (i, c) in b.consumers.iter().enumerate() {
+        let queued = match &payload {
+            Some(Payload::Text(text)) => Queued::Text {
+                topic: topic.clone(),
+                text: text.clone(),
+            },
+            // The last consumer gets the parsed message itself, the others a copy.
+            Some(Payload::Parsed(data)) if i < last => Queued::Event(Event::Data {
+                topic: topic.clone(),
+                data: data.clone(),
+            }),
+            _ => match payload.take() {
+                Some(Payload::Parsed(data)) => Queued::Event(Event::Data {
+                    topic: topic.clone(),
+                    data,
+                }),
+                _ => continue,
+            },
+        };
+        if c.push(queued) == Push::DroppedOldest {
+            dropped = dropped.saturating_add(1);
+        }
+    }
+    Some(Handed {
+        became_active,
+        orphaned: b.consumers.is_empty(),
+        dropped,
+    })
+}
+
+/// Counts events dropped for slow consumers (metrics and status).
+pub(crate) fn count_dropped(ctx: &StreamCtx, dropped: u64) {
+    if dropped > 0 {
+        ctx.metrics.events_dropped.inc_by(dropped);
+        ctx.report(Report::EventsDropped(dropped));
+    }
+}
+
+/// Data was handed over by the socket reader and left work for this actor ([`Handed`]).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Delivered {
+    /// The topic.
+    pub topic: Arc<str>,
+}
+
+impl Subscriptions {
+    /// Hands data on `topic` from socket `epoch` to its consumers, if the machine says so.
+    fn deliver(&mut self, epoch: Epoch, topic: Arc<str>, payload: Payload) {
+        let Some(handed) = hand_over(&self.book, epoch, &topic, payload) else {
+            return;
+        };
+        count_dropped(&self.ctx, handed.dropped);
+        if handed.orphaned {
+            // Every consumer is gone: really unsubscribe.
+            self.forget(topic);
+        } else if handed.became_active {
+            self.publish_counts();
+        }
+    }
+}
+
+impl Handler<Delivered> for Subscriptions {
+    type Result = ();
+
+    fn handle(&mut self, msg: Delivered, _ctx: &mut Context<Self>) {
+        // Checked again: a consumer may have subscribed since the data was handed over.
+        let orphaned = self
+            .book
+            .borrow_mut()
+            .bindings
+            .get_mut(&msg.topic)
+            .is_some_and(|b| {
+                b.consumers.retain(|c| !c.is_closed());
+                b.consumers.is_empty()
+            });
+        if orphaned {
+            self.forget(msg.topic);
+        } else {
+            self.publish_counts();
+        }
+    }
+}
+
 impl Handler<Deliver> for Subscriptions {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) {
-        let mut book = self.book.borrow_mut();
-        let Verdict::Deliver { became_active } = book.machine.on_data(msg.epoch, &msg.topic) else {
-            return;
-        };
-        let Some(b) = book.bindings.get_mut(&msg.topic) else {
-            return;
-        };
-        b.consumers.retain(|c| !c.is_closed());
-        if became_active {
-            for c in &b.consumers {
-                c.push(Event::State(SubscriptionState::Active));
-            }
-        }
-        let mut dropped = 0u64;
-        // Every consumer but the last gets a copy; the last gets the message itself.
-        let mut data = Some(msg.data);
-        let last = b.consumers.len().saturating_sub(1);
-        for (i, c) in b.consumers.iter().enumerate() {
-            let data = if i == last {
-                data.take().unwrap_or_default()
-            } else {
-                data.clone().unwrap_or_default()
-            };
-            let event = Event::Data {
-                topic: msg.topic.clone(),
-                data,
-            };
-            if c.push(event) == Push::DroppedOldest {
-                dropped = dropped.saturating_add(1);
-            }
-        }
-        let orphaned = b.consumers.is_empty();
-        drop(book);
-        if dropped > 0 {
-            self.ctx.metrics.events_dropped.inc_by(dropped);
-            self.ctx.report(Report::EventsDropped(dropped));
-        }
-        if orphaned {
-            // Every consumer is gone: really unsubscribe.
-            self.forget(msg.topic);
-        } else if became_active {
-            self.publish_counts();
-        }
+        self.deliver(msg.epoch, msg.topic, Payload::Parsed(msg.data));
     }
 }
 

@@ -24,6 +24,8 @@ type Waiter = oneshot::Sender<Result<Credentials, Failure>>;
 /// The credentials actor of one stream.
 pub struct TokenManager {
     ctx: StreamCtx,
+    /// Tells the stream supervisor when this actor is dropped.
+    _lifeline: super::Lifeline,
     http: Option<crate::transport::Http>,
     machine: TokenMachine,
     /// The secret of the current generation.
@@ -38,6 +40,7 @@ impl TokenManager {
     /// A TokenManager for the stream.
     pub fn new(ctx: StreamCtx) -> Self {
         let machine = TokenMachine::new(ctx.generation.get(), rand::thread_rng().gen());
+        let lifeline = super::Lifeline::new(crate::status::ActorKind::TokenManager, &ctx);
         Self {
             ctx,
             http: None,
@@ -46,6 +49,7 @@ impl TokenManager {
             incoming: None,
             waiters: Vec::new(),
             refresh_timer: None,
+            _lifeline: lifeline,
         }
     }
 

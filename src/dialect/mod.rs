@@ -99,6 +99,14 @@ pub enum Inbound {
         /// The parsed message.
         data: serde_json::Value,
     },
+    /// Data on a topic whose JSON the consumers parse (see
+    /// [`SocketDecoder::decode_frame_deferred`]): the decoder only routed it.
+    Text {
+        /// Routing topic (matches a subscription key).
+        topic: Arc<str>,
+        /// The message, a JSON object that parses.
+        text: Arc<str>,
+    },
     /// The gateway acknowledged a subscription (see [`Confirmation::Ack`]).
     Ack {
         /// The acknowledgement id.
@@ -159,6 +167,13 @@ pub trait SocketDecoder {
     /// record-separated framing), appending them to `out`. Defaults to one message per frame.
     fn decode_frame(&mut self, text: &str, out: &mut Vec<Inbound>) {
         out.push(self.decode(text));
+    }
+
+    /// Like [`SocketDecoder::decode_frame`], but data may come out as [`Inbound::Text`]: routed
+    /// on the cheapest look at the frame and parsed later, by the consumers, on their threads.
+    /// Everything else decodes exactly as `decode_frame` does. Defaults to `decode_frame`.
+    fn decode_frame_deferred(&mut self, text: &str, out: &mut Vec<Inbound>) {
+        self.decode_frame(text, out);
     }
 }
 

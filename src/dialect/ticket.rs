@@ -18,6 +18,7 @@
 //! | upgrade refused (no, used or expired ticket) | `TicketRejected` | soft: new ticket |
 //! | close 1008 `ORIGIN_BLOCKED` | `Closed 1008` | hard |
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +28,8 @@ use awc::http::Method;
 use futures_util::future::LocalBoxFuture;
 use futures_util::FutureExt;
 use secrecy::{ExposeSecret, SecretString};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Confirmation, DialPlan, Dialect, Inbound, Issued, SocketDecoder, SubscriptionWire};
@@ -465,10 +468,7 @@ impl Dialect for Ticket {
     }
 
     fn decoder(&self) -> Box<dyn SocketDecoder> {
-        Box::new(TicketDecoder {
-            config: self.config.clone(),
-            ready: self.config.ready_type.is_none(),
-        })
+        Box::new(TicketDecoder::new(self.config.clone()))
     }
 
     fn upgrade_refused(&self, status: u16) -> Failure {
@@ -510,6 +510,26 @@ impl Dialect for Ticket {
 struct TicketDecoder {
     config: Arc<TicketConfig>,
     ready: bool,
+    /// The top-level keys of the type and channel pointers, when both are one segment deep
+    /// (the defaults are): data is then routed by [`scan_head`] without building a `Value`.
+    route: Option<(String, String)>,
+}
+
+impl TicketDecoder {
+    fn new(config: Arc<TicketConfig>) -> Self {
+        let route = top_level_key(&config.type_pointer).zip(top_level_key(&config.channel_pointer));
+        Self {
+            ready: config.ready_type.is_none(),
+            config,
+            route,
+        }
+    }
+}
+
+/// The key a one-segment JSON pointer (`/type`) names, unescaped (`~1` → `/`, `~0` → `~`).
+fn top_level_key(pointer: &str) -> Option<String> {
+    let key = pointer.strip_prefix('/')?;
+    (!key.contains('/')).then(|| key.replace("~1", "/").replace("~0", "~"))
 }
 
 impl SocketDecoder for TicketDecoder {
@@ -521,22 +541,20 @@ impl SocketDecoder for TicketDecoder {
             return Inbound::Malformed;
         }
         let c = &self.config;
-        let kind = pointer_str(&value, &c.type_pointer)
-            .unwrap_or_default()
-            .to_string();
-        let channel = pointer_str(&value, &c.channel_pointer).map(str::to_string);
+        let kind = pointer_str(&value, &c.type_pointer).unwrap_or_default();
+        let channel = pointer_str(&value, &c.channel_pointer);
         if !self.ready {
-            if c.ready_type.as_deref() == Some(kind.as_str()) {
+            if c.ready_type.as_deref() == Some(kind) {
                 self.ready = true;
                 return Inbound::Authenticated;
             }
             return Inbound::Control;
         }
-        if c.heartbeat_types.contains(&kind) {
+        if c.heartbeat_types.iter().any(|h| h == kind) {
             return Inbound::Heartbeat;
         }
         match channel {
-            Some(ch) if c.ack_type.as_deref() == Some(kind.as_str()) => Inbound::Ack { id: ch },
+            Some(ch) if c.ack_type.as_deref() == Some(kind) => Inbound::Ack { id: ch.into() },
             Some(ch) if kind == c.error_type => {
                 let message = server_text(
                     value
@@ -544,7 +562,10 @@ impl SocketDecoder for TicketDecoder {
                         .and_then(Value::as_str)
                         .unwrap_or("refused"),
                 );
-                Inbound::Nack { id: ch, message }
+                Inbound::Nack {
+                    id: ch.into(),
+                    message,
+                }
             }
             Some(ch) => Inbound::Data {
                 topic: ch.into(),
@@ -552,6 +573,208 @@ impl SocketDecoder for TicketDecoder {
             },
             None => Inbound::Control,
         }
+    }
+
+    fn decode_frame_deferred(&mut self, text: &str, out: &mut Vec<Inbound>) {
+        if let (true, Some((type_key, channel_key))) = (self.ready, &self.route) {
+            let Ok(head) = scan_head(text, type_key, channel_key) else {
+                return out.push(Inbound::Malformed);
+            };
+            let c = &self.config;
+            let kind = head.kind.as_deref().unwrap_or_default();
+            let data = !c.heartbeat_types.iter().any(|h| h == kind)
+                && c.ack_type.as_deref() != Some(kind)
+                && kind != c.error_type;
+            if let (true, Some(channel)) = (data, head.channel.as_deref()) {
+                return out.push(Inbound::Text {
+                    topic: channel.into(),
+                    text: text.into(),
+                });
+            }
+        }
+        // Everything but data (and every message before the socket is usable) as before.
+        out.push(self.decode(text));
+    }
+}
+
+/// The routing fields of a message: the non-empty strings at two top-level keys.
+#[derive(Debug, Default, PartialEq)]
+struct Head<'de> {
+    kind: Option<Cow<'de, str>>,
+    channel: Option<Cow<'de, str>>,
+}
+
+/// Reads a message's type and channel without building a `Value` (nothing is allocated unless
+/// one of the two has escapes), accepting exactly the texts `serde_json::from_str::<Value>`
+/// accepts as an object: every value is still parsed (numbers, nesting depth), just not kept.
+fn scan_head<'de>(
+    text: &'de str,
+    type_key: &str,
+    channel_key: &str,
+) -> Result<Head<'de>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let head = HeadSeed {
+        type_key,
+        channel_key,
+    }
+    .deserialize(&mut de)?;
+    de.end()?;
+    Ok(head)
+}
+
+struct HeadSeed<'k> {
+    type_key: &'k str,
+    channel_key: &'k str,
+}
+
+impl<'de> DeserializeSeed<'de> for HeadSeed<'_> {
+    type Value = Head<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Head<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for HeadSeed<'_> {
+    type Value = Head<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head<'de>, A::Error> {
+        let mut head = Head::default();
+        while let Some((is_type, is_channel)) = map.next_key_seed(KeySeed(&self))? {
+            if !is_type && !is_channel {
+                map.next_value::<Skip>()?;
+                continue;
+            }
+            // Like `Value::pointer(..).and_then(Value::as_str)`, and the last duplicate wins.
+            let value = map
+                .next_value::<StrOrSkip<'de>>()?
+                .0
+                .filter(|s| !s.is_empty());
+            if is_type {
+                head.kind = value.clone();
+            }
+            if is_channel {
+                head.channel = value;
+            }
+        }
+        Ok(head)
+    }
+}
+
+/// Which of the two routing keys an object key is.
+struct KeySeed<'a, 'k>(&'a HeadSeed<'k>);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_, '_> {
+    type Value = (bool, bool);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(bool, bool), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_, '_> {
+    type Value = (bool, bool);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<(bool, bool), E> {
+        Ok((key == self.0.type_key, key == self.0.channel_key))
+    }
+}
+
+/// Any JSON value, parsed and thrown away (unlike `IgnoredAny`, numbers are range-checked and
+/// nesting is depth-limited, as when building a `Value`).
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
+        d.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+}
+
+/// A JSON value kept only when it is a string (borrowed from the text when it has no escapes).
+struct StrOrSkip<'de>(Option<Cow<'de, str>>);
+
+impl<'de> Deserialize<'de> for StrOrSkip<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StrOrSkip<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(StrOrSkip(Some(Cow::Borrowed(s))))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(StrOrSkip(Some(Cow::Owned(s.to_owned()))))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(StrOrSkip(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(StrOrSkip(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(StrOrSkip(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(StrOrSkip(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(StrOrSkip(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                SkipVisitor.visit_seq(seq).map(|_| StrOrSkip(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                SkipVisitor.visit_map(map).map(|_| StrOrSkip(None))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -609,6 +832,95 @@ mod tests {
             Inbound::Data { .. }
         ));
         assert_eq!(d.decode("nope"), Inbound::Malformed);
+    }
+
+    /// What `decode_frame_deferred` makes of `text` on a usable socket.
+    fn deferred(d: &mut Box<dyn SocketDecoder>, text: &str) -> Inbound {
+        let mut out = Vec::new();
+        d.decode_frame_deferred(text, &mut out);
+        assert_eq!(out.len(), 1);
+        out.remove(0)
+    }
+
+    #[test]
+    fn deferred_decoding_routes_data_as_text_and_decodes_everything_else_as_before() {
+        let mut lazy = dialect().decoder();
+        let mut eager = dialect().decoder();
+        for d in [&mut lazy, &mut eager] {
+            assert_eq!(d.decode(r#"{"type":"hello"}"#), Inbound::Authenticated);
+        }
+        let data = [
+            r#"{"type":"data","channel":"a","p":1}"#,
+            r#"{"channel":"a","type":"trade","nested":{"type":"x","channel":"b"},"l":[1,{"c":2}]}"#,
+            r#"{"type":"data","channel":"a\u0062"}"#,
+            r#"{"channel":"x","type":"data","channel":"a"}"#,
+            r#"{"channel":"a"}"#,
+            r#" {"type":7,"channel":"a"} "#,
+        ];
+        for text in data {
+            let Inbound::Data { topic, data } = eager.decode(text) else {
+                panic!("{text} is data");
+            };
+            assert_eq!(
+                deferred(&mut lazy, text),
+                Inbound::Text {
+                    topic: topic.clone(),
+                    text: text.into()
+                },
+                "{text}"
+            );
+            assert_eq!(serde_json::from_str::<Value>(text).unwrap(), data);
+        }
+        let others = [
+            r#"{"type":"heartbeat","channel":"a"}"#,
+            r#"{"type":"heartbeat"}"#,
+            r#"{"type":"subscribed","channel":"a"}"#,
+            r#"{"type":"error","channel":"a","message":"no"}"#,
+            r#"{"type":"data"}"#,
+            r#"{"type":"data","channel":""}"#,
+            r#"{"type":"data","channel":5}"#,
+            r#"{"type":"data","channel":null}"#,
+            r#"{"type":"data","channel":"a","x":1e400}"#,
+            r#"{"type":"data","channel":"a"} x"#,
+            r#"{"type":"data","channel":"a""#,
+            r#"[{"type":"data","channel":"a"}]"#,
+            r#""data""#,
+            "nope",
+        ];
+        for text in others {
+            assert_eq!(deferred(&mut lazy, text), eager.decode(text), "{text}");
+        }
+        let deep = format!(
+            r#"{{"type":"data","channel":"a","x":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(eager.decode(&deep), Inbound::Malformed);
+        assert_eq!(deferred(&mut lazy, &deep), Inbound::Malformed);
+    }
+
+    #[test]
+    fn deferred_decoding_waits_for_hello_and_honours_nested_pointers() {
+        let mut d = dialect().decoder();
+        let early = r#"{"type":"data","channel":"a"}"#;
+        assert_eq!(deferred(&mut d, early), Inbound::Control);
+        assert_eq!(
+            deferred(&mut d, r#"{"type":"hello"}"#),
+            Inbound::Authenticated
+        );
+        let nested = Ticket::new(
+            "http://127.0.0.1:8080",
+            TicketConfig {
+                channel_pointer: "/arg/channel".into(),
+                ..TicketConfig::default()
+            },
+        );
+        let mut d = nested.decoder();
+        assert_eq!(d.decode(r#"{"type":"hello"}"#), Inbound::Authenticated);
+        assert!(matches!(
+            deferred(&mut d, r#"{"type":"data","arg":{"channel":"a"}}"#),
+            Inbound::Data { topic, .. } if &*topic == "a"
+        ));
     }
 
     #[test]

@@ -91,6 +91,26 @@ struct Entry {
     ending: Ending,
 }
 
+impl Entry {
+    /// Whether the fault refuses credentials (a 401/403 or an expiry): two of them on one
+    /// dialect at once make the failure table's "rejected again right after a refresh" a
+    /// legitimate hard stop for a stream that meets both.
+    fn refuses_credentials(&self) -> bool {
+        self.faults.iter().any(|f| match f {
+            Fault::RejectUpgrade { status, .. } => matches!(status, 401 | 403),
+            Fault::TickleUnauthorized { .. } => true,
+            Fault::Hub(HubFault::ExpireTokens) => true,
+            Fault::Hub(HubFault::RejectNegotiate { status, .. })
+            | Fault::Hub(HubFault::RejectUpgrade { status, .. }) => matches!(status, 401 | 403),
+            Fault::Ticket(TicketFault::ExpireJwts) => true,
+            _ => false,
+        })
+    }
+}
+
+/// The reason the failure table gives a second refusal of just-refreshed credentials.
+const REFUSED_AFTER_REFRESH: &str = "right after a refresh";
+
 fn catalogue(dialects: &[Dialect]) -> Vec<Entry> {
     let mut all = Vec::new();
     for &dialect in dialects {
@@ -357,6 +377,18 @@ impl Run {
             .await;
         self.streams = streams;
         res
+    }
+
+    /// The streams stopped for good, with their reasons.
+    fn failed_streams(&self) -> Vec<(String, String)> {
+        let status = self.status.borrow();
+        self.streams
+            .iter()
+            .filter_map(|s| match &status.stream(&s.name)?.state {
+                StreamState::Failed { reason } => Some((s.name.clone(), reason.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     fn not_ready(&self) -> String {
@@ -706,11 +738,51 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
                 r.timeline.recoveries.push((from, to));
             }
             Err(waited) => {
-                let stuck = run.not_ready();
-                run.violate(format!(
-                    "not recovered within {} ms: {stuck}",
-                    waited.as_millis()
-                ));
+                // Two credential refusals on one dialect at once: a stream that met both was
+                // refused again right after its refresh, which the failure table calls hard.
+                let doubled: Vec<Dialect> = dialects
+                    .iter()
+                    .copied()
+                    .filter(|d| {
+                        batch
+                            .iter()
+                            .filter(|e| e.dialect == *d && e.refuses_credentials())
+                            .count()
+                            >= 2
+                    })
+                    .collect();
+                let failed = run.failed_streams();
+                let expected = !failed.is_empty()
+                    && failed.iter().all(|(name, reason)| {
+                        reason.contains(REFUSED_AFTER_REFRESH)
+                            && run
+                                .streams
+                                .iter()
+                                .any(|s| s.name == *name && doubled.contains(&s.dialect))
+                    });
+                if expected {
+                    hard_failures += failed.len() as u64;
+                } else {
+                    let stuck = run.not_ready();
+                    run.violate(format!(
+                        "not recovered within {} ms: {stuck}",
+                        waited.as_millis()
+                    ));
+                }
+                // Reported once: resume what stopped, so that later faults are judged on their own.
+                for (name, _) in &failed {
+                    if let Err(e) = run.kw.resume(name).await {
+                        run.violate(format!("resuming {name}: {e}"));
+                    }
+                }
+                let again = Instant::now();
+                if run.recovered(again, bound).await.is_err() {
+                    let stuck = run.not_ready();
+                    run.violate(format!(
+                        "not recovered within {} ms of resuming: {stuck}",
+                        bound.as_millis()
+                    ));
+                }
             }
         }
         if injected % 5 == 0 || injected >= faults_wanted {
@@ -921,6 +993,29 @@ mod tests {
             .flat_map(|_| draw(&mut rng, &dialects, &catalogue, &soft))
             .map(|e| e.name)
             .collect()
+    }
+
+    #[test]
+    fn credential_refusals_are_told_from_other_faults() {
+        let all = catalogue(&[Dialect::Ibkr, Dialect::Ticket, Dialect::Signalr]);
+        let refuses = |name: &str| {
+            all.iter()
+                .find(|e| e.name == name)
+                .map(Entry::refuses_credentials)
+        };
+        assert_eq!(refuses("signalr: 401 on negotiate"), Some(true));
+        assert_eq!(
+            refuses("signalr: token expired mid-stream (Close: Unauthorized)"),
+            Some(true)
+        );
+        assert_eq!(
+            refuses("ticket: JWT expired (401 INVALID_TOKEN)"),
+            Some(true)
+        );
+        assert_eq!(refuses("ibkr: 403 on the socket handshake"), Some(true));
+        assert_eq!(refuses("signalr: 503 on negotiate"), Some(false));
+        assert_eq!(refuses("signalr: connection dropped"), Some(false));
+        assert_eq!(refuses("ibkr: socket dropped"), Some(false));
     }
 
     #[test]

@@ -328,11 +328,15 @@ fn emulate_with(pair: &Pair) -> (Emulate, String) {
         .expect("keepwire emulate starts");
     let stdout = child.stdout.take().expect("stdout is piped");
     let guard = Emulate(child);
-    let first = BufReader::new(stdout)
-        .lines()
-        .next()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    // Keep reading what emulate prints after its first line: a closed pipe would make its next
+    // println fail and the emulator die under the test.
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = first_tx.send(lines.next().and_then(Result::ok).unwrap_or_default());
+        for _ in lines {}
+    });
+    let first = first_rx.recv().unwrap_or_default();
     let url = first
         .trim_start_matches("gateway")
         .trim()

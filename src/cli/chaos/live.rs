@@ -656,6 +656,20 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
         if batch.len() > 1 {
             overlapping += 1;
         }
+        // A hard fault reaches the sockets open when it is injected: streams between sockets
+        // (still settling from a soft fault) may escape it.
+        let open_before: Vec<String> = {
+            let status = run.status.borrow();
+            run.streams
+                .iter()
+                .filter(|s| {
+                    status
+                        .stream(&s.name)
+                        .is_some_and(|st| st.state == StreamState::Ready)
+                })
+                .map(|s| s.name.clone())
+                .collect()
+        };
         let t0 = Instant::now();
         for entry in &batch {
             for f in &entry.faults {
@@ -692,24 +706,36 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
                 .filter(|s| s.dialect == dialect)
                 .map(|s| s.name.clone())
                 .collect();
+            let reached: Vec<String> = affected
+                .iter()
+                .filter(|n| open_before.contains(n))
+                .cloned()
+                .collect();
+            let failed = |status: &Status, n: &String| {
+                status
+                    .stream(n)
+                    .is_some_and(|s| matches!(s.state, StreamState::Failed { .. }))
+            };
             let stopped = run
-                .wait_until(bound, |status, _| {
-                    affected.iter().all(|n| {
-                        status
-                            .stream(n)
-                            .is_some_and(|s| matches!(s.state, StreamState::Failed { .. }))
-                    })
-                })
+                .wait_until(bound, |status, _| reached.iter().all(|n| failed(status, n)))
                 .await;
             match stopped {
                 Ok(_) => {
-                    hard_failures += affected.len() as u64;
+                    let all_stopped = {
+                        let status = run.status.borrow();
+                        affected.iter().all(|n| failed(&status, n))
+                    };
+                    hard_failures += reached.len() as u64;
                     // An observation window: whatever keepwire would still send, it sends now.
-                    let before = run.emu.counters();
-                    tokio::time::sleep(Duration::from_millis(1500)).await;
-                    let after = run.emu.counters();
-                    if let Some(v) = checks::quiet_after_hard(&before, &after, dialect) {
-                        run.violate(v);
+                    // Only meaningful when every stream of the dialect stopped (one that was
+                    // between sockets and escaped the fault goes on talking, rightly).
+                    if all_stopped {
+                        let before = run.emu.counters();
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                        let after = run.emu.counters();
+                        if let Some(v) = checks::quiet_after_hard(&before, &after, dialect) {
+                            run.violate(v);
+                        }
                     }
                 }
                 Err(waited) => {

@@ -281,6 +281,11 @@ impl<'s> World<'s> {
     fn send(&mut self, to: To, ev: Ev) {
         let quarter = (self.s.max_latency / 4).as_micros() as u64;
         let latency = Duration::from_micros(self.rng.gen_range(0..=quarter));
+        self.post(to, latency, ev);
+    }
+
+    /// Puts `ev` in mailbox `to` after `latency`, never overtaking an earlier message to it.
+    fn post(&mut self, to: To, latency: Duration, ev: Ev) {
         let t = (self.now + latency).max(self.mailbox[to as usize]);
         self.mailbox[to as usize] = t;
         self.at(t, ev);
@@ -917,9 +922,7 @@ impl<'s> World<'s> {
     /// A message to Subscriptions, in order with StreamConnection's earlier ones.
     fn send_subs(&mut self, ev: Ev) {
         let l = self.subs_latency() / 4;
-        let t = (self.now + l).max(self.mailbox[To::Subs as usize]);
-        self.mailbox[To::Subs as usize] = t;
-        self.at(t, ev);
+        self.post(To::Subs, l, ev);
     }
 
     /// The model gateway reads a frame: it (un)subscribes on that socket, acknowledging where

@@ -4,6 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A clean clone builds the crate in five feature sets. Without incremental caches (useless on a
+# fresh clone) and with line tables only as debug info, its target directory holds about a third
+# of what it would otherwise (18 GB): a CI run that filled the disk failed in clippy.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
+free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [ "${free_kib:-0}" -lt $((8 * 1024 * 1024)) ]; then
+  echo "warning: $((free_kib / 1024)) MiB free here; the tests' builds need about 8 GiB (free some, e.g. cargo clean in other checkouts)" >&2
+fi
+
 need() {
   if ! command -v "$1" >/dev/null 2>&1; then
     echo "missing: $1 — install it with: $2" >&2

@@ -6,6 +6,11 @@
 //! An item may wait in the queue in a cheaper form than the one handed out ([`Item::Queued`]):
 //! the consumer finishes it in `recv`, on its own thread (keepwire queues a data message as its
 //! JSON text and the consumer parses it, in parallel with the socket reader).
+//!
+//! Handoffs are batched both ways: a push wakes the consumer only when it finds the queue empty
+//! (a consumer that has not drained the queue yet was woken already), and the consumer takes
+//! everything queued under one lock. In a flood the two threads meet once per batch, not once
+//! per message.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,7 +35,8 @@ struct Shared<T> {
     receiver_alive: AtomicBool,
 }
 
-/// Creates a queue holding at most `capacity` (at least 1) items.
+/// Creates a queue holding at most `capacity` (at least 1) items (not counting a batch the
+/// consumer already took).
 pub fn bounded<T: Item>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         // Grows with use: an idle subscription holds no queue memory.
@@ -45,7 +51,10 @@ pub fn bounded<T: Item>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         Sender {
             shared: shared.clone(),
         },
-        Receiver { shared },
+        Receiver {
+            shared,
+            taken: VecDeque::new(),
+        },
     )
 }
 
@@ -72,7 +81,7 @@ impl<T: Item> Sender<T> {
         if !self.shared.receiver_alive.load(Ordering::Acquire) {
             return Push::Closed;
         }
-        let evicted = {
+        let (was_empty, evicted) = {
             let mut q = self
                 .shared
                 .queue
@@ -83,10 +92,15 @@ impl<T: Item> Sender<T> {
             } else {
                 false
             };
+            let was_empty = q.is_empty();
             q.push_back(item);
-            evicted
+            (was_empty, evicted)
         };
-        self.shared.notify.notify_one();
+        // Items already queued were announced by the push that found the queue empty, and the
+        // consumer waits only once it found the queue empty.
+        if was_empty {
+            self.shared.notify.notify_one();
+        }
         if evicted {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             Push::DroppedOldest
@@ -111,6 +125,8 @@ impl<T: Item> Drop for Sender<T> {
 /// The consuming side, handed to the user by `subscribe`.
 pub struct Receiver<T: Item> {
     shared: Arc<Shared<T::Queued>>,
+    /// The batch taken from the queue, handed out one by one without the lock.
+    taken: VecDeque<T::Queued>,
 }
 
 impl<T: Item> Receiver<T> {
@@ -136,14 +152,18 @@ impl<T: Item> Receiver<T> {
 
     /// The next item if one is queued.
     pub fn try_recv(&mut self) -> Option<T> {
-        let queued = self
-            .shared
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop_front();
+        if self.taken.is_empty() {
+            // Everything queued, in one lock; the producer gets the emptied buffer (and its
+            // capacity) back.
+            let mut q = self
+                .shared
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            std::mem::swap(&mut *q, &mut self.taken);
+        }
         // Finished outside the lock: the producer never waits for a consumer's parse.
-        queued.map(T::finish)
+        self.taken.pop_front().map(T::finish)
     }
 
     /// Items dropped so far because this receiver fell behind.
@@ -209,6 +229,37 @@ mod tests {
         tx.push(2);
         drop(tx);
         assert_eq!(task.await.unwrap(), vec![1, 2]);
+    }
+
+    #[test]
+    fn items_keep_their_order_across_the_batches_the_consumer_takes() {
+        let (tx, mut rx) = bounded::<i32>(8);
+        tx.push(1);
+        tx.push(2);
+        assert_eq!(rx.try_recv(), Some(1)); // takes [1, 2]
+        tx.push(3);
+        assert_eq!(rx.try_recv(), Some(2));
+        tx.push(4);
+        let rest: Vec<_> = std::iter::from_fn(|| rx.try_recv()).collect();
+        assert_eq!(rest, vec![3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_drained_the_queue_is_woken_by_the_next_push() {
+        let (tx, mut rx) = bounded::<i32>(8);
+        tx.push(1);
+        assert_eq!(rx.recv().await, Some(1));
+        let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let got = rx.recv().await;
+            let _ = seen_tx.send(());
+            (got, rx.recv().await)
+        });
+        tokio::task::yield_now().await; // the consumer now waits on an empty queue
+        tx.push(2);
+        seen_rx.await.unwrap();
+        tx.push(3);
+        assert_eq!(task.await.unwrap(), (Some(2), Some(3)));
     }
 
     #[test]

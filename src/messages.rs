@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Message;
+use bytestring::ByteString;
 use secrecy::SecretString;
 
 use crate::backoff::Now;
@@ -189,8 +190,8 @@ pub enum Queued {
     Text {
         /// The wire topic.
         topic: Arc<str>,
-        /// The message (valid JSON: the socket reader checked it).
-        text: Arc<str>,
+        /// The message (valid JSON: the socket reader checked it), sharing the received frame.
+        text: ByteString,
     },
 }
 

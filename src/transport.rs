@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use awc::error::{ConnectError, SendRequestError, WsClientError};
 use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
 
 use crate::failure::{server_text, Endpoint, Failure};
 use crate::tls::TlsConfig;
@@ -291,6 +292,14 @@ pub fn ws_failure(e: &WsClientError, upgrade_refused: impl Fn(u16) -> Failure) -
             detail: format!("websocket upgrade: {}", server_text(&other.to_string())),
         },
     }
+}
+
+/// A received message as text without copying it: the frame's own buffer once it is checked to be
+/// UTF-8, else (a gateway that sent invalid UTF-8) a lossy copy, replacement characters included.
+pub fn text_of(bytes: Bytes) -> ByteString {
+    // A clone of `Bytes` shares the buffer (a reference count), so the fallback still has it.
+    ByteString::try_from(bytes.clone())
+        .unwrap_or_else(|_| ByteString::from(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 /// Parses a `Retry-After` header given in seconds.

@@ -16,6 +16,7 @@ use actix_codec::Framed;
 use awc::error::WsProtocolError;
 use awc::ws::{Codec, Frame, Message};
 use awc::BoxedSocket;
+use bytestring::ByteString;
 use futures_util::stream::StreamExt;
 use rand::Rng;
 use secrecy::ExposeSecret;
@@ -36,7 +37,7 @@ use crate::messages::{
 use crate::metrics::{FrameKind, RECONNECT_CREDENTIALS_ROTATED};
 use crate::outbox::{outbox, Outbox};
 use crate::status::ActorKind;
-use crate::transport::{redact_url, ws_failure, Assembler, MessageKind};
+use crate::transport::{redact_url, text_of, ws_failure, Assembler, MessageKind};
 
 /// The I/O half of an open socket (its phase lives in the machine).
 struct Open {
@@ -333,7 +334,7 @@ impl StreamConnection {
         }
     }
 
-    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+    fn on_text(&mut self, text: &ByteString, ctx: &mut Context<Self>) {
         let mut inbound = std::mem::take(&mut self.scratch);
         let Some(epoch) = self.socket.as_mut().map(|open| {
             open.decoder.decode_frame_deferred(text, &mut inbound);
@@ -485,12 +486,10 @@ impl StreamHandler<Result<Frame, WsProtocolError>> for StreamConnection {
         open.last_rx = Instant::now();
         self.ctx.metrics.frame_received(FrameKind::from(&frame));
         match frame {
-            Frame::Text(bytes) | Frame::Binary(bytes) => {
-                self.on_text(&String::from_utf8_lossy(&bytes), ctx)
-            }
+            Frame::Text(bytes) | Frame::Binary(bytes) => self.on_text(&text_of(bytes), ctx),
             Frame::Continuation(item) => match open.assembler.push(item) {
                 Ok(Some((MessageKind::Text | MessageKind::Binary, bytes))) => {
-                    self.on_text(&String::from_utf8_lossy(&bytes), ctx)
+                    self.on_text(&text_of(bytes), ctx)
                 }
                 Ok(None) => {}
                 Err(failure) => self.on(ConnEvent::SocketFailed(failure), ctx),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use bytestring::ByteString;
 
 use super::StreamCtx;
 use crate::channel::{self, Push};
@@ -203,8 +204,9 @@ impl Handler<StreamDown> for Subscriptions {
 pub(crate) enum Payload {
     /// Parsed by the socket reader: every consumer but the last gets a copy.
     Parsed(serde_json::Value),
-    /// JSON text: shared by every consumer, each parses it on its own thread.
-    Text(Arc<str>),
+    /// JSON text (the received frame): shared by every consumer, each parses it on its own
+    /// thread.
+    Text(ByteString),
 }
 
 /// What handing data over left for the Subscriptions actor to do.

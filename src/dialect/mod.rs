@@ -11,6 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytestring::ByteString;
 use futures_util::future::LocalBoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -104,8 +105,9 @@ pub enum Inbound {
     Text {
         /// Routing topic (matches a subscription key).
         topic: Arc<str>,
-        /// The message, a JSON object that parses.
-        text: Arc<str>,
+        /// The message, a JSON object that parses: the received frame itself, shared, never
+        /// copied.
+        text: ByteString,
     },
     /// The gateway acknowledged a subscription (see [`Confirmation::Ack`]).
     Ack {
@@ -172,7 +174,10 @@ pub trait SocketDecoder {
     /// Like [`SocketDecoder::decode_frame`], but data may come out as [`Inbound::Text`]: routed
     /// on the cheapest look at the frame and parsed later, by the consumers, on their threads.
     /// Everything else decodes exactly as `decode_frame` does. Defaults to `decode_frame`.
-    fn decode_frame_deferred(&mut self, text: &str, out: &mut Vec<Inbound>) {
+    ///
+    /// `text` is the frame as received (a shared buffer): data handed on as [`Inbound::Text`]
+    /// is a cheap clone of it, not a copy.
+    fn decode_frame_deferred(&mut self, text: &ByteString, out: &mut Vec<Inbound>) {
         self.decode_frame(text, out);
     }
 }

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use awc::http::Method;
+use bytestring::ByteString;
 use futures_util::future::LocalBoxFuture;
 use futures_util::FutureExt;
 use secrecy::{ExposeSecret, SecretString};
@@ -575,7 +576,7 @@ impl SocketDecoder for TicketDecoder {
         }
     }
 
-    fn decode_frame_deferred(&mut self, text: &str, out: &mut Vec<Inbound>) {
+    fn decode_frame_deferred(&mut self, text: &ByteString, out: &mut Vec<Inbound>) {
         if let (true, Some((type_key, channel_key))) = (self.ready, &self.route) {
             let Ok(head) = scan_head(text, type_key, channel_key) else {
                 return out.push(Inbound::Malformed);
@@ -588,7 +589,7 @@ impl SocketDecoder for TicketDecoder {
             if let (true, Some(channel)) = (data, head.channel.as_deref()) {
                 return out.push(Inbound::Text {
                     topic: channel.into(),
-                    text: text.into(),
+                    text: text.clone(),
                 });
             }
         }
@@ -837,7 +838,7 @@ mod tests {
     /// What `decode_frame_deferred` makes of `text` on a usable socket.
     fn deferred(d: &mut Box<dyn SocketDecoder>, text: &str) -> Inbound {
         let mut out = Vec::new();
-        d.decode_frame_deferred(text, &mut out);
+        d.decode_frame_deferred(&ByteString::from(text), &mut out);
         assert_eq!(out.len(), 1);
         out.remove(0)
     }

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::sync::Notify;
 
@@ -22,15 +22,22 @@ use tokio::sync::Notify;
 pub trait Item: Sized {
     /// The queued form.
     type Queued: Send;
-    /// Turns a queued item into the item (runs on the consumer's thread).
-    fn finish(queued: Self::Queued) -> Self;
+    /// Turns a queued item into the item (runs on the consumer's thread); `None` when it turns
+    /// out unusable (keepwire: a data message routed without a parse that does not parse), which
+    /// the receiver skips and counts ([`Receiver::unusable`]).
+    fn finish(queued: Self::Queued) -> Option<Self>;
 }
+
+/// Called on the consumer's thread for every unusable item it skipped.
+type OnUnusable = Box<dyn Fn() + Send + Sync>;
 
 struct Shared<T> {
     queue: Mutex<VecDeque<T>>,
     capacity: usize,
     notify: Notify,
     dropped: AtomicU64,
+    unusable: AtomicU64,
+    on_unusable: OnceLock<OnUnusable>,
     closed: AtomicBool,
     receiver_alive: AtomicBool,
 }
@@ -44,6 +51,8 @@ pub fn bounded<T: Item>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         capacity: capacity.max(1),
         notify: Notify::new(),
         dropped: AtomicU64::new(0),
+        unusable: AtomicU64::new(0),
+        on_unusable: OnceLock::new(),
         closed: AtomicBool::new(false),
         receiver_alive: AtomicBool::new(true),
     });
@@ -109,6 +118,12 @@ impl<T: Item> Sender<T> {
         }
     }
 
+    /// Runs `f` (on the consumer's thread) for every unusable item the receiver skips, e.g. to
+    /// count it in a metric. Only the first call has an effect.
+    pub fn on_unusable(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.shared.on_unusable.set(Box::new(f));
+    }
+
     /// Whether the receiver was dropped.
     pub fn is_closed(&self) -> bool {
         !self.shared.receiver_alive.load(Ordering::Acquire)
@@ -163,7 +178,23 @@ impl<T: Item> Receiver<T> {
             std::mem::swap(&mut *q, &mut self.taken);
         }
         // Finished outside the lock: the producer never waits for a consumer's parse.
-        self.taken.pop_front().map(T::finish)
+        while let Some(queued) = self.taken.pop_front() {
+            match T::finish(queued) {
+                Some(item) => return Some(item),
+                None => {
+                    self.shared.unusable.fetch_add(1, Ordering::Relaxed);
+                    if let Some(f) = self.shared.on_unusable.get() {
+                        f();
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Items skipped so far because they turned out unusable ([`Item::finish`]).
+    pub fn unusable(&self) -> u64 {
+        self.shared.unusable.load(Ordering::Relaxed)
     }
 
     /// Items dropped so far because this receiver fell behind.
@@ -192,15 +223,16 @@ mod tests {
 
     impl Item for u8 {
         type Queued = u8;
-        fn finish(queued: u8) -> u8 {
-            queued
+        fn finish(queued: u8) -> Option<u8> {
+            Some(queued)
         }
     }
 
+    /// Negative numbers stand for unusable items.
     impl Item for i32 {
         type Queued = i32;
-        fn finish(queued: i32) -> i32 {
-            queued
+        fn finish(queued: i32) -> Option<i32> {
+            (queued >= 0).then_some(queued)
         }
     }
 
@@ -260,6 +292,22 @@ mod tests {
         seen_rx.await.unwrap();
         tx.push(3);
         assert_eq!(task.await.unwrap(), (Some(2), Some(3)));
+    }
+
+    #[test]
+    fn unusable_items_are_skipped_and_counted_on_the_consumers_side() {
+        let (tx, mut rx) = bounded::<i32>(8);
+        let seen = Arc::new(AtomicU64::new(0));
+        let hook = seen.clone();
+        tx.on_unusable(move || {
+            hook.fetch_add(1, Ordering::Relaxed);
+        });
+        for i in [1, -1, -2, 2] {
+            tx.push(i);
+        }
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv()).collect();
+        assert_eq!(got, vec![1, 2]);
+        assert_eq!((rx.unusable(), seen.load(Ordering::Relaxed)), (2, 2));
     }
 
     #[test]

@@ -190,7 +190,8 @@ pub enum Queued {
     Text {
         /// The wire topic.
         topic: Arc<str>,
-        /// The message (valid JSON: the socket reader checked it), sharing the received frame.
+        /// The message, sharing the received frame: routed by its type and channel, parsed (and
+        /// so validated) by the consumer.
         text: ByteString,
     },
 }
@@ -204,15 +205,13 @@ impl From<Event> for Queued {
 impl channel::Item for Event {
     type Queued = Queued;
 
-    fn finish(queued: Queued) -> Event {
+    fn finish(queued: Queued) -> Option<Event> {
         match queued {
-            Queued::Event(event) => event,
-            Queued::Text { topic, text } => Event::Data {
-                topic,
-                // The reader checked the text parses; `Null` only if that check and this parse
-                // ever disagree.
-                data: serde_json::from_str(&text).unwrap_or_default(),
-            },
+            Queued::Event(event) => Some(event),
+            // Routed without a parse: this parse is its validation.
+            Queued::Text { topic, text } => serde_json::from_str(&text)
+                .ok()
+                .map(|data| Event::Data { topic, data }),
         }
     }
 }

@@ -158,6 +158,10 @@ impl Handler<Subscribe> for Subscriptions {
                 .cloned()
                 .unwrap_or(SubscriptionState::Pending);
             msg.sender.push(Event::State(state));
+            // A message routed without a parse that fails the consumer's parse is a decode
+            // error like any other.
+            let decode_errors = self.ctx.metrics.decode_errors.clone();
+            msg.sender.on_unusable(move || decode_errors.inc());
             bindings
                 .entry(key)
                 .or_insert_with(|| Binding {

@@ -4,6 +4,7 @@
 //! StreamConnection, subscriptions → Subscriptions).
 
 pub mod ibkr;
+pub mod route;
 pub mod signalr;
 pub mod ticket;
 
@@ -105,8 +106,8 @@ pub enum Inbound {
     Text {
         /// Routing topic (matches a subscription key).
         topic: Arc<str>,
-        /// The message, a JSON object that parses: the received frame itself, shared, never
-        /// copied.
+        /// The message, routed on its type and channel but not parsed (the consumer's parse
+        /// validates it): the received frame itself, shared, never copied.
         text: ByteString,
     },
     /// The gateway acknowledged a subscription (see [`Confirmation::Ack`]).

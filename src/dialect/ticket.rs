@@ -33,6 +33,7 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::route::{self, Topics};
 use super::{Confirmation, DialPlan, Dialect, Inbound, Issued, SocketDecoder, SubscriptionWire};
 use crate::failure::{http_failure, server_text, Endpoint, Failure};
 use crate::secret::REDACTED;
@@ -512,8 +513,11 @@ struct TicketDecoder {
     config: Arc<TicketConfig>,
     ready: bool,
     /// The top-level keys of the type and channel pointers, when both are one segment deep
-    /// (the defaults are): data is then routed by [`scan_head`] without building a `Value`.
+    /// (the defaults are): data is then routed without building a `Value` (by
+    /// [`route::top_level_fields`], else [`scan_head`]).
     route: Option<(String, String)>,
+    /// The topics of data messages, each made once.
+    topics: Topics,
 }
 
 impl TicketDecoder {
@@ -523,6 +527,7 @@ impl TicketDecoder {
             ready: config.ready_type.is_none(),
             config,
             route,
+            topics: Topics::default(),
         }
     }
 }
@@ -578,8 +583,16 @@ impl SocketDecoder for TicketDecoder {
 
     fn decode_frame_deferred(&mut self, text: &ByteString, out: &mut Vec<Inbound>) {
         if let (true, Some((type_key, channel_key))) = (self.ready, &self.route) {
-            let Ok(head) = scan_head(text, type_key, channel_key) else {
-                return out.push(Inbound::Malformed);
+            // The cheap look first; the validating scan when it cannot tell.
+            let head = match route::top_level_fields(text, type_key, channel_key) {
+                Some(fields) => Head {
+                    kind: fields.first.map(Cow::Borrowed),
+                    channel: fields.second.map(Cow::Borrowed),
+                },
+                None => match scan_head(text, type_key, channel_key) {
+                    Ok(head) => head,
+                    Err(_) => return out.push(Inbound::Malformed),
+                },
             };
             let c = &self.config;
             let kind = head.kind.as_deref().unwrap_or_default();
@@ -588,7 +601,7 @@ impl SocketDecoder for TicketDecoder {
                 && kind != c.error_type;
             if let (true, Some(channel)) = (data, head.channel.as_deref()) {
                 return out.push(Inbound::Text {
-                    topic: channel.into(),
+                    topic: self.topics.intern(channel),
                     text: text.clone(),
                 });
             }
@@ -881,7 +894,6 @@ mod tests {
             r#"{"type":"data","channel":""}"#,
             r#"{"type":"data","channel":5}"#,
             r#"{"type":"data","channel":null}"#,
-            r#"{"type":"data","channel":"a","x":1e400}"#,
             r#"{"type":"data","channel":"a"} x"#,
             r#"{"type":"data","channel":"a""#,
             r#"[{"type":"data","channel":"a"}]"#,
@@ -891,13 +903,26 @@ mod tests {
         for text in others {
             assert_eq!(deferred(&mut lazy, text), eager.decode(text), "{text}");
         }
+        // Routed without a parse, data that does not parse reaches the consumer's parse, which
+        // refuses it: the queue skips and counts it (a decode error), as the eager decoder
+        // would have.
         let deep = format!(
             r#"{{"type":"data","channel":"a","x":{}1{}}}"#,
             "[".repeat(200),
             "]".repeat(200)
         );
-        assert_eq!(eager.decode(&deep), Inbound::Malformed);
-        assert_eq!(deferred(&mut lazy, &deep), Inbound::Malformed);
+        for text in [
+            r#"{"type":"data","channel":"a","x":1e400}"#,
+            &deep,
+            r#"{"type":"data","channel":"a","x":01}"#,
+        ] {
+            assert_eq!(eager.decode(text), Inbound::Malformed, "{text}");
+            let Inbound::Text { topic, text } = deferred(&mut lazy, text) else {
+                panic!("{text} is routed as data");
+            };
+            let queued = crate::messages::Queued::Text { topic, text };
+            assert!(<crate::subscription::Event as crate::channel::Item>::finish(queued).is_none());
+        }
     }
 
     #[test]

@@ -575,12 +575,31 @@ fn ticket_stream(name: &str, url: String) -> StreamConfig {
     cfg
 }
 
+/// Where keepwire's consumer tasks run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Consumers {
+    /// On the bench's own runtime: every message crosses from keepwire's thread to this one.
+    OwnThread,
+    /// On keepwire's thread (`Handle::spawn`), next to the socket reader: no hop.
+    KeepwireThread,
+}
+
 /// keepwire: a ticket stream, `consumers` tasks sharing the subscriptions round-robin.
 async fn keepwire(
     channels: &[String],
     consumers: usize,
     count: u64,
     pace: Option<Duration>,
+) -> Result<Run, String> {
+    keepwire_with(channels, consumers, count, pace, Consumers::OwnThread).await
+}
+
+async fn keepwire_with(
+    channels: &[String],
+    consumers: usize,
+    count: u64,
+    pace: Option<Duration>,
+    placement: Consumers,
 ) -> Result<Run, String> {
     let source = Source::start();
     let tally = Tally::new(count, pace.is_some());
@@ -605,7 +624,9 @@ async fn keepwire(
     let mut tasks = Vec::new();
     for group in groups {
         let t = tally.clone();
-        tasks.push(tokio::spawn(async move {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = async move {
+            let _done = done_tx;
             let mut all = futures_util::stream::select_all(group.into_iter().map(|rx| {
                 Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
                     let e = rx.recv().await?;
@@ -617,7 +638,12 @@ async fn keepwire(
                     t.data(&data);
                 }
             }
-        }));
+        };
+        match placement {
+            Consumers::OwnThread => drop(tokio::spawn(task)),
+            Consumers::KeepwireThread => kw.spawn(task).map_err(|e| e.to_string())?,
+        }
+        tasks.push(done_rx);
     }
     let mut status = kw.status();
     let ready = tokio::time::timeout(Duration::from_secs(20), async {
@@ -697,14 +723,19 @@ async fn latency(secs: u64) -> Result<(), String> {
     let count = secs * 10_000;
     let chans = channels(4);
     let b = bare(&chans, count, Some(pace)).await?;
-    let k = keepwire(&chans, 4, count, Some(pace)).await?;
     let (b50, b99, bmax) = b.latency;
-    let (k50, k99, kmax) = k.latency;
-    println!(
-        "latency at 10 k msg/s, 4 subscriptions, {count} msgs, µs: bare p50 {b50:.0} p99 {b99:.0} max {bmax:.0}  keepwire p50 {k50:.0} p99 {k99:.0} max {kmax:.0}  ratio p50 {:.2}x p99 {:.2}x",
-        ratio(k50, b50),
-        ratio(k99, b99),
-    );
+    for (label, placement) in [
+        ("consumers on their own thread", Consumers::OwnThread),
+        ("consumers on keepwire's thread", Consumers::KeepwireThread),
+    ] {
+        let k = keepwire_with(&chans, 4, count, Some(pace), placement).await?;
+        let (k50, k99, kmax) = k.latency;
+        println!(
+            "latency at 10 k msg/s, 4 subscriptions, {count} msgs, {label}, µs: bare p50 {b50:.0} p99 {b99:.0} max {bmax:.0}  keepwire p50 {k50:.0} p99 {k99:.0} max {kmax:.0}  ratio p50 {:.2}x p99 {:.2}x",
+            ratio(k50, b50),
+            ratio(k99, b99),
+        );
+    }
     Ok(())
 }
 

@@ -452,6 +452,22 @@ impl Handle {
             .map_err(|_| Error::Closed)
     }
 
+    /// Runs `task` on keepwire's own thread, next to the socket readers: data reaches a consumer
+    /// there without a hop between threads (no wake-up of another thread per message, the lowest
+    /// latency keepwire offers). That thread is shared by every stream: keep the task short and
+    /// never block in it; parse-heavy or slow consumers belong on their own threads. The task
+    /// ends with [`Handle::shutdown`] at the latest.
+    pub fn spawn<F>(&self, task: F) -> Result<(), Error>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if self.inner.system.arbiter().spawn(task) {
+            Ok(())
+        } else {
+            Err(Error::Closed)
+        }
+    }
+
     /// Stops every stream cleanly (unsubscribes, logs out when configured), then the thread.
     pub async fn shutdown(&self) {
         for root in self.inner.roots.values() {

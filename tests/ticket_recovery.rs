@@ -700,3 +700,52 @@ async fn status_readers_are_woken_only_by_a_change() {
     kw.shutdown().await;
     emu.stop();
 }
+
+/// `Handle::spawn`: a consumer on keepwire's own thread gets the data there (no hop between
+/// threads), and ends with the shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_spawned_on_keepwires_thread_receives_there_and_ends_with_shutdown() {
+    let emu = emulator(fast_api());
+    let kw = start(stream(&emu, |_| {}));
+    let mut rx = kw
+        .subscribe(
+            STREAM,
+            Subscription::Channel {
+                channel: "trades.BTC-USD".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+    kw.spawn(async move {
+        let _ended = ended_tx; // dropped when the task ends or is dropped with the thread
+        let mut seen = Some(seen_tx);
+        while let Some(event) = rx.recv().await {
+            if matches!(event, Event::Data { .. }) {
+                if let Some(tx) = seen.take() {
+                    let thread = std::thread::current().name().map(str::to_string);
+                    let _ = tx.send(thread);
+                }
+            }
+        }
+    })
+    .unwrap();
+    let thread = tokio::time::timeout(Duration::from_secs(10), seen_rx)
+        .await
+        .expect("data within 10 s")
+        .unwrap();
+    assert_eq!(thread.as_deref(), Some("keepwire"));
+    kw.shutdown().await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), ended_rx)
+            .await
+            .is_ok(),
+        "the task ends with the shutdown"
+    );
+    assert!(
+        kw.spawn(async {}).is_err(),
+        "nothing runs after the shutdown"
+    );
+    emu.stop();
+}

@@ -70,16 +70,19 @@ async fn wait(
     wait_stream(kw, STREAM, secs, what, pred).await
 }
 
+async fn subscribe_trades(kw: &Handle) -> keepwire::channel::Receiver<Event> {
+    kw.subscribe(
+        STREAM,
+        Subscription::Channel {
+            channel: "trades.BTC-USD".into(),
+        },
+    )
+    .await
+    .unwrap()
+}
+
 async fn ready_with_data(kw: &Handle) -> keepwire::channel::Receiver<Event> {
-    let mut rx = kw
-        .subscribe(
-            STREAM,
-            Subscription::Channel {
-                channel: "trades.BTC-USD".into(),
-            },
-        )
-        .await
-        .unwrap();
+    let mut rx = subscribe_trades(kw).await;
     wait(kw, 10, "fully ready", |s| s.is_fully_ready()).await;
     let data = common::next_data(&mut rx, 5, "data").await;
     assert_eq!(data["channel"], "trades.BTC-USD");
@@ -707,15 +710,7 @@ async fn status_readers_are_woken_only_by_a_change() {
 async fn a_consumer_spawned_on_keepwires_thread_receives_there_and_ends_with_shutdown() {
     let emu = emulator(fast_api());
     let kw = start(stream(&emu, |_| {}));
-    let mut rx = kw
-        .subscribe(
-            STREAM,
-            Subscription::Channel {
-                channel: "trades.BTC-USD".into(),
-            },
-        )
-        .await
-        .unwrap();
+    let mut rx = subscribe_trades(&kw).await;
     let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
     kw.spawn(async move {

@@ -590,15 +590,6 @@ async fn keepwire(
     consumers: usize,
     count: u64,
     pace: Option<Duration>,
-) -> Result<Run, String> {
-    keepwire_with(channels, consumers, count, pace, Consumers::OwnThread).await
-}
-
-async fn keepwire_with(
-    channels: &[String],
-    consumers: usize,
-    count: u64,
-    pace: Option<Duration>,
     placement: Consumers,
 ) -> Result<Run, String> {
     let source = Source::start();
@@ -703,17 +694,22 @@ async fn throughput(count: u64) -> Result<(), String> {
     ] {
         let chans = channels(n);
         let b = bare(&chans, count, None).await?;
-        let k = keepwire(&chans, consumers, count, None).await?;
-        println!(
-            "throughput, {label}, {count} msgs: bare {:>7.0} msg/s  keepwire {:>7.0} msg/s  ratio {:.2}x | client CPU ns/msg: bare {:.0}  keepwire {:.0} (socket thread {:.0})  ratio {:.2}x",
-            b.msgs_per_sec,
-            k.msgs_per_sec,
-            ratio(k.msgs_per_sec, b.msgs_per_sec),
-            b.cpu_ns_per_msg,
-            k.cpu_ns_per_msg,
-            k.reader_ns_per_msg,
-            ratio(k.cpu_ns_per_msg, b.cpu_ns_per_msg),
-        );
+        for (place, placement) in [
+            ("", Consumers::OwnThread),
+            (" (consumers on keepwire's thread)", Consumers::KeepwireThread),
+        ] {
+            let k = keepwire(&chans, consumers, count, None, placement).await?;
+            println!(
+                "throughput, {label}, {count} msgs{place}: bare {:>7.0} msg/s  keepwire {:>7.0} msg/s  ratio {:.2}x | client CPU ns/msg: bare {:.0}  keepwire {:.0} (socket thread {:.0})  ratio {:.2}x",
+                b.msgs_per_sec,
+                k.msgs_per_sec,
+                ratio(k.msgs_per_sec, b.msgs_per_sec),
+                b.cpu_ns_per_msg,
+                k.cpu_ns_per_msg,
+                k.reader_ns_per_msg,
+                ratio(k.cpu_ns_per_msg, b.cpu_ns_per_msg),
+            );
+        }
     }
     Ok(())
 }
@@ -728,7 +724,7 @@ async fn latency(secs: u64) -> Result<(), String> {
         ("consumers on their own thread", Consumers::OwnThread),
         ("consumers on keepwire's thread", Consumers::KeepwireThread),
     ] {
-        let k = keepwire_with(&chans, 4, count, Some(pace), placement).await?;
+        let k = keepwire(&chans, 4, count, Some(pace), placement).await?;
         let (k50, k99, kmax) = k.latency;
         println!(
             "latency at 10 k msg/s, 4 subscriptions, {count} msgs, {label}, µs: bare p50 {b50:.0} p99 {b99:.0} max {bmax:.0}  keepwire p50 {k50:.0} p99 {k99:.0} max {kmax:.0}  ratio p50 {:.2}x p99 {:.2}x",

@@ -234,9 +234,9 @@ impl StreamSupervisor {
             }
         }
         let m = &self.metrics;
-        let counters_moved = m.messages_received.get() != self.status.messages_received
-            || m.events_dropped.get() != self.status.events_dropped
-            || m.credential_requests.get() != self.status.credential_requests;
+        let counters_moved = m.messages_received().get() != self.status.messages_received
+            || m.events_dropped().get() != self.status.events_dropped
+            || m.credential_requests().get() != self.status.credential_requests;
         if rebuilt || counters_moved {
             self.publish();
         }
@@ -321,9 +321,9 @@ impl StreamSupervisor {
             self.competing,
         );
         self.status.state = state;
-        self.status.messages_received = self.metrics.messages_received.get();
-        self.status.events_dropped = self.metrics.events_dropped.get();
-        self.status.credential_requests = self.metrics.credential_requests.get();
+        self.status.messages_received = self.metrics.messages_received().get();
+        self.status.events_dropped = self.metrics.events_dropped().get();
+        self.status.credential_requests = self.metrics.credential_requests().get();
         let fully_ready = self.status.is_fully_ready();
         let now = Instant::now();
         if self.was_fully_ready && !fully_ready {

@@ -173,16 +173,20 @@ struct StreamCells {
     other: Mutex<Vec<(usize, Box<str>, u64)>>,
 }
 
+/// A family's name, help, kind, second label with its values, and whether its series exist from
+/// the stream's start.
+type Spec<'a> = (
+    &'a str,
+    &'a str,
+    Kind,
+    Option<(&'static str, Vec<&'static str>)>,
+    bool,
+);
+
 impl Families {
     fn new(
         const_labels: &HashMap<String, String>,
-        specs: Vec<(
-            &str,
-            &str,
-            Kind,
-            Option<(&'static str, Vec<&'static str>)>,
-            bool,
-        )>,
+        specs: Vec<Spec<'_>>,
     ) -> prometheus::Result<Self> {
         let mut families = Vec::with_capacity(specs.len());
         let mut offset = 0;

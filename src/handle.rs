@@ -196,11 +196,13 @@ impl Builder {
                 let system = actix_rt::System::new();
                 let roots = system.block_on(async move {
                     let mut exclusive = Vec::new();
+                    let mut counters = Vec::new();
                     let roots = streams
                         .into_iter()
                         .map(|cfg| {
                             let name = cfg.name.clone();
                             let m = metrics.stream(&name);
+                            counters.push((name.clone(), m.clone()));
                             let tx = status_tx.clone();
                             let supervisor = StreamSupervisor::new(cfg.clone(), m, tx);
                             match &fence {
@@ -213,6 +215,10 @@ impl Builder {
                             }
                         })
                         .collect::<BTreeMap<_, _>>();
+                    actix_rt::spawn(crate::supervisor::refresh_counters(
+                        status_tx.clone(),
+                        counters,
+                    ));
                     #[cfg(feature = "ha")]
                     let control = match (ha, fence) {
                         (Some((config, metrics)), Some(fence)) => {

@@ -16,13 +16,16 @@
 //! freshness.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus::core::Collector;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{
+    Counter as PCounter, Gauge as PGauge, LabelPair, Metric, MetricFamily, MetricType,
+};
 use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
 use crate::failure::Failure;
@@ -98,31 +101,230 @@ impl From<&awc::ws::Frame> for FrameKind {
     }
 }
 
+/// How a family's values are stored and exported.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// An integer counter (`u64`).
+    Counter,
+    /// An integer gauge (`i64`, stored as its bits).
+    IntGauge,
+    /// A float gauge (`f64`, stored as its bits).
+    Gauge,
+}
+
+/// One metric family whose series are per stream: the `stream` label and at most one more,
+/// whose values form a closed set.
+struct Family {
+    desc: Desc,
+    kind: Kind,
+    /// The second label's name, if any.
+    label: Option<&'static str>,
+    /// Its values: one series each per stream, at 0 from the stream's start ([""] without a
+    /// second label).
+    values: Vec<&'static str>,
+    /// Whether the series exists from the stream's start, or only once set.
+    eager: bool,
+    /// Where this family's cells start in a stream's cells.
+    offset: usize,
+}
+
+// The per-stream families, indices into `Families::families`.
+const STREAM_UP: usize = 0;
+const STREAM_STATE: usize = 1;
+const RECONNECTS: usize = 2;
+const CREDENTIAL_REFRESHES: usize = 3;
+const ACTOR_RESTARTS: usize = 4;
+const SUBSCRIPTIONS: usize = 5;
+const MESSAGES_RECEIVED: usize = 6;
+const HARD_FAILURES: usize = 7;
+const EVENTS_DROPPED: usize = 8;
+const DECODE_ERRORS: usize = 9;
+const CREDENTIAL_REQUESTS: usize = 10;
+const CREDENTIAL_EXPIRY: usize = 11;
+const LAST_MESSAGE: usize = 12;
+const BACKOFF_DELAY: usize = 13;
+const CONNECT_ATTEMPTS: usize = 14;
+const SESSION_AUTHENTICATED: usize = 15;
+const SESSION_COMPETING: usize = 16;
+const KEEPALIVES: usize = 17;
+const FRAMES_RECEIVED: usize = 18;
+const FRAMES_SENT: usize = 19;
+const FIRST_READY: usize = 20;
+
+/// Every per-stream family (except the recovery histogram) and every stream's values.
+///
+/// One Prometheus collector for all of them. A stream's series are plain atomics in one block
+/// (~1 KiB for ~120 series): a `prometheus` `…Vec` child would copy the family's descriptor
+/// (help text included) and its label strings into every series, ~450 bytes each, ~55 KiB per
+/// stream. The exposition is the same: same names, help, types, labels and values.
+struct Families {
+    families: Vec<Family>,
+    /// Cells per stream.
+    cells: usize,
+    streams: Mutex<BTreeMap<String, Arc<StreamCells>>>,
+}
+
+/// One stream's values, in the order of `Families::families` and their label values.
+struct StreamCells {
+    cells: Box<[AtomicU64]>,
+    /// Bit `family` set once a lazy family's series exists.
+    present: AtomicU32,
+    /// Values of a second label outside the family's closed set: (family, value, count).
+    other: Mutex<Vec<(usize, Box<str>, u64)>>,
+}
+
+/// A family's name, help, kind, second label with its values, and whether its series exist from
+/// the stream's start.
+type Spec<'a> = (
+    &'a str,
+    &'a str,
+    Kind,
+    Option<(&'static str, Vec<&'static str>)>,
+    bool,
+);
+
+impl Families {
+    fn new(
+        const_labels: &HashMap<String, String>,
+        specs: Vec<Spec<'_>>,
+    ) -> prometheus::Result<Self> {
+        let mut families = Vec::with_capacity(specs.len());
+        let mut offset = 0;
+        for (name, help, kind, second, eager) in specs {
+            let (label, values) = match second {
+                Some((label, values)) => (Some(label), values),
+                None => (None, vec![""]),
+            };
+            let mut variable = vec!["stream".to_string()];
+            variable.extend(label.map(str::to_string));
+            let desc = Desc::new(name.into(), help.into(), variable, const_labels.clone())?;
+            let n = values.len();
+            families.push(Family {
+                desc,
+                kind,
+                label,
+                values,
+                eager,
+                offset,
+            });
+            offset += n;
+        }
+        Ok(Self {
+            families,
+            cells: offset,
+            streams: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The cells of stream `name`, created (at 0) on first use.
+    fn stream(&self, name: &str) -> Arc<StreamCells> {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        streams
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(StreamCells {
+                    cells: (0..self.cells).map(|_| AtomicU64::new(0)).collect(),
+                    present: AtomicU32::new(0),
+                    other: Mutex::new(Vec::new()),
+                })
+            })
+            .clone()
+    }
+
+    fn label_pair(name: &str, value: &str) -> LabelPair {
+        let mut l = LabelPair::default();
+        l.set_name(name.to_string());
+        l.set_value(value.to_string());
+        l
+    }
+
+    fn metric(family: &Family, stream: &str, value: Option<&str>, bits: u64) -> Metric {
+        let mut labels = family.desc.const_label_pairs.clone();
+        labels.push(Self::label_pair("stream", stream));
+        if let (Some(label), Some(value)) = (family.label, value) {
+            labels.push(Self::label_pair(label, value));
+        }
+        labels.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut m = Metric::from_label(labels);
+        match family.kind {
+            Kind::Counter => {
+                let mut c = PCounter::default();
+                c.set_value(bits as f64);
+                m.set_counter(c);
+            }
+            Kind::IntGauge | Kind::Gauge => {
+                let mut g = PGauge::default();
+                g.set_value(if family.kind == Kind::Gauge {
+                    f64::from_bits(bits)
+                } else {
+                    bits as i64 as f64
+                });
+                m.set_gauge(g);
+            }
+        }
+        m
+    }
+}
+
+impl Collector for Families {
+    fn desc(&self) -> Vec<&Desc> {
+        self.families.iter().map(|f| &f.desc).collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        self.families
+            .iter()
+            .enumerate()
+            .map(|(i, family)| {
+                let mut metrics = Vec::new();
+                for (name, cells) in streams.iter() {
+                    if !family.eager && cells.present.load(Ordering::Relaxed) & (1 << i) == 0 {
+                        continue;
+                    }
+                    for (j, value) in family.values.iter().enumerate() {
+                        let bits = cells.cells[family.offset + j].load(Ordering::Relaxed);
+                        let value = family.label.map(|_| *value);
+                        metrics.push(Self::metric(family, name, value, bits));
+                    }
+                    let other = cells.other.lock().unwrap_or_else(PoisonError::into_inner);
+                    for (_, value, n) in other.iter().filter(|(f, ..)| *f == i) {
+                        metrics.push(Self::metric(family, name, Some(value), *n));
+                    }
+                }
+                let mut mf = MetricFamily::default();
+                mf.set_name(family.desc.fq_name.clone());
+                mf.set_help(family.desc.help.clone());
+                mf.set_field_type(match family.kind {
+                    Kind::Counter => MetricType::COUNTER,
+                    Kind::IntGauge | Kind::Gauge => MetricType::GAUGE,
+                });
+                mf.set_metric(metrics);
+                mf
+            })
+            .collect()
+    }
+}
+
 /// Every keepwire metric family.
 #[derive(Clone)]
 pub struct Metrics {
-    stream_up: IntGaugeVec,
-    stream_state: IntGaugeVec,
-    reconnects: IntCounterVec,
-    credential_refreshes: IntCounterVec,
-    actor_restarts: IntCounterVec,
-    subscriptions: IntGaugeVec,
-    messages_received: IntCounterVec,
-    hard_failures: IntCounterVec,
+    families: Arc<Families>,
     recovery_seconds: HistogramVec,
-    events_dropped: IntCounterVec,
-    decode_errors: IntCounterVec,
-    credential_requests: IntCounterVec,
-    credential_expiry: GaugeVec,
-    last_message: GaugeVec,
-    backoff_delay: GaugeVec,
-    connect_attempts: IntGaugeVec,
-    session_authenticated: IntGaugeVec,
-    session_competing: IntGaugeVec,
-    keepalives: IntCounterVec,
-    frames_received: IntCounterVec,
-    frames_sent: IntCounterVec,
-    first_ready: GaugeVec,
+}
+
+/// A `prometheus::Collector` sharing [`Families`], so that the registry can own one.
+#[derive(Clone)]
+struct SharedFamilies(Arc<Families>);
+
+impl Collector for SharedFamilies {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.0.collect()
+    }
 }
 
 /// Registers collectors one by one and, if one fails, unregisters those already registered so a
@@ -176,11 +378,6 @@ impl Registrar<'_> {
         let g = IntGaugeVec::new(self.opts(name, help), labels);
         self.add(g)
     }
-
-    fn gauge(&mut self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
-        let g = GaugeVec::new(self.opts(name, help), labels);
-        self.add(g)
-    }
 }
 
 impl Metrics {
@@ -214,164 +411,177 @@ impl Metrics {
             &["stream"],
         );
         let recovery_seconds = r.add(recovery_seconds)?;
-        Ok(Self {
-            recovery_seconds,
-            stream_up: r.int_gauge("keepwire_stream_up", "1 when the stream is Ready.", &["stream"])?,
-            stream_state: r.int_gauge(
+        let reasons = || Failure::REASONS.to_vec();
+        let with = |mut v: Vec<&'static str>, extra: &'static str| {
+            v.push(extra);
+            v
+        };
+        let kinds = FrameKind::ALL.map(FrameKind::as_str).to_vec();
+        use Kind::{Counter, Gauge, IntGauge};
+        // In the order of the family indices above.
+        let specs = vec![
+            ("keepwire_stream_up", "1 when the stream is Ready.", IntGauge, None, true),
+            (
                 "keepwire_stream_state",
                 "1 for the stream's current state, 0 for the others.",
-                &["stream", "state"],
-            )?,
-            reconnects: r.counter(
+                IntGauge,
+                Some(("state", StreamState::NAMES.to_vec())),
+                true,
+            ),
+            (
                 "keepwire_reconnects_total",
                 "Socket losses followed by a reconnect, by reason.",
-                &["stream", "reason"],
-            )?,
-            credential_refreshes: r.counter(
+                Counter,
+                Some(("reason", with(reasons(), RECONNECT_CREDENTIALS_ROTATED))),
+                true,
+            ),
+            (
                 "keepwire_credential_refreshes_total",
                 "Credential fetches, by result (ok, error).",
-                &["stream", "result"],
-            )?,
-            actor_restarts: r.counter(
+                Counter,
+                Some(("result", vec!["ok", "error"])),
+                true,
+            ),
+            (
                 "keepwire_actor_restarts_total",
                 "Actor restarts (supervisor restarts and rebuilds after a panic).",
-                &["stream", "actor"],
-            )?,
-            subscriptions: r.int_gauge(
+                Counter,
+                Some(("actor", ActorKind::ALL.map(ActorKind::as_str).to_vec())),
+                true,
+            ),
+            (
                 "keepwire_subscriptions",
                 "Subscriptions by state (desired, active, pending, failed).",
-                &["stream", "state"],
-            )?,
-            messages_received: r.counter(
+                IntGauge,
+                Some(("state", SUBSCRIPTION_STATES.to_vec())),
+                true,
+            ),
+            (
                 "keepwire_messages_received_total",
                 "Messages (WebSocket frames of every kind) received on the socket.",
-                &["stream"],
-            )?,
-            hard_failures: r.counter(
+                Counter,
+                None,
+                true,
+            ),
+            (
                 "keepwire_hard_failures_total",
                 "Failures that stopped the stream, by reason.",
-                &["stream", "reason"],
-            )?,
-            events_dropped: r.counter(
+                Counter,
+                Some(("reason", reasons())),
+                true,
+            ),
+            (
                 "keepwire_events_dropped_total",
                 "Events dropped because a consumer fell behind (oldest first).",
-                &["stream"],
-            )?,
-            decode_errors: r.counter(
+                Counter,
+                None,
+                true,
+            ),
+            (
                 "keepwire_decode_errors_total",
                 "Frames that could not be decoded and were skipped.",
-                &["stream"],
-            )?,
-            credential_requests: r.counter(
+                Counter,
+                None,
+                true,
+            ),
+            (
                 "keepwire_credential_requests_total",
                 "Credentials handed out for a dial (one per negotiate/dial attempt: tokens are never captured).",
-                &["stream"],
-            )?,
-            credential_expiry: r.gauge(
+                Counter,
+                None,
+                true,
+            ),
+            (
                 "keepwire_credential_expiry_timestamp_seconds",
                 "Unix time at which the current credential expires (0: no known expiry, e.g. an \
                  IBKR session id). Time left: keepwire_credential_expiry_timestamp_seconds - time().",
-                &["stream"],
-            )?,
-            last_message: r.gauge(
+                Gauge,
+                None,
+                true,
+            ),
+            (
                 "keepwire_last_message_timestamp_seconds",
                 "Unix time of the last frame received on the socket. Its age: \
                  time() - keepwire_last_message_timestamp_seconds.",
-                &["stream"],
-            )?,
-            backoff_delay: r.gauge(
+                Gauge,
+                None,
+                false,
+            ),
+            (
                 "keepwire_backoff_delay_seconds",
                 "Delay being waited before the current connection attempt (0 when not in backoff).",
-                &["stream"],
-            )?,
-            connect_attempts: r.int_gauge(
+                Gauge,
+                None,
+                true,
+            ),
+            (
                 "keepwire_connect_attempts",
                 "Connection attempts since the last healthy period (0 once healthy).",
-                &["stream"],
-            )?,
-            session_authenticated: r.int_gauge(
+                IntGauge,
+                None,
+                true,
+            ),
+            (
                 "keepwire_gateway_session_authenticated",
                 "1 while the gateway session is established and authenticated (IBKR: auth/status \
                  authenticated after ssodh/init), else 0.",
-                &["stream"],
-            )?,
-            session_competing: r.int_gauge(
+                IntGauge,
+                None,
+                true,
+            ),
+            (
                 "keepwire_gateway_session_competing",
                 "1 after the gateway reported a competing session, until the session is \
                  established again, else 0.",
-                &["stream"],
-            )?,
-            keepalives: r.counter(
+                IntGauge,
+                None,
+                true,
+            ),
+            (
                 "keepwire_keepalives_total",
                 "Gateway session keepalives (IBKR: tickle), by result: ok or the failure reason.",
-                &["stream", "result"],
-            )?,
-            frames_received: r.counter(
+                Counter,
+                Some(("result", with(reasons(), "ok"))),
+                true,
+            ),
+            (
                 "keepwire_frames_received_total",
                 "WebSocket frames received, by kind (text, binary, continuation, ping, pong, close).",
-                &["stream", "kind"],
-            )?,
-            frames_sent: r.counter(
+                Counter,
+                Some(("kind", kinds.clone())),
+                true,
+            ),
+            (
                 "keepwire_frames_sent_total",
                 "WebSocket frames sent, by kind (text, binary, continuation, ping, pong, close).",
-                &["stream", "kind"],
-            )?,
-            first_ready: r.gauge(
+                Counter,
+                Some(("kind", kinds)),
+                true,
+            ),
+            (
                 "keepwire_time_to_first_ready_seconds",
                 "Seconds from the stream's start to its first Ready (absent until then).",
-                &["stream"],
-            )?,
+                Gauge,
+                None,
+                false,
+            ),
+        ];
+        let families = Arc::new(Families::new(&r.const_labels, specs)?);
+        r.add(Ok(SharedFamilies(families.clone())))?;
+        Ok(Self {
+            families,
+            recovery_seconds,
         })
     }
 
-    /// The metrics of one stream, with the `stream` label bound.
+    /// The metrics of one stream, with the `stream` label bound. Every series of a closed label
+    /// set exists, at 0, from now on (dashboards, `rate()` and `increase()` see them at once).
     pub fn stream(&self, name: &str) -> StreamMetrics {
-        // Export zero-valued series for every known label value from the start, so dashboards,
-        // `rate()` and `increase()` see them at once.
         self.recovery_seconds.with_label_values(&[name]);
-        for result in ["ok", "error"] {
-            self.credential_refreshes.with_label_values(&[name, result]);
-        }
-        for actor in ActorKind::ALL {
-            self.actor_restarts
-                .with_label_values(&[name, actor.as_str()]);
-        }
-        // Closed label sets start at 0 for every value: a dashboard panel or an `increase()`
-        // over a series that is absent until its first event shows "No data" and misses that
-        // first event.
-        for reason in Failure::REASONS {
-            self.hard_failures.with_label_values(&[name, reason]);
-            self.keepalives.with_label_values(&[name, reason]);
-            self.reconnects.with_label_values(&[name, reason]);
-        }
-        self.reconnects
-            .with_label_values(&[name, RECONNECT_CREDENTIALS_ROTATED]);
-        self.keepalives.with_label_values(&[name, "ok"]);
-        for state in StreamState::NAMES {
-            self.stream_state.with_label_values(&[name, state]);
-        }
-        for state in SUBSCRIPTION_STATES {
-            self.subscriptions.with_label_values(&[name, state]);
-        }
-        self.credential_expiry.with_label_values(&[name]);
-        self.session_competing.with_label_values(&[name]);
-        let kinds = |vec: &IntCounterVec| {
-            FrameKind::ALL.map(|k| vec.with_label_values(&[name, k.as_str()]))
-        };
         StreamMetrics {
-            name: name.to_string(),
-            all: self.clone(),
-            messages_received: self.messages_received.with_label_values(&[name]),
-            decode_errors: self.decode_errors.with_label_values(&[name]),
-            credential_requests: self.credential_requests.with_label_values(&[name]),
-            events_dropped: self.events_dropped.with_label_values(&[name]),
-            up: self.stream_up.with_label_values(&[name]),
-            frames_received: Arc::new(kinds(&self.frames_received)),
-            frames_sent: Arc::new(kinds(&self.frames_sent)),
-            last_message: Arc::new(OnceLock::new()),
-            backoff_delay: self.backoff_delay.with_label_values(&[name]),
-            connect_attempts: self.connect_attempts.with_label_values(&[name]),
-            authenticated: self.session_authenticated.with_label_values(&[name]),
+            cells: self.families.stream(name),
+            families: self.families.clone(),
+            recovery: self.recovery_seconds.with_label_values(&[name]),
         }
     }
 }
@@ -384,84 +594,155 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
+/// One counter of one stream (e.g. [`StreamMetrics::messages_received`]).
+#[derive(Clone)]
+pub struct StreamCounter {
+    cells: Arc<StreamCells>,
+    index: usize,
+}
+
+impl StreamCounter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.inc_by(1);
+    }
+
+    /// Adds `n`.
+    pub fn inc_by(&self, n: u64) {
+        self.cells.cells[self.index].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.cells.cells[self.index].load(Ordering::Relaxed)
+    }
+}
+
 /// One stream's metrics. Cheap to clone; safe to use from any thread.
 #[derive(Clone)]
 pub struct StreamMetrics {
-    name: String,
-    all: Metrics,
-    /// Messages received on the socket.
-    pub messages_received: IntCounter,
-    /// Frames skipped as undecodable.
-    pub decode_errors: IntCounter,
-    /// Credentials handed out for dials.
-    pub credential_requests: IntCounter,
-    /// Events dropped for slow consumers.
-    pub events_dropped: IntCounter,
-    up: IntGauge,
-    frames_received: Arc<[IntCounter; 6]>,
-    frames_sent: Arc<[IntCounter; 6]>,
-    /// Created on the first frame: before it there is no "last message".
-    last_message: Arc<OnceLock<Gauge>>,
-    backoff_delay: Gauge,
-    connect_attempts: IntGauge,
-    authenticated: IntGauge,
+    cells: Arc<StreamCells>,
+    families: Arc<Families>,
+    recovery: Histogram,
 }
 
 impl StreamMetrics {
+    /// The cell of `family`'s series with second label `value` (the only one without a second
+    /// label), if `value` is in the family's closed set.
+    fn cell(&self, family: usize, value: &str) -> Option<&AtomicU64> {
+        let f = &self.families.families[family];
+        let j = if f.label.is_none() {
+            0
+        } else {
+            f.values.iter().position(|v| *v == value)?
+        };
+        self.cells.cells.get(f.offset + j)
+    }
+
+    fn add(&self, family: usize, value: &str, n: u64) {
+        match self.cell(family, value) {
+            Some(cell) => {
+                cell.fetch_add(n, Ordering::Relaxed);
+            }
+            None => {
+                // A value outside the closed set (none is known today): its own series.
+                let mut other = self
+                    .cells
+                    .other
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                match other
+                    .iter_mut()
+                    .find(|(f, v, _)| *f == family && &**v == value)
+                {
+                    Some((.., count)) => *count += n,
+                    None => other.push((family, value.into(), n)),
+                }
+            }
+        }
+    }
+
+    fn set_int(&self, family: usize, value: &str, v: i64) {
+        if let Some(cell) = self.cell(family, value) {
+            cell.store(v as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn set_float(&self, family: usize, v: f64) {
+        if let Some(cell) = self.cell(family, "") {
+            cell.store(v.to_bits(), Ordering::Relaxed);
+            if !self.families.families[family].eager {
+                self.cells.present.fetch_or(1 << family, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn counter(&self, family: usize) -> StreamCounter {
+        StreamCounter {
+            cells: self.cells.clone(),
+            index: self.families.families[family].offset,
+        }
+    }
+
+    /// Messages received on the socket.
+    pub fn messages_received(&self) -> StreamCounter {
+        self.counter(MESSAGES_RECEIVED)
+    }
+
+    /// Frames skipped as undecodable.
+    pub fn decode_errors(&self) -> StreamCounter {
+        self.counter(DECODE_ERRORS)
+    }
+
+    /// Credentials handed out for dials.
+    pub fn credential_requests(&self) -> StreamCounter {
+        self.counter(CREDENTIAL_REQUESTS)
+    }
+
+    /// Events dropped for slow consumers.
+    pub fn events_dropped(&self) -> StreamCounter {
+        self.counter(EVENTS_DROPPED)
+    }
+
     /// Records the current state (one-hot), `stream_up` and the backoff delay being waited.
     pub fn state(&self, state: &StreamState) {
         let current = state.as_str();
         for s in StreamState::NAMES {
-            self.all
-                .stream_state
-                .with_label_values(&[self.name.as_str(), s])
-                .set(i64::from(s == current));
+            self.set_int(STREAM_STATE, s, i64::from(s == current));
         }
-        self.up.set(i64::from(current == "ready"));
+        self.set_int(STREAM_UP, "", i64::from(current == "ready"));
         let delay_ms = match state {
             StreamState::Backoff { delay_ms, .. } => *delay_ms,
             _ => 0,
         };
-        self.backoff_delay.set(delay_ms as f64 / 1000.0);
+        self.set_float(BACKOFF_DELAY, delay_ms as f64 / 1000.0);
     }
 
     /// Records the connection attempts since the last healthy period.
     pub fn connect_attempts(&self, attempts: u32) {
-        self.connect_attempts.set(i64::from(attempts));
+        self.set_int(CONNECT_ATTEMPTS, "", i64::from(attempts));
     }
 
     /// Counts a reconnect caused by `reason`.
     pub fn reconnect(&self, reason: &str) {
-        self.all
-            .reconnects
-            .with_label_values(&[self.name.as_str(), reason])
-            .inc();
+        self.add(RECONNECTS, reason, 1);
     }
 
     /// Counts a credential fetch.
     pub fn credential_refresh(&self, ok: bool) {
-        self.all
-            .credential_refreshes
-            .with_label_values(&[self.name.as_str(), if ok { "ok" } else { "error" }])
-            .inc();
+        self.add(CREDENTIAL_REFRESHES, if ok { "ok" } else { "error" }, 1);
     }
 
     /// Records when the current credential expires, `expires_in` from now (`None`: no known
     /// expiry, exported as 0).
     pub fn credential_expiry(&self, expires_in: Option<Duration>) {
         let at = expires_in.map_or(0.0, |d| unix_now() + d.as_secs_f64());
-        self.all
-            .credential_expiry
-            .with_label_values(&[self.name.as_str()])
-            .set(at);
+        self.set_float(CREDENTIAL_EXPIRY, at);
     }
 
     /// Counts an actor restart.
     pub fn actor_restart(&self, actor: &str) {
-        self.all
-            .actor_restarts
-            .with_label_values(&[self.name.as_str(), actor])
-            .inc();
+        self.add(ACTOR_RESTARTS, actor, 1);
     }
 
     /// Records subscription counts.
@@ -470,71 +751,50 @@ impl StreamMetrics {
             .into_iter()
             .zip([c.desired, c.active, c.pending, c.failed])
         {
-            self.all
-                .subscriptions
-                .with_label_values(&[self.name.as_str(), state])
-                .set(n as i64);
+            self.set_int(SUBSCRIPTIONS, state, n as i64);
         }
     }
 
     /// Counts a hard failure.
     pub fn hard_failure(&self, reason: &str) {
-        self.all
-            .hard_failures
-            .with_label_values(&[self.name.as_str(), reason])
-            .inc();
+        self.add(HARD_FAILURES, reason, 1);
     }
 
     /// Observes one recovery.
     pub fn recovery(&self, seconds: f64) {
-        self.all
-            .recovery_seconds
-            .with_label_values(&[&self.name])
-            .observe(seconds);
+        self.recovery.observe(seconds);
     }
 
     /// Records the gateway session state: authenticated (established) and competing.
     pub fn gateway_session(&self, authenticated: bool, competing: bool) {
-        self.authenticated.set(i64::from(authenticated));
-        self.all
-            .session_competing
-            .with_label_values(&[self.name.as_str()])
-            .set(i64::from(competing));
+        self.set_int(SESSION_AUTHENTICATED, "", i64::from(authenticated));
+        self.set_int(SESSION_COMPETING, "", i64::from(competing));
     }
 
     /// Counts one keepalive (IBKR: tickle) with its result: `"ok"` or a failure reason.
     pub fn keepalive(&self, result: &'static str) {
-        self.all
-            .keepalives
-            .with_label_values(&[self.name.as_str(), result])
-            .inc();
+        self.add(KEEPALIVES, result, 1);
     }
 
     /// Counts a frame received on the socket (also in `keepwire_messages_received_total`) and
     /// records its time as the last message time.
     pub fn frame_received(&self, kind: FrameKind) {
-        self.messages_received.inc();
-        self.frames_received[kind as usize].inc();
-        self.last_message
-            .get_or_init(|| {
-                self.all
-                    .last_message
-                    .with_label_values(&[self.name.as_str()])
-            })
-            .set(unix_now());
+        let f = &self.families.families;
+        let c = &self.cells.cells;
+        c[f[MESSAGES_RECEIVED].offset].fetch_add(1, Ordering::Relaxed);
+        c[f[FRAMES_RECEIVED].offset + kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.set_float(LAST_MESSAGE, unix_now());
     }
 
     /// Counts a frame written to the socket.
     pub fn frame_sent(&self, kind: FrameKind) {
-        self.frames_sent[kind as usize].inc();
+        let f = &self.families.families[FRAMES_SENT];
+        self.cells.cells[f.offset + kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records the time from the stream's start to its first Ready.
     pub fn first_ready(&self, took: Duration) {
-        self.all
-            .first_ready
-            .with_label_values(&[self.name.as_str()])
-            .set(took.as_secs_f64());
+        self.set_float(FIRST_READY, took.as_secs_f64());
     }
 }
 

@@ -31,9 +31,61 @@ use crate::status::{
 };
 use crate::transport::{ClientFactory, Fence};
 
-/// How often the status's counters are refreshed (and, as a safety net, children checked for
-/// having died: a dying actor reports it at once through its `Lifeline`).
-const REFRESH: Duration = Duration::from_secs(1);
+/// How often the status's counters are refreshed, for every stream at once by
+/// [`refresh_counters`]. (A dying actor reports it at once through its `Lifeline`: no stream
+/// polls its children.)
+pub const REFRESH: Duration = Duration::from_secs(1);
+
+/// Copies the counters (messages received, events dropped, credential requests) of every
+/// stream into the status every [`REFRESH`], in one update of the watch: one timer for the
+/// whole supervisor and readers woken at most once per period, instead of a timer per stream
+/// each publishing its own change. Runs until the system stops.
+pub async fn refresh_counters(
+    status_tx: Arc<watch::Sender<Status>>,
+    streams: Vec<(String, StreamMetrics)>,
+) {
+    let counters: Vec<_> = streams
+        .into_iter()
+        .map(|(name, m)| {
+            (
+                name,
+                [
+                    m.messages_received(),
+                    m.events_dropped(),
+                    m.credential_requests(),
+                ],
+            )
+        })
+        .collect();
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        status_tx.send_if_modified(|s| {
+            let mut changed = false;
+            for (name, [received, dropped, requests]) in &counters {
+                let Some(st) = s.streams.get_mut(name.as_str()) else {
+                    continue;
+                };
+                let now = (received.get(), dropped.get(), requests.get());
+                if (
+                    st.messages_received,
+                    st.events_dropped,
+                    st.credential_requests,
+                ) != now
+                {
+                    (
+                        st.messages_received,
+                        st.events_dropped,
+                        st.credential_requests,
+                    ) = now;
+                    changed = true;
+                }
+            }
+            changed
+        });
+    }
+}
 
 /// Stop the stream: unsubscribe, log out when configured, halt every actor.
 #[derive(Message, Debug)]
@@ -234,9 +286,9 @@ impl StreamSupervisor {
             }
         }
         let m = &self.metrics;
-        let counters_moved = m.messages_received.get() != self.status.messages_received
-            || m.events_dropped.get() != self.status.events_dropped
-            || m.credential_requests.get() != self.status.credential_requests;
+        let counters_moved = m.messages_received().get() != self.status.messages_received
+            || m.events_dropped().get() != self.status.events_dropped
+            || m.credential_requests().get() != self.status.credential_requests;
         if rebuilt || counters_moved {
             self.publish();
         }
@@ -321,9 +373,9 @@ impl StreamSupervisor {
             self.competing,
         );
         self.status.state = state;
-        self.status.messages_received = self.metrics.messages_received.get();
-        self.status.events_dropped = self.metrics.events_dropped.get();
-        self.status.credential_requests = self.metrics.credential_requests.get();
+        self.status.messages_received = self.metrics.messages_received().get();
+        self.status.events_dropped = self.metrics.events_dropped().get();
+        self.status.credential_requests = self.metrics.credential_requests().get();
         let fully_ready = self.status.is_fully_ready();
         let now = Instant::now();
         if self.was_fully_ready && !fully_ready {
@@ -383,7 +435,6 @@ impl Actor for StreamSupervisor {
             self.broadcast(Halt);
         }
         self.metrics.subscriptions(&SubscriptionCounts::default());
-        ctx.run_interval(REFRESH, |act, ctx| act.check_liveness(ctx));
         self.publish();
     }
 }

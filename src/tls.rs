@@ -12,7 +12,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -207,9 +207,28 @@ pub const ALPN: &[u8] = b"http/1.1";
 
 /// Builds the rustls client configuration for a gateway at `host`.
 ///
-/// ALPN offers [`ALPN`] (`http/1.1`) only.
+/// ALPN offers [`ALPN`] (`http/1.1`) only. Streams with the same TLS setting share one
+/// configuration (its root store, verifier and TLS session cache) while any of them holds it:
+/// the bundled public roots and a session cache cost ~25 KiB per copy, too much to build per
+/// stream.
 pub fn client_config(tls: &TlsConfig, host: &str) -> Result<Arc<ClientConfig>, Failure> {
-    Ok(Arc::new(config_with(verifier(tls, host)?)?))
+    static SHARED: Mutex<Vec<(TrustKey, Weak<ClientConfig>)>> = Mutex::new(Vec::new());
+    let key = trust_key(tls, host)?;
+    let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    shared.retain(|(_, config)| config.strong_count() > 0);
+    if let Some(config) = shared
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, config)| config.upgrade())
+    {
+        return Ok(config);
+    }
+    let config = Arc::new(config_with(Arc::new(GatewayVerifier {
+        trust: trust(&key)?,
+        provider: provider(),
+    }))?);
+    shared.push((key, Arc::downgrade(&config)));
+    Ok(config)
 }
 
 fn config_with(verifier: Arc<dyn ServerCertVerifier>) -> Result<ClientConfig, Failure> {
@@ -225,36 +244,33 @@ fn config_with(verifier: Arc<dyn ServerCertVerifier>) -> Result<ClientConfig, Fa
     Ok(config)
 }
 
-fn verifier(tls: &TlsConfig, host: &str) -> Result<Arc<dyn ServerCertVerifier>, Failure> {
-    let trust = match tls {
-        TlsConfig::Verified => Trust::Bundle {
-            own: Vec::new(),
-            webpki: Some(webpki(RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            })?),
-            roots: "the public CAs".into(),
+/// What a TLS setting trusts, read (a `ca_file`'s bytes) and checked (skip-verify only for a
+/// loopback host): two settings with equal keys verify alike.
+#[derive(PartialEq, Eq)]
+enum TrustKey {
+    Public,
+    Pem { origin: String, pem: Vec<u8> },
+    Pin(CertificatePin),
+    Skip,
+}
+
+fn trust_key(tls: &TlsConfig, host: &str) -> Result<TrustKey, Failure> {
+    Ok(match tls {
+        TlsConfig::Verified => TrustKey::Public,
+        TlsConfig::CaFile(path) => TrustKey::Pem {
+            origin: format!("ca_file {}", path.display()),
+            pem: std::fs::read(path).map_err(|e| Failure::Config {
+                detail: format!(
+                    "ca_file {}: cannot read PEM certificates: {e}",
+                    path.display()
+                ),
+            })?,
         },
-        TlsConfig::CaFile(path) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<_, _>>())
-                .map_err(|e| Failure::Config {
-                    detail: format!(
-                        "ca_file {}: cannot read PEM certificates: {e}",
-                        path.display()
-                    ),
-                })?;
-            bundle(certs, &format!("ca_file {}", path.display()))?
-        }
-        TlsConfig::CaPem(pem) => {
-            let certs: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_slice_iter(pem.as_bytes())
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| Failure::Config {
-                        detail: format!("CA PEM text: {e}"),
-                    })?;
-            bundle(certs, "CA PEM text")?
-        }
-        TlsConfig::PinSha256(pin) => Trust::Pin(*pin),
+        TlsConfig::CaPem(pem) => TrustKey::Pem {
+            origin: "CA PEM text".into(),
+            pem: pem.as_bytes().to_vec(),
+        },
+        TlsConfig::PinSha256(pin) => TrustKey::Pin(*pin),
         TlsConfig::InsecureSkipVerifyLoopbackOnly => {
             if !is_loopback_host(host) {
                 return Err(Failure::Config {
@@ -263,11 +279,40 @@ fn verifier(tls: &TlsConfig, host: &str) -> Result<Arc<dyn ServerCertVerifier>, 
                     ),
                 });
             }
-            Trust::Skip
+            TrustKey::Skip
         }
-    };
+    })
+}
+
+fn trust(key: &TrustKey) -> Result<Trust, Failure> {
+    Ok(match key {
+        TrustKey::Public => Trust::Bundle {
+            own: Vec::new(),
+            webpki: Some(webpki(RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            })?),
+            roots: "the public CAs".into(),
+        },
+        TrustKey::Pem { origin, pem } => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| Failure::Config {
+                    detail: if origin.starts_with("ca_file") {
+                        format!("{origin}: cannot read PEM certificates: {e}")
+                    } else {
+                        format!("{origin}: {e}")
+                    },
+                })?;
+            bundle(certs, origin)?
+        }
+        TrustKey::Pin(pin) => Trust::Pin(*pin),
+        TrustKey::Skip => Trust::Skip,
+    })
+}
+
+fn verifier(tls: &TlsConfig, host: &str) -> Result<Arc<dyn ServerCertVerifier>, Failure> {
     Ok(Arc::new(GatewayVerifier {
-        trust,
+        trust: trust(&trust_key(tls, host)?)?,
         provider: provider(),
     }))
 }
@@ -722,6 +767,32 @@ mod tests {
             client_config(&TlsConfig::InsecureSkipVerifyLoopbackOnly, "api.ibkr.com").unwrap_err();
         assert!(err.to_string().contains("only for loopback"), "{err}");
         assert!(client_config(&TlsConfig::InsecureSkipVerifyLoopbackOnly, "127.0.0.1").is_ok());
+    }
+
+    #[test]
+    fn streams_with_the_same_setting_share_one_configuration() {
+        let a = client_config(&TlsConfig::Verified, "api.ibkr.com").unwrap();
+        let b = client_config(&TlsConfig::Verified, "gw.example").unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "one root store for every verified stream"
+        );
+        let pin = |b: &[u8]| TlsConfig::PinSha256(CertificatePin::of(b));
+        let (p1, p2) = (
+            client_config(&pin(b"one"), "127.0.0.1").unwrap(),
+            client_config(&pin(b"one"), "127.0.0.1").unwrap(),
+        );
+        assert!(Arc::ptr_eq(&p1, &p2));
+        let other = client_config(&pin(b"two"), "127.0.0.1").unwrap();
+        assert!(
+            !Arc::ptr_eq(&p1, &other),
+            "another pin trusts another certificate"
+        );
+        assert!(!Arc::ptr_eq(&a, &p1));
+        // A shared skip-verify configuration is still refused for a remote host.
+        let skip = client_config(&TlsConfig::InsecureSkipVerifyLoopbackOnly, "127.0.0.1").unwrap();
+        assert!(client_config(&TlsConfig::InsecureSkipVerifyLoopbackOnly, "gw.example").is_err());
+        drop(skip);
     }
 
     #[test]

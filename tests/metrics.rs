@@ -432,3 +432,61 @@ async fn the_first_scrape_holds_every_closed_label_set_at_zero() {
         value(&families, "keepwire_subscriptions", &[("state", state)]);
     }
 }
+
+/// The exposition of every per-stream family after one call of each recorder, byte for byte as
+/// `tests/metrics_scrape.golden` (made by the `prometheus` `…Vec` families keepwire used before
+/// its per-stream cells): names, help, types, label order, zero series, a reason outside the
+/// closed set, one stream registered twice.
+#[test]
+fn the_exposition_is_the_golden_scrape() {
+    use keepwire::metrics::{FrameKind, Metrics};
+    use keepwire::SubscriptionCounts;
+    use prometheus::{Encoder, TextEncoder};
+    let registry = Registry::new();
+    let labels = BTreeMap::from([("supervisor".to_string(), "x".to_string())]);
+    let m = Metrics::register_with(&registry, &labels).unwrap();
+    let (a, b, a2) = (m.stream("alpha"), m.stream("beta"), m.stream("alpha"));
+    a.state(&StreamState::Ready);
+    b.state(&StreamState::Backoff {
+        attempt: 2,
+        delay_ms: 1500,
+    });
+    a.connect_attempts(3);
+    a.reconnect("session_lost");
+    a2.reconnect("session_lost");
+    a.reconnect("credentials_rotated");
+    b.reconnect("not_a_reason");
+    a.credential_refresh(true);
+    b.credential_refresh(false);
+    a.credential_expiry(None);
+    a.actor_restart("token_manager");
+    a.subscriptions(&SubscriptionCounts {
+        desired: 10,
+        active: 7,
+        pending: 2,
+        failed: 1,
+    });
+    b.hard_failure("competing_session");
+    a.recovery(0.3);
+    b.gateway_session(true, true);
+    a.keepalive("ok");
+    b.keepalive("timeout");
+    b.frame_received(FrameKind::Ping);
+    a.frame_sent(FrameKind::Text);
+    a.first_ready(Duration::from_millis(1250));
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    // The last message's time is now: only its presence is compared.
+    assert!(
+        text.contains("keepwire_last_message_timestamp_seconds{stream=\"beta\",supervisor=\"x\"} ")
+    );
+    let text: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("last_message_timestamp_seconds{"))
+        .collect();
+    let golden = include_str!("metrics_scrape.golden");
+    assert_eq!(text.join("\n"), golden.trim_end());
+}

@@ -405,7 +405,7 @@ impl StreamConnection {
                 }
             }
             Inbound::Malformed => {
-                self.ctx.metrics.decode_errors.inc();
+                self.ctx.metrics.decode_errors().inc();
                 open.malformed_in_a_row = open.malformed_in_a_row.saturating_add(1);
                 let count = open.malformed_in_a_row;
                 tracing::debug!(stream = %self.ctx.name, bytes, "skipped a malformed frame");

@@ -280,7 +280,7 @@ pub(crate) fn hand_over(
 /// Counts events dropped for slow consumers (metrics and status).
 pub(crate) fn count_dropped(ctx: &StreamCtx, dropped: u64) {
     if dropped > 0 {
-        ctx.metrics.events_dropped.inc_by(dropped);
+        ctx.metrics.events_dropped().inc_by(dropped);
         ctx.report(Report::EventsDropped(dropped));
     }
 }

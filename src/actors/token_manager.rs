@@ -210,7 +210,7 @@ impl Handler<GetCredentials> for TokenManager {
     type Result = ResponseFuture<Result<Credentials, Failure>>;
 
     fn handle(&mut self, _: GetCredentials, ctx: &mut Context<Self>) -> Self::Result {
-        self.ctx.metrics.credential_requests.inc();
+        self.ctx.metrics.credential_requests().inc();
         let (tx, rx) = oneshot::channel();
         self.waiters.push(tx);
         self.on(TokenEvent::Get, ctx);

@@ -160,7 +160,7 @@ impl Handler<Subscribe> for Subscriptions {
             msg.sender.push(Event::State(state));
             // A message routed without a parse that fails the consumer's parse is a decode
             // error like any other.
-            let decode_errors = self.ctx.metrics.decode_errors.clone();
+            let decode_errors = self.ctx.metrics.decode_errors();
             msg.sender.on_unusable(move || decode_errors.inc());
             bindings
                 .entry(key)

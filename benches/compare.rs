@@ -653,7 +653,7 @@ async fn keepwire(
     let cpu = cpu_since(&cpu, "keepwire");
     let dropped = kw
         .status()
-        .borrow()
+        .snapshot()
         .stream("bench")
         .map_or(0, |s| s.events_dropped);
     kw.shutdown().await;
@@ -696,7 +696,10 @@ async fn throughput(count: u64) -> Result<(), String> {
         let b = bare(&chans, count, None).await?;
         for (place, placement) in [
             ("", Consumers::OwnThread),
-            (" (consumers on keepwire's thread)", Consumers::KeepwireThread),
+            (
+                " (consumers on keepwire's thread)",
+                Consumers::KeepwireThread,
+            ),
         ] {
             let k = keepwire(&chans, consumers, count, None, placement).await?;
             println!(
@@ -953,7 +956,7 @@ async fn scale_keepwire(
     let (c, mut watch) = (changes.clone(), kw.status());
     let watcher = tokio::spawn(async move {
         while watch.changed().await.is_ok() {
-            let _ready = watch.borrow_and_update().streams.len();
+            let _ready = watch.snapshot_and_update().streams.len();
             c.fetch_add(1, Ordering::Relaxed);
         }
     });

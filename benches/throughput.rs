@@ -105,7 +105,7 @@ async fn main() {
     let got = (received.load(Ordering::Relaxed) - got0) as f64 / secs;
     let status_now = kw
         .status()
-        .borrow()
+        .snapshot()
         .stream("bench")
         .cloned()
         .unwrap_or_default();

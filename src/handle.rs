@@ -15,7 +15,7 @@ use crate::channel;
 use crate::config::{ConfigProblem, HaConfig, StreamConfig};
 use crate::messages::{Resume, Subscribe, Unsubscribe};
 use crate::metrics::Metrics;
-use crate::status::{ActorKind, Status, StreamState};
+use crate::status::{ActorKind, Status, StatusWatch, StreamState};
 use crate::subscription::{Event, Subscription};
 use crate::supervisor::{PanicIn, Shutdown, StreamSupervisor};
 use crate::transport::Fence;
@@ -176,7 +176,7 @@ impl Builder {
             )),
             None => None,
         };
-        let (status_tx, status_rx) = watch::channel(Status::default());
+        let (status_tx, status_rx) = watch::channel(Arc::new(Status::default()));
         let status_tx = Arc::new(status_tx);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = oneshot::channel::<()>();
@@ -242,7 +242,7 @@ impl Builder {
             inner: Arc::new(Inner {
                 roots,
                 system,
-                status: status_rx,
+                status: StatusWatch::new(status_rx),
                 registry,
                 thread: Mutex::new(Some(thread)),
                 done: Mutex::new(Some(done_rx)),
@@ -299,7 +299,7 @@ fn register_metrics(
 struct Inner {
     roots: BTreeMap<String, Addr<StreamSupervisor>>,
     system: actix_rt::System,
-    status: watch::Receiver<Status>,
+    status: StatusWatch,
     registry: Registry,
     thread: Mutex<Option<JoinHandle<()>>>,
     done: Mutex<Option<oneshot::Receiver<()>>>,
@@ -407,12 +407,9 @@ impl Handle {
             .map_err(|_| Error::Closed)
     }
 
-    /// A `watch` of the status of every stream.
-    ///
-    /// Clone what you need out of a `borrow()` (or a `wait_for` result) and drop the guard at
-    /// once: keepwire publishes into the same watch, and a guard held across an `.await` blocks
-    /// its supervisor thread until it is dropped.
-    pub fn status(&self) -> watch::Receiver<Status> {
+    /// A watch of the status of every stream. Its reads are `Arc` snapshots: hold them as long
+    /// as you like, keepwire's thread never waits for a reader.
+    pub fn status(&self) -> StatusWatch {
         self.inner.status.clone()
     }
 
@@ -421,13 +418,13 @@ impl Handle {
     /// lease is not known fresh), even before its supervisor has published the change (e.g. in
     /// a process that was frozen): what `keepwire run` serves on `/status` and `/readyz`.
     pub fn status_now(&self) -> Status {
-        let mut status = self.inner.status.borrow().clone();
+        let mut status = Status::clone(&self.inner.status.snapshot());
         if let Some((fence, exclusive)) = &self.inner.fenced {
             if fence.admits().is_none() {
                 for name in exclusive {
-                    if let Some(s) = status.streams.get_mut(name) {
+                    if let Some(s) = status.streams.get_mut(name.as_str()) {
                         if !matches!(s.state, StreamState::Failed { .. } | StreamState::Stopped) {
-                            s.state = StreamState::Standby;
+                            Arc::make_mut(s).state = StreamState::Standby;
                         }
                     }
                 }

@@ -56,5 +56,5 @@ pub use config::{
 };
 pub use failure::{Class, Failure};
 pub use handle::{Builder, Error, Handle};
-pub use status::{ActorKind, Status, StreamState, StreamStatus, SubscriptionCounts};
+pub use status::{ActorKind, Status, StatusWatch, StreamState, StreamStatus, SubscriptionCounts};
 pub use subscription::{Event, Subscription, SubscriptionState};

@@ -350,3 +350,24 @@ pub enum Report {
     /// restarting it), or the system stopping. Sent by its [`crate::actors::Lifeline`].
     Died(ActorKind),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::Item;
+
+    #[test]
+    fn routed_text_becomes_data_when_it_parses_and_is_unusable_when_it_does_not() {
+        let topic: Arc<str> = "a".into();
+        let good = Queued::Text {
+            topic: topic.clone(),
+            text: r#"{"type":"data","channel":"a","p":1}"#.into(),
+        };
+        assert!(matches!(Event::finish(good), Some(Event::Data { data, .. }) if data["p"] == 1));
+        let bad = Queued::Text {
+            topic,
+            text: r#"{"type":"data","channel":"a","p":01}"#.into(),
+        };
+        assert!(Event::finish(bad).is_none());
+    }
+}

@@ -1,9 +1,11 @@
 //! What embedders and operators see: a [`Status`] per supervisor, published on a `watch` channel.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::watch;
 
 /// The actors of one stream, for restart counts and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -180,15 +182,60 @@ impl StreamStatus {
 }
 
 /// Status of every stream of a supervisor, keyed by stream name.
+///
+/// Entries are shared: publishing one stream's change copies pointers to the others, never
+/// their contents.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Status {
     /// Per stream.
-    pub streams: BTreeMap<String, StreamStatus>,
+    pub streams: BTreeMap<Arc<str>, Arc<StreamStatus>>,
 }
 
 impl Status {
     /// The named stream's status.
     pub fn stream(&self, name: &str) -> Option<&StreamStatus> {
-        self.streams.get(name)
+        self.streams.get(name).map(|s| &**s)
+    }
+}
+
+/// Watches a supervisor's [`Status`] (from [`crate::Handle::status`]).
+///
+/// Every read is an `Arc` snapshot taken under the watch's lock and released at once: a reader
+/// may hold a snapshot across an `.await` as long as it likes without ever holding up keepwire's
+/// thread (a `tokio::sync::watch::Ref` held that long would block every publication, and with
+/// it every stream).
+#[derive(Clone, Debug)]
+pub struct StatusWatch {
+    rx: watch::Receiver<Arc<Status>>,
+}
+
+impl StatusWatch {
+    /// A watch on `rx`.
+    pub fn new(rx: watch::Receiver<Arc<Status>>) -> Self {
+        Self { rx }
+    }
+
+    /// The status now.
+    pub fn snapshot(&self) -> Arc<Status> {
+        self.rx.borrow().clone()
+    }
+
+    /// The status now, marked as seen (the next [`StatusWatch::changed`] waits for a newer one).
+    pub fn snapshot_and_update(&mut self) -> Arc<Status> {
+        self.rx.borrow_and_update().clone()
+    }
+
+    /// Waits for a status newer than the last one seen; an error once keepwire stopped.
+    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        self.rx.changed().await
+    }
+
+    /// Waits until `pred` holds for the status (checking the current one first) and returns
+    /// that status; an error once keepwire stopped.
+    pub async fn wait_for(
+        &mut self,
+        mut pred: impl FnMut(&Status) -> bool,
+    ) -> Result<Arc<Status>, watch::error::RecvError> {
+        self.rx.wait_for(|s| pred(s)).await.map(|s| s.clone())
     }
 }

@@ -41,7 +41,7 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 /// whole supervisor and readers woken at most once per period, instead of a timer per stream
 /// each publishing its own change. Runs until the system stops.
 pub async fn refresh_counters(
-    status_tx: Arc<watch::Sender<Status>>,
+    status_tx: Arc<watch::Sender<Arc<Status>>>,
     streams: Vec<(String, StreamMetrics)>,
 ) {
     let counters: Vec<_> = streams
@@ -64,16 +64,21 @@ pub async fn refresh_counters(
         status_tx.send_if_modified(|s| {
             let mut changed = false;
             for (name, [received, dropped, requests]) in &counters {
-                let Some(st) = s.streams.get_mut(name.as_str()) else {
+                let now = (received.get(), dropped.get(), requests.get());
+                let Some(st) = s.streams.get(name.as_str()) else {
                     continue;
                 };
-                let now = (received.get(), dropped.get(), requests.get());
                 if (
                     st.messages_received,
                     st.events_dropped,
                     st.credential_requests,
-                ) != now
+                ) == now
                 {
+                    continue;
+                }
+                // Copies the map's pointers, and this entry, only if a reader holds them.
+                if let Some(st) = Arc::make_mut(s).streams.get_mut(name.as_str()) {
+                    let st = Arc::make_mut(st);
                     (
                         st.messages_received,
                         st.events_dropped,
@@ -120,7 +125,7 @@ pub struct StreamSupervisor {
     dialect: Arc<dyn DialectSend>,
     clients: Option<ClientFactory>,
     metrics: StreamMetrics,
-    status_tx: Arc<watch::Sender<Status>>,
+    status_tx: Arc<watch::Sender<Arc<Status>>>,
     ctx: Option<StreamCtx>,
     book: Book,
     status: StreamStatus,
@@ -148,7 +153,7 @@ impl StreamSupervisor {
     pub fn new(
         config: StreamConfig,
         metrics: StreamMetrics,
-        status_tx: Arc<watch::Sender<Status>>,
+        status_tx: Arc<watch::Sender<Arc<Status>>>,
     ) -> Self {
         let dialect = crate::config::build_dialect(&config);
         let intensity = Intensity::new(config.restart_intensity);
@@ -393,10 +398,13 @@ impl StreamSupervisor {
         // Readers are woken only by a real change, and only this stream's entry is copied.
         let (name, status) = (&self.name, &self.status);
         self.status_tx.send_if_modified(|s| {
-            if s.streams.get(&**name) == Some(status) {
+            if s.stream(name) == Some(status) {
                 return false;
             }
-            s.streams.insert(name.to_string(), status.clone());
+            // The other streams' entries are shared, not copied.
+            Arc::make_mut(s)
+                .streams
+                .insert(name.clone(), Arc::new(status.clone()));
             true
         });
     }

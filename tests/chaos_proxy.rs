@@ -123,7 +123,7 @@ async fn a_latency_toxic_delays_the_data_and_the_stream_stays_ready() {
         s.bytes_downstream > bytes + 1000
     })
     .await;
-    let s = rig.kw.status().borrow().stream(STREAM).cloned().unwrap();
+    let s = rig.kw.status().snapshot().stream(STREAM).cloned().unwrap();
     assert!(s.is_fully_ready(), "still ready: {s:#?}");
     assert_eq!(s.epoch, before.epoch, "the same socket: {s:#?}");
     assert!(

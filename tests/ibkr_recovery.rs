@@ -372,7 +372,7 @@ async fn a_hard_failure_stops_every_further_connection_attempt() {
         "no further connection attempts"
     );
     assert!(matches!(
-        rig.kw.status().borrow().stream(STREAM).unwrap().state,
+        rig.kw.status().snapshot().stream(STREAM).unwrap().state,
         StreamState::Failed { .. }
     ));
 
@@ -755,7 +755,7 @@ async fn shutdown_unsubscribes_everything_and_logs_out_when_configured() {
     })
     .await;
     assert_eq!(c.logout, 1);
-    let s = rig.kw.status().borrow().stream(STREAM).cloned().unwrap();
+    let s = rig.kw.status().snapshot().stream(STREAM).cloned().unwrap();
     assert_eq!(s.state, StreamState::Stopped);
     rig.emu.stop();
 }

@@ -28,7 +28,7 @@ const LAYERS: &[&[&str]] = &[
     &["secret", "tls"],
     &["url_rule"],
     &["transport"],
-    &["dialect"],
+    &["dialect", "dialect::route"],
     &["dialect::ibkr", "dialect::ticket", "dialect::signalr"],
     &["config"],
 ];

@@ -46,8 +46,8 @@ async fn no_session_id_in_logs_status_metrics_or_debug_output() {
         .await;
     let second_session = rig.emu.session_id();
 
-    let status = serde_json::to_string(&*rig.kw.status().borrow()).unwrap();
-    let debug = format!("{:?} {:?}", rig.kw.status().borrow(), rig.kw);
+    let status = serde_json::to_string(&*rig.kw.status().snapshot()).unwrap();
+    let debug = format!("{:?} {:?}", rig.kw.status().snapshot(), rig.kw);
     let metrics = prometheus::TextEncoder::new()
         .encode_to_string(&rig.kw.registry().gather())
         .unwrap();

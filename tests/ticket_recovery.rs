@@ -150,7 +150,7 @@ async fn a_corrupted_jwt_is_refreshed_once_and_then_connects() {
     assert_eq!(c.invalid_token, 1, "the corrupted JWT was refused once");
     assert_eq!(c.token_requests, 1, "exactly one refresh");
     assert_eq!(c.ticket_requests, 2);
-    let s = kw.status().borrow().stream(STREAM).cloned().unwrap();
+    let s = kw.status().snapshot().stream(STREAM).cloned().unwrap();
     assert_eq!(s.hard_failures, 0);
     kw.shutdown().await;
     let _ = std::fs::remove_file(&cache);
@@ -199,7 +199,7 @@ async fn a_ticket_store_outage_backs_off_within_bounds_and_then_connects() {
     let mut delays = Vec::new();
     let outcome = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
-            let s = rx.borrow_and_update().stream(STREAM).cloned();
+            let s = rx.snapshot_and_update().stream(STREAM).cloned();
             if let Some(s) = s {
                 if let StreamState::Backoff { attempt, delay_ms } = s.state {
                     if delays.last().map(|(a, _)| *a) != Some(attempt) {
@@ -678,7 +678,7 @@ async fn status_readers_are_woken_only_by_a_change() {
     let kw = start(cfg);
     wait(&kw, 10, "ready", |s| s.state == StreamState::Ready).await;
     let mut status = kw.status();
-    let mut last = status.borrow_and_update().stream(STREAM).cloned();
+    let mut last = status.snapshot_and_update().stream(STREAM).cloned();
     let (mut woken, mut unchanged) = (0, 0);
     let window = tokio::time::sleep(Duration::from_millis(1500));
     tokio::pin!(window);
@@ -688,7 +688,7 @@ async fn status_readers_are_woken_only_by_a_change() {
             changed = status.changed() => {
                 changed.unwrap();
                 woken += 1;
-                let now = status.borrow_and_update().stream(STREAM).cloned();
+                let now = status.snapshot_and_update().stream(STREAM).cloned();
                 if now == last {
                     unchanged += 1;
                 }
@@ -742,5 +742,28 @@ async fn a_consumer_spawned_on_keepwires_thread_receives_there_and_ends_with_shu
         kw.spawn(async {}).is_err(),
         "nothing runs after the shutdown"
     );
+    emu.stop();
+}
+
+/// A status snapshot held across `.await`s never holds up keepwire: the stream still connects,
+/// subscribes and publishes while a reader keeps an old snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_snapshot_held_across_awaits_never_blocks_keepwire() {
+    let emu = emulator(fast_api());
+    let kw = start(stream(&emu, |_| {}));
+    let held = kw.status().snapshot();
+    let _rx = ready_with_data(&kw).await;
+    assert!(
+        !held.stream(STREAM).is_some_and(|s| s.is_fully_ready()),
+        "the held snapshot is the old status"
+    );
+    assert!(kw
+        .status()
+        .snapshot()
+        .stream(STREAM)
+        .unwrap()
+        .is_fully_ready());
+    drop(held);
+    kw.shutdown().await;
     emu.stop();
 }

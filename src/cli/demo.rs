@@ -128,7 +128,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             + Duration::from_millis(rng.gen_range(0..=slot.as_millis() as u64 / 4));
         tokio::time::sleep_until(due).await;
         let t0 = Instant::now();
-        let recoveries_before = status.borrow().stream(STREAM).map_or(0, |s| s.recoveries);
+        let recoveries_before = status.snapshot().stream(STREAM).map_or(0, |s| s.recoveries);
         for fault in &f.faults {
             emu.inject(fault.clone());
         }
@@ -144,7 +144,11 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         let deadline = t0 + Duration::from_secs(30);
         let mut recovered = false;
         while Instant::now() < deadline {
-            let s = status.borrow().stream(STREAM).cloned().unwrap_or_default();
+            let s = status
+                .snapshot()
+                .stream(STREAM)
+                .cloned()
+                .unwrap_or_default();
             let reconnected = !f.disconnects || s.recoveries > recoveries_before;
             if reconnected && s.is_fully_ready() && data_since(&last, sub_count, t0) {
                 recovered = true;
@@ -176,7 +180,11 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         tokio::time::sleep(rest).await;
     }
 
-    let s = status.borrow().stream(STREAM).cloned().unwrap_or_default();
+    let s = status
+        .snapshot()
+        .stream(STREAM)
+        .cloned()
+        .unwrap_or_default();
     let mut sorted = recovery_ms.clone();
     sorted.sort_unstable();
     let c = emu.counters();

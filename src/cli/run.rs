@@ -104,12 +104,12 @@ pub async fn run(args: RunArgs) -> ExitCode {
     tokio::spawn(async move {
         let mut last: BTreeMap<String, (String, usize)> = BTreeMap::new();
         loop {
-            let snapshot = status.borrow_and_update().clone();
+            let snapshot = status.snapshot_and_update();
             for (name, s) in &snapshot.streams {
                 let key = (s.state.as_str().to_string(), s.subscriptions.active);
-                if last.get(name) != Some(&key) {
+                if last.get(&**name) != Some(&key) {
                     emit(&status_line(name, s));
-                    last.insert(name.clone(), key);
+                    last.insert(name.to_string(), key);
                 }
             }
             if status.changed().await.is_err() {

@@ -133,7 +133,7 @@ pub async fn wait_stream(
         Ok(Ok(Some(s))) => s,
         _ => panic!(
             "timed out after {secs}s waiting for {what}; status: {:#?}",
-            kw.status().borrow().stream(stream)
+            kw.status().snapshot().stream(stream)
         ),
     }
 }

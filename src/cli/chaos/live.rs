@@ -323,7 +323,7 @@ struct Run {
     kw: Handle,
     streams: Vec<Stream>,
     fresh: Arc<Freshness>,
-    status: tokio::sync::watch::Receiver<Status>,
+    status: keepwire::StatusWatch,
     scanner: SecretScanner,
     history: Vec<String>,
     violations: Vec<Violation>,
@@ -352,7 +352,7 @@ impl Run {
         loop {
             let fresh = self.fresh.clone();
             let arrived = fresh.arrived.notified();
-            if done(&self.status.borrow(), &fresh) {
+            if done(&self.status.snapshot(), &fresh) {
                 return Ok(started.elapsed());
             }
             tokio::select! {
@@ -381,7 +381,7 @@ impl Run {
 
     /// The streams stopped for good, with their reasons.
     fn failed_streams(&self) -> Vec<(String, String)> {
-        let status = self.status.borrow();
+        let status = self.status.snapshot();
         self.streams
             .iter()
             .filter_map(|s| match &status.stream(&s.name)?.state {
@@ -392,7 +392,7 @@ impl Run {
     }
 
     fn not_ready(&self) -> String {
-        let status = self.status.borrow();
+        let status = self.status.snapshot();
         let stuck: Vec<String> = self
             .streams
             .iter()
@@ -432,7 +432,7 @@ impl Run {
         {
             text.push_str(&String::from_utf8_lossy(&metrics));
         }
-        if let Ok(status) = serde_json::to_string(&*self.status.borrow()) {
+        if let Ok(status) = serde_json::to_string(&*self.status.snapshot()) {
             text.push_str(&status);
         }
         let leaks = self.scanner.leaks(&text);
@@ -596,7 +596,7 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
         let (recorder, mut status) = (recorder.clone(), status.clone());
         actix_rt::spawn(async move {
             loop {
-                recorder.borrow_mut().observe(&status.borrow_and_update());
+                recorder.borrow_mut().observe(&status.snapshot_and_update());
                 if status.changed().await.is_err() {
                     break;
                 }
@@ -626,7 +626,7 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
     let (rss_start, threads_start, fds_start) = process_figures();
     let counters_start = run.emu.counters();
     let mut counters_seen = counters_start.clone();
-    let creds_start = credential_requests(&run.status.borrow());
+    let creds_start = credential_requests(&run.status.snapshot());
 
     let pb = if std::io::stderr().is_terminal() {
         ProgressBar::new(faults_wanted)
@@ -659,7 +659,7 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
         // A hard fault reaches the sockets open when it is injected: streams between sockets
         // (still settling from a soft fault) may escape it.
         let open_before: Vec<String> = {
-            let status = run.status.borrow();
+            let status = run.status.snapshot();
             run.streams
                 .iter()
                 .filter(|s| {
@@ -722,7 +722,7 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
             match stopped {
                 Ok(_) => {
                     let all_stopped = {
-                        let status = run.status.borrow();
+                        let status = run.status.snapshot();
                         affected.iter().all(|n| failed(&status, n))
                     };
                     hard_failures += reached.len() as u64;
@@ -824,7 +824,7 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
         }
         counters_seen = counters;
         let ready = {
-            let status = run.status.borrow();
+            let status = run.status.snapshot();
             status
                 .streams
                 .values()
@@ -842,7 +842,7 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
     run.scan_for_secrets();
     let (rss_end, threads_end, fds_end) = process_figures();
     let counters_end = run.emu.counters();
-    let creds_end = credential_requests(&run.status.borrow());
+    let creds_end = credential_requests(&run.status.snapshot());
     // Leaks across thousands of reconnects show as growth here.
     let fd_slack = 16 + 2 * run.streams.len() as u64;
     if fds_end > fds_start.saturating_add(fd_slack) {

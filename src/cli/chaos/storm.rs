@@ -63,7 +63,7 @@ fn ready_epochs(status: &Status) -> BTreeMap<String, Option<u64>> {
     status
         .streams
         .iter()
-        .map(|(n, s)| (n.clone(), s.is_fully_ready().then_some(s.epoch)))
+        .map(|(n, s)| (n.to_string(), s.is_fully_ready().then_some(s.epoch)))
         .collect()
 }
 
@@ -111,20 +111,20 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
     let all_ready =
         |s: &Status| s.streams.len() == n && s.streams.values().all(|s| s.is_fully_ready());
     let deadline = Instant::now() + bound;
-    while !all_ready(&status.borrow()) {
+    while !all_ready(&status.snapshot()) {
         tokio::select! {
             _ = status.changed() => {}
             _ = tokio::time::sleep_until(deadline) => break,
         }
     }
-    if !all_ready(&status.borrow()) {
+    if !all_ready(&status.snapshot()) {
         violations.push(format!(
             "not every stream Ready within {} ms of starting",
             bound.as_millis()
         ));
     }
-    let before: BTreeMap<String, Option<u64>> = ready_epochs(&status.borrow());
-    let generations_before = generations(&status.borrow());
+    let before: BTreeMap<String, Option<u64>> = ready_epochs(&status.snapshot());
+    let generations_before = generations(&status.snapshot());
     let counters_before = emu.counters();
     let attempts_before = emu.ticket_upgrade_attempts().len();
     let t0 = Instant::now();
@@ -132,7 +132,7 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
     let mut back: BTreeMap<String, Duration> = BTreeMap::new();
     let deadline = t0 + bound;
     loop {
-        for (name, epoch) in ready_epochs(&status.borrow()) {
+        for (name, epoch) in ready_epochs(&status.snapshot()) {
             let was = before.get(&name).copied().flatten();
             if epoch.is_some() && epoch != was && !back.contains_key(&name) {
                 back.insert(name, t0.elapsed());
@@ -162,7 +162,7 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
         .into_iter()
         .skip(attempts_before)
         .collect();
-    let final_status = status.borrow().clone();
+    let final_status = status.snapshot();
     let gave_up = final_status
         .streams
         .values()

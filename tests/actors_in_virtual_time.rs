@@ -209,6 +209,37 @@ async fn an_expired_credential_is_never_handed_out() {
     assert!(fetches.load(Ordering::SeqCst) >= 2);
 }
 
+#[actix_rt::test]
+async fn a_token_endpoint_answering_expires_in_zero_is_asked_at_most_twice_in_ten_seconds() {
+    tokio::time::pause();
+    let tape = Tape::default();
+    let (dialect, fetches) = counting(Some(Duration::ZERO));
+    let tm = TokenManager::new(ctx_with(dialect, &tape)).start();
+    tm.send(GetCredentials).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Asking again hands out what it has: a lifetime of 0 means "unknown", not "expired".
+    let again = tm.send(GetCredentials).await.unwrap().unwrap();
+    assert_eq!(again.generation, Generation::new(1));
+    assert!(fetches.load(Ordering::SeqCst) <= 2, "{fetches:?}");
+}
+
+#[actix_rt::test]
+async fn a_huge_expires_in_neither_panics_nor_refreshes() {
+    tokio::time::pause();
+    let tape = Tape::default();
+    let (dialect, fetches) = counting(Some(Duration::MAX));
+    let tm = TokenManager::new(ctx_with(dialect, &tape)).start();
+    tm.send(GetCredentials).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let again = tm.send(GetCredentials).await.unwrap().unwrap();
+    assert_eq!(
+        again.generation,
+        Generation::new(1),
+        "the actor was not rebuilt"
+    );
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+}
+
 fn subscriptions(tape: &Tape) -> Addr<Subscriptions> {
     let dialect = Arc::new(Ibkr::new("http://127.0.0.1:9", IbkrConfig::default()));
     Subscriptions::new(ctx_with(dialect, tape), Book::default()).start()

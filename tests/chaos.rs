@@ -56,6 +56,35 @@ fn a_seeded_chaos_run_of_every_dialect_reports_its_recoveries_and_no_violation()
 }
 
 #[test]
+fn a_recovery_bound_too_short_for_the_settings_is_reported_as_a_violation() {
+    // Planted defect in the checker's input: a bound no stream can meet (1 ms) must be reported,
+    // with the seed, and fail the run.
+    let out = Command::new(BIN)
+        .args(["chaos", "--dialect", "ticket", "--streams", "2"])
+        .args([
+            "--faults",
+            "2",
+            "--seed",
+            "5",
+            "--recovery-bound-ms",
+            "1",
+            "--json",
+        ])
+        .output()
+        .expect("run keepwire chaos");
+    let report = last_json_line(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    let violations = report["violations"].as_array().cloned().unwrap_or_default();
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.to_string().contains("within 1 ms")),
+        "{report}"
+    );
+    assert!(violations.iter().all(|v| v["seed"] == 5), "{report}");
+}
+
+#[test]
 fn a_reconnect_storm_brings_every_stream_back_without_fetching_credentials() {
     let out = Command::new(BIN)
         .args([

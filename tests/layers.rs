@@ -287,6 +287,9 @@ fn graph(files: &[(PathBuf, String)]) -> Graph {
             continue;
         };
         g.entry(from.clone()).or_default();
+        // A file's unit tests (`#[cfg(test)] mod tests { use super::*; … }`, at its end) are not
+        // part of the layering: their `super` is the file's own module, not its parent.
+        let src = src.split("#[cfg(test)]\nmod tests").next().unwrap_or(src);
         let text: Vec<char> = strip(src).chars().collect();
         for (i, _) in text.iter().enumerate() {
             if prev_is_ident(&text, i) || (i > 0 && text[i - 1] == ':') {

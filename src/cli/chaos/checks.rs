@@ -115,6 +115,37 @@ pub async fn silent_after_unsubscribe(mut rx: Receiver<Event>, wait: Duration) -
     }
 }
 
+/// What a process holds, read at the start and at the end of a run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Holdings {
+    /// Resident memory, KiB.
+    pub rss_kib: u64,
+    /// Open file descriptors.
+    pub fds: u64,
+}
+
+/// Resident memory may grow by this much over a run (allocator arenas, caches warming up).
+pub const RSS_SLACK_KIB: u64 = 64 << 10;
+
+/// Leaks across thousands of reconnects: file descriptors grown by more than `fd_slack`, or
+/// resident memory by more than [`RSS_SLACK_KIB`], between `start` and `end`.
+pub fn growth(start: Holdings, end: Holdings, fd_slack: u64) -> Vec<String> {
+    let mut found = Vec::new();
+    if end.fds > start.fds.saturating_add(fd_slack) {
+        found.push(format!(
+            "file descriptors grew from {} to {} (sockets leaked?)",
+            start.fds, end.fds
+        ));
+    }
+    if end.rss_kib > start.rss_kib.saturating_add(RSS_SLACK_KIB) {
+        found.push(format!(
+            "resident memory grew from {} KiB to {} KiB",
+            start.rss_kib, end.rss_kib
+        ));
+    }
+    found
+}
+
 /// Credentials used again after the gateway refused them, and tickets presented twice, as the
 /// emulator counted them: each a violation when it grew between `before` and `after`.
 pub fn reused_credentials(before: &Counters, after: &Counters) -> Vec<String> {
@@ -186,6 +217,26 @@ mod tests {
         after.ticket.ticket_presented_twice = 2;
         let found = reused_credentials(&before, &after);
         assert_eq!(found.len(), 2, "{found:?}");
+    }
+
+    #[test]
+    fn growth_of_file_descriptors_or_memory_is_caught() {
+        let start = Holdings {
+            rss_kib: 14_000,
+            fds: 120,
+        };
+        let flat = Holdings {
+            rss_kib: 26_000,
+            fds: 114,
+        };
+        assert!(growth(start, flat, 56).is_empty());
+        let leaking = Holdings {
+            rss_kib: 14_000 + RSS_SLACK_KIB + 1,
+            fds: 120 + 57,
+        };
+        let found = growth(start, leaking, 56);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("120 to 177") && found[1].contains("resident memory"));
     }
 
     #[actix_rt::test]

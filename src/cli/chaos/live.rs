@@ -29,7 +29,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::checks::{self, SecretScanner};
+use super::checks::{self, Holdings, SecretScanner};
 use super::html::{self, Band, Marker, Timeline};
 use super::{ChaosArgs, DialectChoice};
 use crate::cli::scenario::{self, percentile, Dialect};
@@ -553,6 +553,9 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
         bound = bound.max(b);
         builder = builder.stream(cfg);
     }
+    if let Some(ms) = args.recovery_bound_ms {
+        bound = Duration::from_millis(ms);
+    }
     let kw = match builder.start() {
         Ok(k) => k,
         Err(e) => {
@@ -845,15 +848,9 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
     let creds_end = credential_requests(&run.status.snapshot());
     // Leaks across thousands of reconnects show as growth here.
     let fd_slack = 16 + 2 * run.streams.len() as u64;
-    if fds_end > fds_start.saturating_add(fd_slack) {
-        run.violate(format!(
-            "file descriptors grew from {fds_start} to {fds_end} (sockets leaked?)"
-        ));
-    }
-    if rss_end > rss_start.saturating_add(64 << 10) {
-        run.violate(format!(
-            "resident memory grew from {rss_start} KiB to {rss_end} KiB"
-        ));
+    let held = |rss_kib, fds| Holdings { rss_kib, fds };
+    for v in checks::growth(held(rss_start, fds_start), held(rss_end, fds_end), fd_slack) {
+        run.violate(v);
     }
     recoveries.sort_unstable();
     let per_fault = |n: u64| {

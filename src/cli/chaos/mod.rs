@@ -48,6 +48,10 @@ pub struct ChaosArgs {
     /// The seed: the same seed gives the same schedule.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Live: a recovery bound in milliseconds instead of the one derived from the streams'
+    /// settings. For seeing the recovery checker fire; hidden from `--help`.
+    #[arg(long, hide = true)]
+    recovery_bound_ms: Option<u64>,
     /// Simulator: replay one schedule by its own seed (as printed with a violation).
     #[arg(long)]
     replay: Option<u64>,

@@ -488,6 +488,9 @@ fn scenario(s: &Settings, cancel: &AtomicBool) -> Result<HaReport, String> {
             violations.len() + c.checker().map_or(0, Checker::violations_so_far),
         );
     }
+    if cancel.load(Ordering::Relaxed) {
+        return Err(format!("interrupted after {} of {} faults", times.len(), plan.len()));
+    }
     let seen = c.checker.take().map(Checker::finish).unwrap_or_default();
     violations.extend(seen.into_iter().map(|v| format!("seed {}: {v}", s.seed)));
     if !violations.is_empty() {

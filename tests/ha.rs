@@ -12,21 +12,28 @@
 //! figures come from `KW_HA_FAILOVERS=50`. With `--features ha-test-defects`,
 //! `the_checker_catches_a_leader_that_does_not_fence_itself` plants the defect (no self-fencing)
 //! and requires the checker to fail.
+//!
+//! The cluster's parts (etcd, replicas, the forwarder to etcd, the checker) are
+//! src/cli/chaos/ha_cluster.rs, which `keepwire chaos --ha` runs too; the last tests run that
+//! command, with and without the planted defect.
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::http::{free_port, http_get, poll};
+use common::http::{http_get, poll};
+use ha_cluster::{
+    percentile, stream_of, tail, Checker, Etcd, Forwarder, Replica, ReplicaSettings, TempDir,
+};
 use keepwire::emulator::{Emulator, EmulatorConfig, EmulatorHandle};
-use serde_json::Value;
+
+/// etcd, replicas, forwarder and checker: the code `keepwire chaos --ha` runs too.
+#[allow(dead_code)]
+#[path = "../src/cli/chaos/ha_cluster.rs"]
+mod ha_cluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keepwire");
 /// The lease TTL of every test (whole seconds): a leader fences itself after half of it.
@@ -44,322 +51,8 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn etcd_binary() -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let p = Path::new(dir).join("etcd");
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("missing: etcd (the HA tests start their own) — install it with: apt-get install -y etcd-server");
-}
-
-/// A scratch directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("keepwire-ha-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process killed (SIGKILL) and reaped when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.0.id().to_string())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill -{sig} {}", self.0.id());
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// etcd on loopback with its own data directory.
-struct Etcd {
-    dir: TempDir,
-    client: SocketAddr,
-    peer: u16,
-    proc: Option<Proc>,
-}
-
-impl Etcd {
-    fn start(name: &str) -> Self {
-        let mut etcd = Etcd {
-            dir: TempDir::new(&format!("etcd-{name}")),
-            client: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            peer: free_port(),
-            proc: None,
-        };
-        etcd.spawn();
-        etcd
-    }
-
-    fn spawn(&mut self) {
-        let peer = format!("http://127.0.0.1:{}", self.peer);
-        let client = format!("http://{}", self.client);
-        let child = Command::new(etcd_binary())
-            .args(["--name", "kw"])
-            .arg("--data-dir")
-            .arg(self.dir.0.join("data"))
-            .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("kw={peer}")])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.0.join("etcd.log")).unwrap())
-            .spawn()
-            .expect("start etcd");
-        self.proc = Some(Proc(child));
-        let client = self.client;
-        poll(20, "etcd /health", || {
-            http_get(client, "/health").filter(|(s, b)| *s == 200 && b.contains("true"))
-        });
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.client)
-    }
-
-    fn kill(&mut self) {
-        self.proc = None;
-    }
-}
-
-/// One `keepwire run` replica.
-struct Replica {
-    id: String,
-    addr: SocketAddr,
-    config: PathBuf,
-    log: PathBuf,
-    defect: bool,
-    proc: Option<Proc>,
-}
-
-impl Replica {
-    fn new(dir: &Path, id: &str, etcd: &str, emu: &EmulatorHandle, defect: bool) -> Self {
-        let port = free_port();
-        let config = dir.join(format!("{id}.toml"));
-        let subs: String = (0..SUBSCRIPTIONS)
-            .map(|i| {
-                format!(
-                    "[[streams.subscriptions]]\nmarket_data = {{ conid = {}, fields = [\"31\"] }}\n",
-                    265_598 + i
-                )
-            })
-            .collect();
-        std::fs::write(
-            &config,
-            format!(
-                r#"[http]
-listen = "127.0.0.1:{port}"
-
-[ha]
-endpoints = ["{etcd}"]
-election = "kw-test"
-lease_ttl = "{TTL_SECS}s"
-replica_id = "{id}"
-
-[[streams]]
-name = "ibkr"
-dialect = "ibkr"
-url = "{url}"
-heartbeat_timeout = "5s"
-[streams.backoff]
-initial = "50ms"
-max = "500ms"
-
-{subs}"#,
-                url = emu.base_url()
-            ),
-        )
-        .unwrap();
-        let mut r = Replica {
-            id: id.to_string(),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            config,
-            log: dir.join(format!("{id}.log")),
-            defect,
-            proc: None,
-        };
-        r.start();
-        r
-    }
-
-    fn start(&mut self) {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "keepwire=info")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.log)
-                    .unwrap(),
-            );
-        if self.defect {
-            cmd.env("KEEPWIRE_HA_TEST_DISABLE_SELF_FENCE", "1");
-        } else {
-            cmd.env_remove("KEEPWIRE_HA_TEST_DISABLE_SELF_FENCE");
-        }
-        self.proc = Some(Proc(cmd.spawn().expect("start keepwire run")));
-        let addr = self.addr;
-        poll(20, "keepwire run /healthz", || {
-            http_get(addr, "/healthz").filter(|(s, _)| *s == 200)
-        });
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// The `ibkr` stream of the replica at `addr`: (state, active, desired).
-fn stream_of(addr: SocketAddr) -> Option<(String, u64, u64)> {
-    let (status, body) = http_get(addr, "/status")?;
-    if status != 200 {
-        return None;
-    }
-    let v: Value = serde_json::from_str(&body).ok()?;
-    let s = &v["streams"]["ibkr"];
-    Some((
-        s["state"].as_str()?.to_string(),
-        s["subscriptions"]["active"].as_u64()?,
-        s["subscriptions"]["desired"].as_u64()?,
-    ))
-}
-
 fn fully_ready(addr: SocketAddr) -> bool {
-    stream_of(addr).is_some_and(|(state, active, desired)| {
-        state == "ready" && desired == SUBSCRIPTIONS && active == desired
-    })
-}
-
-/// Polls the emulator and the replicas for the whole test; collects violations.
-struct Checker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Vec<String>>>,
-    /// Data gaps: every interval over 250 ms in which the gateway sent no message at all.
-    gaps: Arc<Mutex<Vec<Duration>>>,
-}
-
-impl Checker {
-    fn start(emu: &EmulatorHandle, replicas: Vec<(String, SocketAddr)>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (emu, flag) = (emu.clone(), stop.clone());
-        let gaps: Arc<Mutex<Vec<Duration>>> = Arc::default();
-        let gaps_seen = gaps.clone();
-        let thread = std::thread::spawn(move || {
-            let (mut last_sent, mut last_change) = (0u64, Instant::now());
-            // One entry per kind of violation: the first time it was seen, and the latest.
-            let mut violations: Vec<(&'static str, String)> = Vec::new();
-            let mut note = |kind: &'static str, v: String| match violations
-                .iter_mut()
-                .find(|(k, _)| *k == kind)
-            {
-                Some(entry) => entry.1 = v,
-                None => violations.push((kind, v)),
-            };
-            let mut round = 0u64;
-            while !flag.load(Ordering::Relaxed) {
-                let c = emu.counters();
-                if c.messages_sent != last_sent {
-                    let quiet = last_change.elapsed();
-                    if quiet > Duration::from_millis(250) {
-                        gaps_seen
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .push(quiet);
-                    }
-                    (last_sent, last_change) = (c.messages_sent, Instant::now());
-                }
-                if c.replica_socket_overlaps > 0 {
-                    note(
-                        "overlap",
-                        format!(
-                            "sockets of two replicas were open at once ({} times)",
-                            c.replica_socket_overlaps
-                        ),
-                    );
-                }
-                if c.takeovers_without_lease > 0 {
-                    note(
-                        "stale",
-                        format!(
-                            "{} takeover(s) by a replica without the lease (stale fencing token)",
-                            c.takeovers_without_lease
-                        ),
-                    );
-                }
-                let holding: Vec<_> = c
-                    .ws_open_by_replica
-                    .iter()
-                    .filter(|(_, n)| **n > 0)
-                    .map(|(r, _)| r.clone())
-                    .collect();
-                if holding.len() > 1 {
-                    note(
-                        "holding",
-                        format!("replicas {holding:?} held sockets at the same moment"),
-                    );
-                }
-                if round % 10 == 0 {
-                    let ready: Vec<_> = replicas
-                        .iter()
-                        .filter(|(_, a)| stream_of(*a).is_some_and(|(s, _, _)| s == "ready"))
-                        .map(|(id, _)| id.clone())
-                        .collect();
-                    if ready.len() > 1 {
-                        note("ready", format!("replicas {ready:?} were Ready at once"));
-                    }
-                }
-                round += 1;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            violations.into_iter().map(|(_, v)| v).collect::<Vec<_>>()
-        });
-        Self {
-            stop,
-            thread: Some(thread),
-            gaps,
-        }
-    }
-
-    /// Stops the checker; its violations.
-    fn finish(mut self) -> Vec<String> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .map(|t| t.join().unwrap_or_default())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Checker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+    ha_cluster::fully_ready(addr, SUBSCRIPTIONS)
 }
 
 /// etcd, the emulator, three replicas and the checker.
@@ -378,18 +71,29 @@ impl Cluster {
 
     /// `endpoint(etcd url, replica index)`: the etcd endpoint each replica is given.
     fn start_with(name: &str, defect: bool, endpoint: impl Fn(&str, usize) -> String) -> Self {
-        let dir = TempDir::new(name);
-        let etcd = Etcd::start(name);
+        let dir = TempDir::new(name).expect("scratch directory");
+        let etcd = Etcd::start(name).expect("etcd starts");
         let emu = Emulator::start(EmulatorConfig {
             heartbeat_interval: Duration::from_millis(200),
             market_data_interval: Duration::from_millis(50),
             ..EmulatorConfig::default()
         })
         .expect("emulator starts");
+        let settings = ReplicaSettings {
+            bin: BIN.into(),
+            ttl_secs: TTL_SECS,
+            subscriptions: SUBSCRIPTIONS,
+            election: "kw-test".into(),
+            defect,
+        };
         let replicas: Vec<_> = ["r1", "r2", "r3"]
             .iter()
             .enumerate()
-            .map(|(i, id)| Replica::new(&dir.0, id, &endpoint(&etcd.url(), i), &emu, defect))
+            .map(|(i, id)| {
+                let etcd = endpoint(&etcd.url(), i);
+                Replica::new(&settings, &dir.0, id, &etcd, &emu.base_url())
+                    .expect("keepwire run starts")
+            })
             .collect();
         let checker = Checker::start(
             &emu,
@@ -416,12 +120,7 @@ impl Cluster {
 
     /// The data gaps seen so far.
     fn gaps(&self) -> Vec<Duration> {
-        self.checker.as_ref().map_or_else(Vec::new, |c| {
-            c.gaps
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-        })
+        self.checker.as_ref().map_or_else(Vec::new, Checker::gaps)
     }
 
     fn violations(&mut self) -> Vec<String> {
@@ -443,16 +142,6 @@ impl Drop for Cluster {
         self.replicas.clear();
         self.emu.stop();
     }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<_> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 // --------------------------------------------------------------------------------------- tests
@@ -545,7 +234,7 @@ fn a_standby_is_ready_with_every_subscription_within_the_ttl_after_the_leader_is
             c.logs()
         );
         times.push(took);
-        c.replicas[leader].start();
+        c.replicas[leader].start().expect("keepwire run restarts");
         leader = next;
     }
     let counters = c.emu.counters();
@@ -579,7 +268,12 @@ fn a_leader_shut_down_gives_its_lease_back_and_a_standby_leads_without_waiting_f
     let mut c = Cluster::start("sigterm", false);
     let leader = c.leader(20, &[]);
     let stopped_at = Instant::now();
-    c.replicas[leader].proc.as_ref().unwrap().signal("TERM");
+    c.replicas[leader]
+        .proc
+        .as_ref()
+        .unwrap()
+        .signal("TERM")
+        .unwrap();
     c.leader(TTL_SECS + RECOVERY.as_secs() + 5, &[leader]);
     let took = stopped_at.elapsed();
     assert!(
@@ -597,10 +291,20 @@ fn a_leader_shut_down_gives_its_lease_back_and_a_standby_leads_without_waiting_f
 fn stop_and_continue_the_leader(defect: bool) -> (Vec<String>, String) {
     let mut c = Cluster::start(if defect { "sigstop-defect" } else { "sigstop" }, defect);
     let leader = c.leader(20, &[]);
-    c.replicas[leader].proc.as_ref().unwrap().signal("STOP");
+    c.replicas[leader]
+        .proc
+        .as_ref()
+        .unwrap()
+        .signal("STOP")
+        .unwrap();
     let next = c.leader(TTL_SECS + RECOVERY.as_secs() + 5, &[leader]);
     let takeovers = c.emu.counters().takeovers;
-    c.replicas[leader].proc.as_ref().unwrap().signal("CONT");
+    c.replicas[leader]
+        .proc
+        .as_ref()
+        .unwrap()
+        .signal("CONT")
+        .unwrap();
     // Watch for three TTLs: the old leader stays in standby, the new one stays Ready.
     let until = Instant::now() + Duration::from_secs(3 * TTL_SECS);
     while Instant::now() < until {
@@ -646,79 +350,6 @@ fn the_checker_catches_a_leader_that_does_not_fence_itself() {
     eprintln!("planted defect caught: {violations:?}");
 }
 
-/// A TCP forwarder to etcd that the test can cut (every connection closed, new ones refused)
-/// and restore.
-struct Forwarder {
-    addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Forwarder {
-    fn start(to: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (flag, list) = (cut.clone(), conns.clone());
-        std::thread::spawn(move || {
-            for inbound in listener.incoming() {
-                let Ok(inbound) = inbound else { continue };
-                if flag.load(Ordering::SeqCst) {
-                    let _ = inbound.shutdown(Shutdown::Both);
-                    continue;
-                }
-                let Ok(outbound) = TcpStream::connect(to) else {
-                    continue;
-                };
-                let mut l = list.lock().unwrap_or_else(PoisonError::into_inner);
-                for s in [&inbound, &outbound] {
-                    if let Ok(s) = s.try_clone() {
-                        l.push(s);
-                    }
-                }
-                drop(l);
-                for (mut from, mut to) in [
-                    (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
-                    (outbound, inbound),
-                ] {
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16 * 1024];
-                        loop {
-                            match from.read(&mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => {
-                                    if to.write_all(&buf[..n]).is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                        let _ = to.shutdown(Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Self { addr, cut, conns }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for s in self
-            .conns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
-        {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
 #[test]
 fn a_leader_cut_from_etcd_fences_itself_before_another_takes_over_and_stays_a_standby() {
     let _serial = serial();
@@ -727,8 +358,8 @@ fn a_leader_cut_from_etcd_fences_itself_before_another_takes_over_and_stays_a_st
     let fw = forwarders.clone();
     let mut c = Cluster::start_with("cut", false, move |etcd, _| {
         let to: SocketAddr = etcd.trim_start_matches("http://").parse().unwrap();
-        let f = Forwarder::start(to);
-        let url = format!("http://{}", f.addr);
+        let f = Forwarder::start(to).expect("forwarder starts");
+        let url = f.url();
         fw.lock().unwrap().push(f);
         url
     });
@@ -781,7 +412,7 @@ fn after_an_etcd_restart_one_replica_leads_again() {
                 .then_some(())
         },
     );
-    c.etcd.spawn();
+    c.etcd.spawn().expect("etcd restarts");
     c.leader(2 * TTL_SECS + RECOVERY.as_secs() + 10, &[]);
     let violations = c.violations();
     assert!(violations.is_empty(), "{violations:?}\n{}", c.logs());
@@ -799,7 +430,7 @@ fn the_library_runs_a_standby_with_warm_subscriptions_until_it_is_elected() {
 }
 
 async fn library_standby_until_elected() {
-    let etcd = Etcd::start("library");
+    let etcd = Etcd::start("library").expect("etcd starts");
     let emu = Emulator::start(common::fast_emulator()).expect("emulator starts");
     let start = |id: &str| {
         let mut ha = keepwire::HaConfig::new([etcd.url()], "kw-lib", id);
@@ -854,4 +485,75 @@ async fn library_standby_until_elected() {
     assert_eq!(data, Ok(true), "data flows on the new leader");
     b.shutdown().await;
     emu.stop();
+}
+
+/// `keepwire chaos --ha --failovers N --seed S --json`, with self-fencing disabled when `defect`
+/// (a build with `ha-test-defects` only): its exit code and the report on its last stdout line.
+fn chaos_ha(failovers: usize, seed: u64, defect: bool) -> (Option<i32>, serde_json::Value) {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["chaos", "--ha", "--json"])
+        .args(["--failovers", &failovers.to_string()])
+        .args(["--seed", &seed.to_string()])
+        .args(["--ttl", &TTL_SECS.to_string()]);
+    if defect {
+        cmd.env(ha_cluster::DISABLE_SELF_FENCE_ENV, "1");
+    } else {
+        cmd.env_remove(ha_cluster::DISABLE_SELF_FENCE_ENV);
+    }
+    let out = cmd.output().expect("run keepwire chaos --ha");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let report = serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "last line is not JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    eprintln!("{stdout}");
+    (out.status.code(), report)
+}
+
+#[test]
+fn chaos_ha_injects_every_kind_of_leader_fault_and_reports_no_violation() {
+    let _serial = serial();
+    // Seed 1's first round: kill, stop, term, cut (one of each kind in every round of four).
+    let (code, report) = chaos_ha(4, 1, false);
+    assert_eq!(report["violations"], serde_json::json!([]), "{report}");
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["seed"], 1);
+    assert_eq!(report["failovers"], 4, "{report}");
+    for kind in ["kill", "stop", "term", "cut"] {
+        assert_eq!(report["faults_by_kind"][kind], 1, "{kind}: {report}");
+    }
+    assert_eq!(report["competing_flaps"], 0, "{report}");
+    assert_eq!(report["takeovers_per_failover"], 1.0, "{report}");
+    let bound = report["recovery_bound_ms"].as_u64().unwrap();
+    assert!(
+        report["failover_max_ms"].as_u64().unwrap() <= bound,
+        "{report}"
+    );
+    // A gap in the data per failover that waits for the lease (kill, stop, cut).
+    assert!(report["data_gaps"].as_u64().unwrap() >= 3, "{report}");
+}
+
+#[cfg(feature = "ha-test-defects")]
+#[test]
+fn the_checker_catches_a_leader_that_does_not_fence_itself_in_chaos_ha() {
+    let _serial = serial();
+    // Seed 1 stops (and continues) the second leader: without self-fencing it competes back.
+    let (code, report) = chaos_ha(3, 1, true);
+    assert_eq!(
+        report["schedule"],
+        serde_json::json!(["kill", "stop", "term"])
+    );
+    assert_eq!(report["self_fence_disabled"], true);
+    let violations = report["violations"].as_array().unwrap();
+    assert!(!violations.is_empty(), "{report}");
+    assert_eq!(code, Some(1), "{report}");
+    for v in violations {
+        let v = v.as_str().unwrap();
+        assert!(v.starts_with("seed 1: "), "{v}");
+        assert!(v.contains("faults so far: #1 kill"), "{v}");
+    }
+    eprintln!("planted defect caught by chaos --ha: {violations:?}");
 }

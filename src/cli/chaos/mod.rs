@@ -6,9 +6,18 @@
 //! * otherwise ([`live`]): supervised streams over real sockets against the emulator in this
 //!   process, a seeded schedule of the emulator's faults, the invariants of [`checks`];
 //! * `--proxy-to HOST:PORT` (`proxy`, feature `proxy`): a TCP fault proxy in front of any
-//!   gateway, with a seeded schedule of Toxiproxy's toxics.
+//!   gateway, with a seeded schedule of Toxiproxy's toxics;
+//! * `--ha` ([`ha`], feature `ha`): active/standby `keepwire run` replicas on an etcd lease, a
+//!   seeded schedule of leader faults (SIGKILL, SIGSTOP/SIGCONT, SIGTERM, cut from etcd), the
+//!   invariants of [`ha_cluster::Checker`].
 
 mod checks;
+#[cfg(feature = "ha")]
+mod ha;
+// Shared with tests/ha.rs (`#[path]`): some of it serves the tests only.
+#[cfg(feature = "ha")]
+#[allow(dead_code)]
+mod ha_cluster;
 mod html;
 mod live;
 #[cfg(feature = "proxy")]
@@ -86,12 +95,26 @@ pub struct ChaosArgs {
     /// Storm: upgrades the gateway admits per second (beyond: 429 with `Retry-After: 1`).
     #[arg(long, default_value_t = 200)]
     admission: u32,
+    /// HA (feature `ha`): `--replicas` `keepwire run` processes on an etcd lease (etcd from PATH,
+    /// started on loopback), one brokerage session per user in the emulator, and `--failovers`
+    /// seeded faults on the leader (SIGKILL, SIGSTOP/SIGCONT, SIGTERM, cut from etcd).
+    #[arg(long)]
+    ha: bool,
+    /// HA: how many replicas.
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// HA: how many leader faults to inject.
+    #[arg(long, default_value_t = 8)]
+    failovers: usize,
+    /// HA: the lease TTL in whole seconds (a leader fences itself after half of it).
+    #[arg(long, default_value_t = 3)]
+    ttl: u64,
 }
 
 impl ChaosArgs {
     /// Whether this run goes over real sockets (its logs are captured and scanned).
     pub fn is_live(&self) -> bool {
-        !self.sim && self.proxy_to.is_none()
+        !self.sim && self.proxy_to.is_none() && !self.ha
     }
 }
 
@@ -116,6 +139,9 @@ pub async fn run(args: ChaosArgs) -> ExitCode {
     if let Some(upstream) = &args.proxy_to {
         return run_proxy(&args, upstream).await;
     }
+    if args.ha {
+        return run_ha(&args).await;
+    }
     if args.sim {
         sim::run(&args)
     } else if args.storm {
@@ -135,6 +161,20 @@ async fn run_proxy(_args: &ChaosArgs, _upstream: &str) -> ExitCode {
     eprintln!(
         "keepwire chaos --proxy-to: this keepwire was built without its fault proxy; \
          build it with `cargo build --features proxy` (or `cargo install keepwire --features proxy`)"
+    );
+    ExitCode::from(2)
+}
+
+#[cfg(feature = "ha")]
+async fn run_ha(args: &ChaosArgs) -> ExitCode {
+    ha::run(args).await
+}
+
+#[cfg(not(feature = "ha"))]
+async fn run_ha(_args: &ChaosArgs) -> ExitCode {
+    eprintln!(
+        "keepwire chaos --ha: this keepwire was built without HA (etcd leases); \
+         build it with `cargo build --features ha` (or `cargo install keepwire --features ha`)"
     );
     ExitCode::from(2)
 }

@@ -489,7 +489,11 @@ fn scenario(s: &Settings, cancel: &AtomicBool) -> Result<HaReport, String> {
         );
     }
     if cancel.load(Ordering::Relaxed) {
-        return Err(format!("interrupted after {} of {} faults", times.len(), plan.len()));
+        return Err(format!(
+            "interrupted after {} of {} faults",
+            times.len(),
+            plan.len()
+        ));
     }
     let seen = c.checker.take().map(Checker::finish).unwrap_or_default();
     violations.extend(seen.into_iter().map(|v| format!("seed {}: {v}", s.seed)));

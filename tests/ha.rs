@@ -34,6 +34,8 @@ use keepwire::emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 #[allow(dead_code)]
 #[path = "../src/cli/chaos/ha_cluster.rs"]
 mod ha_cluster;
+// ha_cluster's `super::loopback_http`.
+use common::http::loopback_http;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keepwire");
 /// The lease TTL of every test (whole seconds): a leader fences itself after half of it.

@@ -20,6 +20,8 @@ mod ha;
 mod ha_cluster;
 mod html;
 mod live;
+#[cfg(feature = "ha")]
+mod loopback_http;
 #[cfg(feature = "proxy")]
 mod proxy;
 mod sim;

@@ -164,6 +164,12 @@ impl Backoff {
         }
     }
 
+    /// When [`Backoff::maybe_reset`] will reset the counter if the connection stays healthy;
+    /// `None` while it is not healthy (or already reset).
+    pub fn reset_due(&self) -> Option<Now> {
+        self.healthy_since?.checked_add(self.config.reset_after)
+    }
+
     /// Forgets every attempt.
     pub fn reset(&mut self) {
         self.inner = Self::build(&self.config);

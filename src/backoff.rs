@@ -217,6 +217,26 @@ mod tests {
     }
 
     #[test]
+    fn the_reset_is_due_reset_after_the_start_of_the_healthy_period() {
+        let mut b = Backoff::new(cfg(100, 10_000, 0.0));
+        b.next_delay();
+        assert_eq!(b.reset_due(), None, "not healthy: nothing to wait for");
+        let t0 = Duration::from_secs(5);
+        b.healthy(t0);
+        let due = b.reset_due();
+        assert_eq!(due, Some(t0 + Duration::from_secs(30)));
+        assert!(
+            !b.maybe_reset(t0 + Duration::from_millis(29_999)),
+            "a moment before"
+        );
+        assert!(
+            b.maybe_reset(t0 + Duration::from_secs(30)),
+            "at the due time"
+        );
+        assert_eq!(b.reset_due(), None, "reset: nothing more is due");
+    }
+
+    #[test]
     fn accept_then_drop_does_not_reset() {
         let mut b = Backoff::new(cfg(100, 10_000, 0.0));
         b.next_delay();

@@ -164,6 +164,12 @@ impl Backoff {
         }
     }
 
+    /// When [`Backoff::maybe_reset`] will reset the counter if the connection stays healthy;
+    /// `None` while it is not healthy (or already reset).
+    pub fn reset_due(&self) -> Option<Now> {
+        self.healthy_since?.checked_add(self.config.reset_after)
+    }
+
     /// Forgets every attempt.
     pub fn reset(&mut self) {
         self.inner = Self::build(&self.config);
@@ -208,6 +214,26 @@ mod tests {
         b.healthy(t0 + Duration::from_secs(29)); // a second report does not move the start
         assert!(b.maybe_reset(t0 + Duration::from_secs(30)));
         assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn the_reset_is_due_reset_after_the_start_of_the_healthy_period() {
+        let mut b = Backoff::new(cfg(100, 10_000, 0.0));
+        b.next_delay();
+        assert_eq!(b.reset_due(), None, "not healthy: nothing to wait for");
+        let t0 = Duration::from_secs(5);
+        b.healthy(t0);
+        let due = b.reset_due();
+        assert_eq!(due, Some(t0 + Duration::from_secs(30)));
+        assert!(
+            !b.maybe_reset(t0 + Duration::from_millis(29_999)),
+            "a moment before"
+        );
+        assert!(
+            b.maybe_reset(t0 + Duration::from_secs(30)),
+            "at the due time"
+        );
+        assert_eq!(b.reset_due(), None, "reset: nothing more is due");
     }
 
     #[test]

@@ -331,6 +331,51 @@ async fn an_unconfirmed_subscription_is_retried_a_bounded_number_of_times_then_f
 }
 
 #[actix_rt::test]
+async fn an_unconfirmed_subscription_is_resent_at_its_confirmation_timeout_not_a_tick_later() {
+    tokio::time::pause();
+    let tape = Tape::default();
+    let subs = subscriptions(&tape); // confirm_timeout 10 s
+    let (tx, _rx) = keepwire::channel::bounded(16);
+    subs.send(Subscribe {
+        subscription: Subscription::market_data(2, ["31"]),
+        sender: tx,
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    // Off any whole-second grid a periodic check would run on.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    subs.send(StreamUp {
+        epoch: Epoch::new(3),
+    })
+    .await
+    .unwrap();
+    settle().await;
+    assert_eq!(frames(&tape).len(), 1, "sent when the socket is up");
+    tokio::time::sleep(Duration::from_millis(9_999)).await;
+    settle().await;
+    assert_eq!(frames(&tape).len(), 1, "not before the timeout");
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    settle().await;
+    assert_eq!(frames(&tape).len(), 2, "re-sent at the timeout");
+    // Confirmed: nothing is due any more (no re-send interval for this topic before 9 min).
+    subs.send(Deliver {
+        epoch: Epoch::new(3),
+        topic: "smd+2".into(),
+        data: serde_json::json!({"31":"1"}),
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    settle().await;
+    assert_eq!(
+        frames(&tape).len(),
+        2,
+        "a confirmed subscription is left alone"
+    );
+}
+
+#[actix_rt::test]
 async fn every_subscription_is_replayed_on_each_new_socket_and_stale_events_are_ignored() {
     tokio::time::pause();
     let tape = Tape::default();

@@ -282,11 +282,11 @@ async fn heartbeat_silence_rebuilds_the_socket_within_the_configured_timeout() {
         })
         .await;
     let noticed = t0.elapsed();
-    // 800 ms timeout + one 200 ms watchdog period; the rest is slack for a loaded shared machine
-    // (the nominal bound is 1 s, and the data stopped at most one 20 ms tick before the fault).
+    // The deadline is the last frame + 800 ms (the nominal bound is 800 ms, and the data stopped
+    // at most one 20 ms tick before the fault); the rest is slack for a loaded shared machine.
     assert!(
         noticed >= Duration::from_millis(700) && noticed < Duration::from_millis(800 + 200 + 800),
-        "noticed after the timeout, within one watchdog check of it: {noticed:?}"
+        "noticed at the timeout, not before nor much after: {noticed:?}"
     );
     assert_eq!(s.hard_failures, 0);
     rig.wait(10, "recovered", |s| s.recoveries == 1 && s.is_fully_ready())

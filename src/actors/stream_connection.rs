@@ -28,6 +28,7 @@ use crate::dialect::{Inbound, SocketDecoder};
 use crate::failure::{close_failure, Failure};
 use crate::ids::{Epoch, Generation};
 use crate::machine::connection::{ConnEffect, ConnEvent, ConnMachine, ConnState, Presented};
+use crate::machine::Now;
 use crate::messages::{
     Acknowledged, AwaitSession, ConnPhase, CredentialsChanged, CredentialsDiscarded,
     CredentialsRejected, CredentialsStale, GetCredentials, Halt, InjectPanic, PrepareDial, Report,
@@ -59,6 +60,9 @@ pub struct StreamConnection {
     machine: ConnMachine,
     socket: Option<Open>,
     dial: Option<SpawnHandle>,
+    /// The timer that feeds [`ConnEvent::Watchdog`] at [`ConnMachine::reset_due`]: its due time
+    /// and handle.
+    reset_timer: Option<(Now, SpawnHandle)>,
     /// Reused buffer for decoded messages.
     scratch: Vec<Inbound>,
 }
@@ -80,6 +84,7 @@ impl StreamConnection {
             machine,
             socket: None,
             dial: None,
+            reset_timer: None,
             scratch: Vec::new(),
             _lifeline: lifeline,
         }
@@ -87,9 +92,38 @@ impl StreamConnection {
 
     fn on(&mut self, event: ConnEvent, ctx: &mut Context<Self>) {
         let now = self.ctx.now();
+        self.on_at(event, now, ctx);
+    }
+
+    /// Feeds `event` as of `now`, performs what the machine decides, and re-arms the reset timer.
+    fn on_at(&mut self, event: ConnEvent, now: Now, ctx: &mut Context<Self>) {
         for effect in self.machine.on(event, now) {
             self.perform(effect, ctx);
         }
+        self.arm_reset(ctx);
+    }
+
+    /// (Re)arms the one timer that tells the machine its Ready socket stayed healthy long enough
+    /// for the backoff to start over; left alone when the due time did not change.
+    fn arm_reset(&mut self, ctx: &mut Context<Self>) {
+        let due = self.machine.reset_due();
+        if self.reset_timer.as_ref().map(|(at, _)| *at) == due {
+            return;
+        }
+        if let Some((_, handle)) = self.reset_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let Some(due) = due else {
+            return;
+        };
+        let delay = due.saturating_sub(self.ctx.now());
+        let handle = ctx.run_later(delay, move |act, ctx| {
+            act.reset_timer = None;
+            // Never before the due time, whatever the timer's rounding.
+            let now = act.ctx.now().max(due);
+            act.on_at(ConnEvent::Watchdog, now, ctx);
+        });
+        self.reset_timer = Some((due, handle));
     }
 
     fn report_phase(&self, phase: ConnPhase) {
@@ -284,10 +318,7 @@ impl StreamConnection {
                 act.on(ConnEvent::SocketFailed(Failure::AuthTimeout), ctx);
             }
         });
-        let hb = cfg.heartbeat_timeout;
-        ctx.run_interval((hb / 4).max(Duration::from_millis(10)), move |act, ctx| {
-            act.watchdog(hb, ctx)
-        });
+        self.arm_silence(epoch, cfg.heartbeat_timeout, ctx);
         if let Some((every, frame)) = self.ctx.dialect.socket_keepalive() {
             ctx.run_interval(every, move |act, ctx| {
                 act.write(Message::Text(frame.clone().into()), FrameKind::Text, ctx)
@@ -308,18 +339,24 @@ impl StreamConnection {
         }
     }
 
-    fn watchdog(&mut self, timeout: Duration, ctx: &mut Context<Self>) {
-        let Some(open) = &self.socket else {
+    /// Arms the heartbeat deadline of socket `epoch`: one timer at `last_rx + timeout`. When it
+    /// fires, a socket silent for `timeout` has failed; one that received meanwhile gets a new
+    /// deadline, so an idle socket costs one wake-up per `timeout`, not a periodic check.
+    fn arm_silence(&mut self, epoch: Epoch, timeout: Duration, ctx: &mut Context<Self>) {
+        let Some(open) = self.socket.as_ref().filter(|o| o.epoch == epoch) else {
             return;
         };
         let silent_for = Instant::now().saturating_duration_since(open.last_rx);
-        if silent_for > timeout {
+        if silent_for >= timeout {
             return self.on(
                 ConnEvent::SocketFailed(Failure::HeartbeatSilence { silent_for }),
                 ctx,
             );
         }
-        self.on(ConnEvent::Watchdog, ctx);
+        // Positive: `silent_for < timeout`.
+        ctx.run_later(timeout - silent_for, move |act, ctx| {
+            act.arm_silence(epoch, timeout, ctx)
+        });
     }
 
     /// Queues a frame on the open socket; a full queue (the gateway stopped reading) gives the
@@ -458,6 +495,7 @@ impl Supervised for StreamConnection {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.socket = None;
         self.dial = None;
+        self.reset_timer = None;
         if self.machine.state() != ConnState::Halted {
             self.ctx
                 .report(Report::Restarted(ActorKind::StreamConnection));

@@ -19,6 +19,7 @@ use super::StreamCtx;
 use crate::channel::{self, Push};
 use crate::ids::Epoch;
 use crate::machine::subscriptions::{Limits, SubsEffect, SubsEvent, SubsMachine, Verdict};
+use crate::machine::Now;
 use crate::messages::{
     Acknowledged, Deliver, Halt, InjectPanic, Queued, Report, Resume, SendFrame, StreamDown,
     StreamUp, Subscribe, TopicRefused, Unsubscribe,
@@ -46,8 +47,9 @@ pub struct Ledger {
 /// The ledger shared between the supervisor and its (possibly rebuilt) Subscriptions actor.
 pub type Book = Rc<RefCell<Ledger>>;
 
-/// How often bindings are checked for confirmation timeouts and re-sends.
-const TICK: Duration = Duration::from_secs(1);
+/// The shortest delay the tick timer is armed for: even a machine that keeps asking for a tick
+/// right away (a zero re-send interval that slipped past validation) is not checked in a loop.
+const MIN_TICK_DELAY: Duration = Duration::from_millis(10);
 
 /// The subscriptions actor of one stream.
 pub struct Subscriptions {
@@ -56,6 +58,9 @@ pub struct Subscriptions {
     _lifeline: super::Lifeline,
     book: Book,
     last_counts: Option<SubscriptionCounts>,
+    /// The one timer that feeds [`SubsEvent::Tick`]: when the machine asked for it, and its
+    /// handle. Armed only while the machine has something due ([`SubsMachine::next_due`]).
+    tick: Option<(Now, SpawnHandle)>,
 }
 
 impl Subscriptions {
@@ -66,17 +71,46 @@ impl Subscriptions {
             ctx,
             book,
             last_counts: None,
+            tick: None,
         }
     }
 
     /// Feeds `event` to the machine and performs what it decides.
-    fn feed(&mut self, event: SubsEvent) {
+    fn feed(&mut self, event: SubsEvent, ctx: &mut Context<Self>) {
         let now = self.ctx.now();
-        let fx = self.book.borrow_mut().machine.on(event, now);
-        self.perform(fx);
+        self.feed_at(event, now, ctx);
     }
 
-    fn perform(&mut self, fx: Vec<SubsEffect>) {
+    /// Feeds `event` to the machine as of `now` and performs what it decides.
+    fn feed_at(&mut self, event: SubsEvent, now: Now, ctx: &mut Context<Self>) {
+        let fx = self.book.borrow_mut().machine.on(event, now);
+        self.perform(fx, ctx);
+    }
+
+    /// (Re)arms the tick timer for the machine's next due time: left alone when that did not
+    /// change, cancelled when nothing is due.
+    fn arm_tick(&mut self, ctx: &mut Context<Self>) {
+        let due = self.book.borrow().machine.next_due();
+        if self.tick.as_ref().map(|(at, _)| *at) == due {
+            return;
+        }
+        if let Some((_, handle)) = self.tick.take() {
+            ctx.cancel_future(handle);
+        }
+        let Some(due) = due else {
+            return;
+        };
+        let delay = due.saturating_sub(self.ctx.now()).max(MIN_TICK_DELAY);
+        let handle = ctx.run_later(delay, move |act, ctx| {
+            act.tick = None;
+            // Never before the due time, whatever the timer's rounding.
+            let now = act.ctx.now().max(due);
+            act.feed_at(SubsEvent::Tick, now, ctx);
+        });
+        self.tick = Some((due, handle));
+    }
+
+    fn perform(&mut self, fx: Vec<SubsEffect>, ctx: &mut Context<Self>) {
         for effect in fx {
             match effect {
                 SubsEffect::Send(epoch, text) => {
@@ -90,6 +124,7 @@ impl Subscriptions {
             }
         }
         self.publish_counts();
+        self.arm_tick(ctx);
     }
 
     /// Tells the consumers of `key` its new state.
@@ -116,9 +151,9 @@ impl Subscriptions {
     }
 
     /// Forgets `key` (machine and consumers); whether it was desired.
-    fn forget(&mut self, key: Arc<str>) -> bool {
+    fn forget(&mut self, key: Arc<str>, ctx: &mut Context<Self>) -> bool {
         let removed = self.book.borrow_mut().bindings.remove(&key).is_some();
-        self.feed(SubsEvent::Remove(key));
+        self.feed(SubsEvent::Remove(key), ctx);
         removed
     }
 }
@@ -133,13 +168,15 @@ impl Actor for Subscriptions {
             confirm_timeout: self.ctx.config.confirm_timeout,
             max_attempts: self.ctx.config.max_subscribe_attempts,
         });
-        ctx.run_interval(TICK, |act, _| act.feed(SubsEvent::Tick));
         self.publish_counts();
+        self.arm_tick(ctx);
     }
 }
 
 impl Supervised for Subscriptions {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // The restart cancelled the timer; `started` arms a new one.
+        self.tick = None;
         self.ctx.report(Report::Restarted(ActorKind::Subscriptions));
     }
 }
@@ -147,7 +184,7 @@ impl Supervised for Subscriptions {
 impl Handler<Subscribe> for Subscriptions {
     type Result = Result<(), String>;
 
-    fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
         let wire = self.ctx.dialect.subscription(&msg.subscription)?;
         let key = wire.key.clone();
         {
@@ -171,7 +208,7 @@ impl Handler<Subscribe> for Subscriptions {
                 .consumers
                 .push(msg.sender);
         }
-        self.feed(SubsEvent::Add(wire));
+        self.feed(SubsEvent::Add(wire), ctx);
         Ok(())
     }
 }
@@ -179,9 +216,9 @@ impl Handler<Subscribe> for Subscriptions {
 impl Handler<Unsubscribe> for Subscriptions {
     type Result = bool;
 
-    fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Context<Self>) -> bool {
+    fn handle(&mut self, msg: Unsubscribe, ctx: &mut Context<Self>) -> bool {
         match self.ctx.dialect.subscription(&msg.subscription) {
-            Ok(wire) => self.forget(wire.key),
+            Ok(wire) => self.forget(wire.key, ctx),
             Err(_) => false,
         }
     }
@@ -190,17 +227,17 @@ impl Handler<Unsubscribe> for Subscriptions {
 impl Handler<StreamUp> for Subscriptions {
     type Result = ();
 
-    fn handle(&mut self, msg: StreamUp, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: StreamUp, ctx: &mut Context<Self>) {
         tracing::debug!(stream = %self.ctx.name, epoch = %msg.epoch, "replaying subscriptions");
-        self.feed(SubsEvent::Up(msg.epoch));
+        self.feed(SubsEvent::Up(msg.epoch), ctx);
     }
 }
 
 impl Handler<StreamDown> for Subscriptions {
     type Result = ();
 
-    fn handle(&mut self, msg: StreamDown, _ctx: &mut Context<Self>) {
-        self.feed(SubsEvent::Down(msg.epoch));
+    fn handle(&mut self, msg: StreamDown, ctx: &mut Context<Self>) {
+        self.feed(SubsEvent::Down(msg.epoch), ctx);
     }
 }
 
@@ -295,16 +332,24 @@ pub struct Delivered {
 
 impl Subscriptions {
     /// Hands data on `topic` from socket `epoch` to its consumers, if the machine says so.
-    fn deliver(&mut self, epoch: Epoch, topic: Arc<str>, payload: Payload) {
+    fn deliver(
+        &mut self,
+        epoch: Epoch,
+        topic: Arc<str>,
+        payload: Payload,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(handed) = hand_over(&self.book, epoch, &topic, payload) else {
             return;
         };
         count_dropped(&self.ctx, handed.dropped);
         if handed.orphaned {
             // Every consumer is gone: really unsubscribe.
-            self.forget(topic);
+            self.forget(topic, ctx);
         } else if handed.became_active {
             self.publish_counts();
+            // A confirmed subscription is no longer waiting for its timeout.
+            self.arm_tick(ctx);
         }
     }
 }
@@ -312,7 +357,7 @@ impl Subscriptions {
 impl Handler<Delivered> for Subscriptions {
     type Result = ();
 
-    fn handle(&mut self, msg: Delivered, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Delivered, ctx: &mut Context<Self>) {
         // Checked again: a consumer may have subscribed since the data was handed over.
         let orphaned = self
             .book
@@ -324,9 +369,11 @@ impl Handler<Delivered> for Subscriptions {
                 b.consumers.is_empty()
             });
         if orphaned {
-            self.forget(msg.topic);
+            self.forget(msg.topic, ctx);
         } else {
             self.publish_counts();
+            // Data confirmed the subscription on the socket reader's side: what is due changed.
+            self.arm_tick(ctx);
         }
     }
 }
@@ -334,40 +381,40 @@ impl Handler<Delivered> for Subscriptions {
 impl Handler<Deliver> for Subscriptions {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) {
-        self.deliver(msg.epoch, msg.topic, Payload::Parsed(msg.data));
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        self.deliver(msg.epoch, msg.topic, Payload::Parsed(msg.data), ctx);
     }
 }
 
 impl Handler<Acknowledged> for Subscriptions {
     type Result = ();
 
-    fn handle(&mut self, msg: Acknowledged, _ctx: &mut Context<Self>) {
-        self.feed(SubsEvent::Ack(msg.epoch, msg.id, msg.refused));
+    fn handle(&mut self, msg: Acknowledged, ctx: &mut Context<Self>) {
+        self.feed(SubsEvent::Ack(msg.epoch, msg.id, msg.refused), ctx);
     }
 }
 
 impl Handler<TopicRefused> for Subscriptions {
     type Result = ();
 
-    fn handle(&mut self, msg: TopicRefused, _ctx: &mut Context<Self>) {
-        self.feed(SubsEvent::Refused(msg.epoch, msg.topic, msg.message));
+    fn handle(&mut self, msg: TopicRefused, ctx: &mut Context<Self>) {
+        self.feed(SubsEvent::Refused(msg.epoch, msg.topic, msg.message), ctx);
     }
 }
 
 impl Handler<Halt> for Subscriptions {
     type Result = ();
 
-    fn handle(&mut self, _: Halt, _ctx: &mut Context<Self>) {
-        self.feed(SubsEvent::Halt);
+    fn handle(&mut self, _: Halt, ctx: &mut Context<Self>) {
+        self.feed(SubsEvent::Halt, ctx);
     }
 }
 
 impl Handler<Resume> for Subscriptions {
     type Result = ();
 
-    fn handle(&mut self, _: Resume, _ctx: &mut Context<Self>) {
-        self.feed(SubsEvent::Resume);
+    fn handle(&mut self, _: Resume, ctx: &mut Context<Self>) {
+        self.feed(SubsEvent::Resume, ctx);
     }
 }
 

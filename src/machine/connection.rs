@@ -86,7 +86,8 @@ pub enum ConnEvent {
     SessionDown,
     /// A newer credential generation exists.
     CredentialsChanged(Generation),
-    /// The watchdog's periodic check.
+    /// The watchdog's check: the Ready socket may have been healthy long enough (see
+    /// [`ConnMachine::reset_due`]).
     Watchdog,
     /// Stop for good.
     Halt,
@@ -174,6 +175,14 @@ impl ConnMachine {
             ConnState::Ready { epoch, .. } => Some(epoch),
             _ => None,
         }
+    }
+
+    /// When [`ConnEvent::Watchdog`] will next have an effect: the Ready socket will have been
+    /// healthy for the backoff's `reset_after`, and retries start over. `None` when no socket is
+    /// Ready or the counter was already reset. A shell arms one timer for it.
+    pub fn reset_due(&self) -> Option<Now> {
+        self.ready_epoch()?;
+        self.backoff.reset_due()
     }
 
     /// Feeds one event; returns what to do.

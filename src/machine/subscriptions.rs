@@ -168,6 +168,28 @@ impl SubsMachine {
         c
     }
 
+    /// The earliest time at which [`SubsEvent::Tick`] would do something (re-send an
+    /// unconfirmed subscription, mark it failed, or refresh one the gateway expires); `None`
+    /// when no tick can have an effect until another event arrives. A shell arms one timer for
+    /// it instead of ticking periodically; ticking earlier is harmless (nothing happens).
+    pub fn next_due(&self) -> Option<Now> {
+        let Link::Up(_) = self.link else {
+            return None;
+        };
+        let confirm = self.limits.confirm_timeout;
+        self.desired
+            .values()
+            .filter_map(|d| {
+                let sent = d.last_sent?;
+                match d.state {
+                    SubscriptionState::Sent { .. } => sent.checked_add(confirm),
+                    SubscriptionState::Active => sent.checked_add(d.wire.resend_every?),
+                    SubscriptionState::Pending | SubscriptionState::Failed { .. } => None,
+                }
+            })
+            .min()
+    }
+
     /// Feeds one event; returns what to do.
     pub fn on(&mut self, event: SubsEvent, now: Now) -> Vec<SubsEffect> {
         let mut fx = Vec::new();
@@ -374,6 +396,225 @@ impl SubsMachine {
                 d.last_sent = Some(now);
                 fx.push(SubsEffect::Send(epoch, d.wire.subscribe.clone()));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CONFIRM: Duration = Duration::from_secs(10);
+
+    fn secs(s: u64) -> Now {
+        Duration::from_secs(s)
+    }
+
+    fn wire(
+        topic: &str,
+        confirmation: Confirmation,
+        resend_every: Option<u64>,
+    ) -> SubscriptionWire {
+        SubscriptionWire {
+            key: topic.into(),
+            subscribe: format!("sub:{topic}"),
+            unsubscribe: Some(format!("unsub:{topic}")),
+            resend_every: resend_every.map(Duration::from_secs),
+            confirmation,
+        }
+    }
+
+    fn machine() -> SubsMachine {
+        SubsMachine::new(Limits {
+            confirm_timeout: CONFIRM,
+            max_attempts: 3,
+        })
+    }
+
+    fn up() -> Epoch {
+        Epoch::NONE.next()
+    }
+
+    #[test]
+    fn nothing_is_due_while_no_socket_is_up() {
+        let mut m = machine();
+        assert_eq!(m.next_due(), None, "an empty machine");
+        m.on(
+            SubsEvent::Add(wire("a", Confirmation::FirstMessage, None)),
+            secs(1),
+        );
+        assert_eq!(
+            m.next_due(),
+            None,
+            "desired but never sent: waits for a socket"
+        );
+        m.on(SubsEvent::Up(up()), secs(2));
+        assert!(m.next_due().is_some());
+        m.on(SubsEvent::Down(up()), secs(3));
+        assert_eq!(m.next_due(), None, "the socket went down");
+        m.on(SubsEvent::Up(up().next()), secs(4));
+        m.on(SubsEvent::Halt, secs(5));
+        assert_eq!(m.next_due(), None, "halted");
+    }
+
+    #[test]
+    fn nothing_is_due_when_every_subscription_is_active_without_a_resend_interval() {
+        let mut m = machine();
+        m.on(SubsEvent::Up(up()), secs(1));
+        m.on(
+            SubsEvent::Add(wire("a", Confirmation::Immediate, None)),
+            secs(2),
+        );
+        m.on(
+            SubsEvent::Add(wire("b", Confirmation::FirstMessage, None)),
+            secs(3),
+        );
+        m.on_data(up(), "b");
+        assert_eq!(m.next_due(), None);
+        assert!(m.on(SubsEvent::Tick, secs(1_000_000)).is_empty());
+    }
+
+    #[test]
+    fn a_sent_subscription_is_due_when_its_confirmation_times_out() {
+        let mut m = machine();
+        m.on(SubsEvent::Up(up()), secs(1));
+        m.on(
+            SubsEvent::Add(wire("a", Confirmation::FirstMessage, None)),
+            secs(7),
+        );
+        assert_eq!(m.next_due(), Some(secs(7) + CONFIRM));
+        m.on(
+            SubsEvent::Add(wire("b", Confirmation::Ack("1".into()), None)),
+            secs(9),
+        );
+        assert_eq!(m.next_due(), Some(secs(7) + CONFIRM), "the earliest one");
+        // The re-send restarts its clock.
+        m.on(SubsEvent::Tick, secs(7) + CONFIRM);
+        assert_eq!(m.next_due(), Some(secs(9) + CONFIRM));
+    }
+
+    #[test]
+    fn an_active_subscription_with_a_resend_interval_is_due_at_its_refresh() {
+        let mut m = machine();
+        m.on(SubsEvent::Up(up()), secs(1));
+        m.on(
+            SubsEvent::Add(wire("a", Confirmation::Immediate, Some(540))),
+            secs(2),
+        );
+        assert_eq!(m.next_due(), Some(secs(2 + 540)));
+        let fx = m.on(SubsEvent::Tick, secs(2 + 540));
+        assert_eq!(fx, vec![SubsEffect::Send(up(), "sub:a".into())]);
+        assert_eq!(m.next_due(), Some(secs(2 + 540 + 540)));
+    }
+
+    #[test]
+    fn a_failed_subscription_is_never_due() {
+        let mut m = machine();
+        m.on(SubsEvent::Up(up()), secs(0));
+        m.on(
+            SubsEvent::Add(wire("a", Confirmation::FirstMessage, None)),
+            secs(0),
+        );
+        let mut ticks = 0;
+        while let Some(due) = m.next_due() {
+            m.on(SubsEvent::Tick, due);
+            ticks += 1;
+            assert!(ticks <= 3, "bounded by max_attempts");
+        }
+        assert!(matches!(
+            m.state("a"),
+            Some(SubscriptionState::Failed { .. })
+        ));
+    }
+
+    #[test]
+    fn a_due_time_past_the_end_of_time_is_never_due() {
+        let mut m = SubsMachine::new(Limits {
+            confirm_timeout: Duration::MAX,
+            max_attempts: 3,
+        });
+        m.on(SubsEvent::Up(up()), secs(1));
+        m.on(
+            SubsEvent::Add(wire("a", Confirmation::FirstMessage, None)),
+            secs(1),
+        );
+        assert_eq!(m.next_due(), None);
+    }
+
+    /// Subscriptions in every state a tick looks at, built from a script of small steps.
+    fn scripted(steps: &[(u8, u8, u16)]) -> (SubsMachine, Now) {
+        let mut m = machine();
+        let mut now = Now::ZERO;
+        let mut epoch = Epoch::NONE;
+        for &(what, topic, dt) in steps {
+            now += Duration::from_millis(u64::from(dt) * 10);
+            let key = format!("t{}", topic % 4);
+            let confirmation = match topic % 3 {
+                0 => Confirmation::Immediate,
+                1 => Confirmation::FirstMessage,
+                _ => Confirmation::Ack(key.clone()),
+            };
+            let resend = (topic % 2 == 0).then_some(u64::from(topic % 7) + 1);
+            match what % 7 {
+                0 => {
+                    epoch = epoch.next();
+                    m.on(SubsEvent::Up(epoch), now);
+                }
+                1 => {
+                    m.on(SubsEvent::Down(epoch), now);
+                }
+                2 | 3 => {
+                    m.on(SubsEvent::Add(wire(&key, confirmation, resend)), now);
+                }
+                4 => {
+                    m.on_data(epoch, &key);
+                }
+                5 => {
+                    m.on(SubsEvent::Tick, now);
+                }
+                _ => {
+                    m.on(SubsEvent::Remove(key.as_str().into()), now);
+                }
+            }
+        }
+        (m, now)
+    }
+
+    proptest! {
+        /// A tick before `next_due` does nothing; a tick at it does something. So one timer at
+        /// `next_due` is exactly as good as ticking every second, and `None` means no timer.
+        #[test]
+        fn ticking_before_next_due_does_nothing_and_at_it_does_something(
+            steps in proptest::collection::vec((any::<u8>(), any::<u8>(), 0u16..200), 0..40),
+            early in 0u64..30_000,
+        ) {
+            let (m, now) = scripted(&steps);
+            let due = m.next_due();
+            // Any time before the due time (or any time at all when nothing is due).
+            let before = match due {
+                Some(due) => due.saturating_sub(Duration::from_millis(early + 1)),
+                None => now + Duration::from_millis(early * 1000),
+            };
+            if due.map_or(true, |due| before < due) {
+                let mut m2 = clone(&m);
+                let fx = m2.on(SubsEvent::Tick, before);
+                prop_assert!(fx.is_empty(), "tick at {before:?} before due {due:?}: {fx:?}");
+                prop_assert_eq!(m2.next_due(), due, "an idle tick changes nothing");
+            }
+            if let Some(due) = due {
+                let mut m3 = clone(&m);
+                let fx = m3.on(SubsEvent::Tick, due);
+                prop_assert!(!fx.is_empty(), "tick at due {due:?} did nothing");
+            }
+        }
+    }
+
+    fn clone(m: &SubsMachine) -> SubsMachine {
+        SubsMachine {
+            link: m.link,
+            desired: m.desired.clone(),
+            limits: m.limits,
         }
     }
 }

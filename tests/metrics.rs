@@ -254,7 +254,9 @@ async fn every_family_is_in_a_scrape_after_a_fault_a_recovery_and_a_hard_failure
             &with(("reason", "session_lost"))
         ) >= 1.0
     );
-    assert_eq!(value(&f, "keepwire_recovery_seconds", &s), 1.0);
+    // At least the recovery waited for above (a session loss seen by both the tickle and the
+    // socket may make a second, quick one on a loaded machine).
+    assert!(value(&f, "keepwire_recovery_seconds", &s) >= 1.0);
     assert!(
         value(
             &f,

@@ -539,3 +539,19 @@ fn an_acyclic_graph_passes_and_an_upward_edge_breaks_the_layers() {
         "failure uses handle, above it"
     );
 }
+
+#[test]
+fn a_files_unit_tests_are_not_part_of_the_layering() {
+    let g = graph(&files(&[
+        ("lib.rs", "pub mod dialect; pub mod failure;"),
+        ("failure.rs", "use std::fmt;"),
+        ("dialect/mod.rs", "pub mod route;"),
+        (
+            "dialect/route.rs",
+            "use crate::failure::Failure;\n#[cfg(test)]\nmod tests {\n    use super::*;\n}\n",
+        ),
+    ]));
+    assert!(g["dialect::route"].contains_key("failure"), "{g:?}");
+    // `super` inside the test module is route itself, not its parent.
+    assert!(!g["dialect::route"].contains_key("dialect"), "{g:?}");
+}

@@ -596,9 +596,12 @@ impl SocketDecoder for TicketDecoder {
             };
             let c = &self.config;
             let kind = head.kind.as_deref().unwrap_or_default();
-            let data = !c.heartbeat_types.iter().any(|h| h == kind)
-                && c.ack_type.as_deref() != Some(kind)
-                && kind != c.error_type;
+            if c.heartbeat_types.iter().any(|h| h == kind) {
+                // A heartbeat only says the gateway is alive: nothing in it is read, so it is
+                // not parsed (an idle stream's whole traffic).
+                return out.push(Inbound::Heartbeat);
+            }
+            let data = c.ack_type.as_deref() != Some(kind) && kind != c.error_type;
             if let (true, Some(channel)) = (data, head.channel.as_deref()) {
                 return out.push(Inbound::Text {
                     topic: self.topics.intern(channel),
@@ -923,6 +926,11 @@ mod tests {
             // What the consumer's parse (`messages::Queued::Text`) will say.
             assert!(serde_json::from_str::<Value>(&text).is_err());
         }
+        // A heartbeat is read no further than its type (an idle stream's whole traffic is not
+        // parsed): one the eager parse refuses is still a sign of life, not a decode error.
+        let odd = r#"{"type":"heartbeat","ts":1e400}"#;
+        assert_eq!(eager.decode(odd), Inbound::Malformed);
+        assert_eq!(deferred(&mut lazy, odd), Inbound::Heartbeat);
     }
 
     #[test]

@@ -335,7 +335,19 @@ struct Registrar<'a> {
     done: Vec<Box<dyn Collector>>,
 }
 
-impl Registrar<'_> {
+impl<'a> Registrar<'a> {
+    /// Registers into `registry`, with `const_labels` on every series.
+    fn new(registry: &'a Registry, const_labels: &BTreeMap<String, String>) -> Self {
+        Self {
+            registry,
+            const_labels: const_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            done: Vec::new(),
+        }
+    }
+
     fn add<C: Collector + Clone + 'static>(
         &mut self,
         c: prometheus::Result<C>,
@@ -393,14 +405,7 @@ impl Metrics {
         registry: &Registry,
         const_labels: &BTreeMap<String, String>,
     ) -> prometheus::Result<Self> {
-        let mut r = Registrar {
-            registry,
-            const_labels: const_labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            done: Vec::new(),
-        };
+        let mut r = Registrar::new(registry, const_labels);
         let recovery_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "keepwire_recovery_seconds",
@@ -815,14 +820,7 @@ impl HaMetrics {
         registry: &Registry,
         const_labels: &BTreeMap<String, String>,
     ) -> prometheus::Result<Self> {
-        let mut r = Registrar {
-            registry,
-            const_labels: const_labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            done: Vec::new(),
-        };
+        let mut r = Registrar::new(registry, const_labels);
         let m = Self {
             role: r.int_gauge(
                 "keepwire_ha_role",

@@ -18,7 +18,7 @@ mod common;
 use keepwire::config_file;
 use keepwire::emulator::{Emulator, EmulatorConfig, EmulatorHandle, TlsMode};
 use keepwire::tls::{CertificatePin, TlsConfig};
-use keepwire::{BackoffConfig, Handle, StreamConfig, StreamState, StreamStatus};
+use keepwire::{Handle, StreamConfig, StreamState, StreamStatus};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keepwire");
 const OPENSSL_MISSING: &str =
@@ -251,13 +251,7 @@ fn emulator_serving(pair: &Pair) -> EmulatorHandle {
 /// keepwire with one stream to `url` under `tls`, retrying fast.
 fn keepwire(url: &str, tls: TlsConfig) -> Handle {
     let mut cfg = StreamConfig::ibkr(common::STREAM, url);
-    cfg.backoff = BackoffConfig {
-        initial: Duration::from_millis(20),
-        max: Duration::from_millis(200),
-        multiplier: 2.0,
-        randomization: 0.5,
-        reset_after: Duration::from_secs(2),
-    };
+    cfg.backoff = common::fast_backoff();
     cfg.tls = tls;
     Handle::builder()
         .stream(cfg)

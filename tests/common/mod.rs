@@ -22,16 +22,21 @@ pub fn fast_emulator() -> EmulatorConfig {
     }
 }
 
-/// Stream settings for fast tests against `emu`.
-pub fn fast_stream(emu: &EmulatorHandle) -> StreamConfig {
-    let mut cfg = StreamConfig::ibkr(STREAM, emu.base_url());
-    cfg.backoff = BackoffConfig {
+/// A backoff that retries within tens of milliseconds, for tests.
+pub fn fast_backoff() -> BackoffConfig {
+    BackoffConfig {
         initial: Duration::from_millis(20),
         max: Duration::from_millis(200),
         multiplier: 2.0,
         randomization: 0.5,
         reset_after: Duration::from_secs(2),
-    };
+    }
+}
+
+/// Stream settings for fast tests against `emu`.
+pub fn fast_stream(emu: &EmulatorHandle) -> StreamConfig {
+    let mut cfg = StreamConfig::ibkr(STREAM, emu.base_url());
+    cfg.backoff = fast_backoff();
     cfg.heartbeat_timeout = Duration::from_millis(800);
     cfg.auth_timeout = Duration::from_secs(3);
     cfg.login_poll_interval = Duration::from_millis(300);

@@ -4,6 +4,7 @@
 //! stream's arbiter; the stream supervisor ([`crate::supervisor`]) rebuilds an actor that
 //! panicked (actix alone drops it) and limits restart intensity.
 
+pub mod due_timer;
 pub mod gateway_session;
 pub mod stream_connection;
 pub mod subscriptions;

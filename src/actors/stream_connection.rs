@@ -22,6 +22,7 @@ use rand::Rng;
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
+use super::due_timer::DueTimer;
 use super::subscriptions::{count_dropped, hand_over, Delivered, Payload};
 use super::{mailbox, StreamCtx};
 use crate::dialect::{Inbound, SocketDecoder};
@@ -60,9 +61,8 @@ pub struct StreamConnection {
     machine: ConnMachine,
     socket: Option<Open>,
     dial: Option<SpawnHandle>,
-    /// The timer that feeds [`ConnEvent::Watchdog`] at [`ConnMachine::reset_due`]: its due time
-    /// and handle.
-    reset_timer: Option<(Now, SpawnHandle)>,
+    /// The timer that feeds [`ConnEvent::Watchdog`] at [`ConnMachine::reset_due`].
+    reset_timer: DueTimer,
     /// Reused buffer for decoded messages.
     scratch: Vec<Inbound>,
 }
@@ -84,7 +84,7 @@ impl StreamConnection {
             machine,
             socket: None,
             dial: None,
-            reset_timer: None,
+            reset_timer: DueTimer::default(),
             scratch: Vec::new(),
             _lifeline: lifeline,
         }
@@ -104,26 +104,22 @@ impl StreamConnection {
     }
 
     /// (Re)arms the one timer that tells the machine its Ready socket stayed healthy long enough
-    /// for the backoff to start over; left alone when the due time did not change.
+    /// for the backoff to start over.
     fn arm_reset(&mut self, ctx: &mut Context<Self>) {
         let due = self.machine.reset_due();
-        if self.reset_timer.as_ref().map(|(at, _)| *at) == due {
-            return;
-        }
-        if let Some((_, handle)) = self.reset_timer.take() {
-            ctx.cancel_future(handle);
-        }
-        let Some(due) = due else {
-            return;
-        };
-        let delay = due.saturating_sub(self.ctx.now());
-        let handle = ctx.run_later(delay, move |act, ctx| {
-            act.reset_timer = None;
-            // Never before the due time, whatever the timer's rounding.
-            let now = act.ctx.now().max(due);
-            act.on_at(ConnEvent::Watchdog, now, ctx);
-        });
-        self.reset_timer = Some((due, handle));
+        let now = self.ctx.now();
+        self.reset_timer.arm(
+            due,
+            now,
+            Duration::ZERO,
+            ctx,
+            |act| &mut act.reset_timer,
+            |act, due, ctx| {
+                // Never before the due time, whatever the timer's rounding.
+                let now = act.ctx.now().max(due);
+                act.on_at(ConnEvent::Watchdog, now, ctx);
+            },
+        );
     }
 
     fn report_phase(&self, phase: ConnPhase) {
@@ -495,7 +491,7 @@ impl Supervised for StreamConnection {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.socket = None;
         self.dial = None;
-        self.reset_timer = None;
+        self.reset_timer.forget();
         if self.machine.state() != ConnState::Halted {
             self.ctx
                 .report(Report::Restarted(ActorKind::StreamConnection));

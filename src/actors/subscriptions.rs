@@ -15,6 +15,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytestring::ByteString;
 
+use super::due_timer::DueTimer;
 use super::StreamCtx;
 use crate::channel::{self, Push};
 use crate::ids::Epoch;
@@ -58,9 +59,9 @@ pub struct Subscriptions {
     _lifeline: super::Lifeline,
     book: Book,
     last_counts: Option<SubscriptionCounts>,
-    /// The one timer that feeds [`SubsEvent::Tick`]: when the machine asked for it, and its
-    /// handle. Armed only while the machine has something due ([`SubsMachine::next_due`]).
-    tick: Option<(Now, SpawnHandle)>,
+    /// The one timer that feeds [`SubsEvent::Tick`], armed only while the machine has something
+    /// due ([`SubsMachine::next_due`]).
+    tick: DueTimer,
 }
 
 impl Subscriptions {
@@ -71,7 +72,7 @@ impl Subscriptions {
             ctx,
             book,
             last_counts: None,
-            tick: None,
+            tick: DueTimer::default(),
         }
     }
 
@@ -87,27 +88,22 @@ impl Subscriptions {
         self.perform(fx, ctx);
     }
 
-    /// (Re)arms the tick timer for the machine's next due time: left alone when that did not
-    /// change, cancelled when nothing is due.
+    /// (Re)arms the tick timer for the machine's next due time.
     fn arm_tick(&mut self, ctx: &mut Context<Self>) {
         let due = self.book.borrow().machine.next_due();
-        if self.tick.as_ref().map(|(at, _)| *at) == due {
-            return;
-        }
-        if let Some((_, handle)) = self.tick.take() {
-            ctx.cancel_future(handle);
-        }
-        let Some(due) = due else {
-            return;
-        };
-        let delay = due.saturating_sub(self.ctx.now()).max(MIN_TICK_DELAY);
-        let handle = ctx.run_later(delay, move |act, ctx| {
-            act.tick = None;
-            // Never before the due time, whatever the timer's rounding.
-            let now = act.ctx.now().max(due);
-            act.feed_at(SubsEvent::Tick, now, ctx);
-        });
-        self.tick = Some((due, handle));
+        let now = self.ctx.now();
+        self.tick.arm(
+            due,
+            now,
+            MIN_TICK_DELAY,
+            ctx,
+            |act| &mut act.tick,
+            |act, due, ctx| {
+                // Never before the due time, whatever the timer's rounding.
+                let now = act.ctx.now().max(due);
+                act.feed_at(SubsEvent::Tick, now, ctx);
+            },
+        );
     }
 
     fn perform(&mut self, fx: Vec<SubsEffect>, ctx: &mut Context<Self>) {
@@ -176,7 +172,7 @@ impl Actor for Subscriptions {
 impl Supervised for Subscriptions {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         // The restart cancelled the timer; `started` arms a new one.
-        self.tick = None;
+        self.tick.forget();
         self.ctx.report(Report::Restarted(ActorKind::Subscriptions));
     }
 }

@@ -480,12 +480,96 @@ struct Run {
     latency: (f64, f64, f64),
 }
 
-/// The bare awc client: its own thread and actix System, parse every frame, count data.
-async fn bare(channels: &[String], count: u64, pace: Option<Duration>) -> Result<Run, String> {
+/// Where the bare client parses and counts its data.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bare {
+    /// On the socket reader's thread: the floor on this stack.
+    Inline,
+    /// Handed off, frame by frame, to this many consumer tasks on the bench's own runtime
+    /// (routed by channel through tokio channels; each consumer parses): the least a design
+    /// whose consumers run on the user's threads pays, and so the floor for keepwire's
+    /// consumers on their own threads.
+    HandOff(usize),
+}
+
+/// Consumer tasks on the bench's runtime that parse and count what the bare reader hands them;
+/// `route` maps a data frame to its consumer by its channel.
+fn hand_off_consumers(
+    channels: &[String],
+    consumers: usize,
+    tally: &Arc<Tally>,
+) -> (HandOffRoute, Vec<tokio::task::JoinHandle<()>>) {
+    let mut senders = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..consumers.max(1) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        let t = tally.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                t.data(&v);
+            }
+        }));
+        senders.push(tx);
+    }
+    let by_channel = channels
+        .iter()
+        .enumerate()
+        .map(|(i, ch)| (ch.as_bytes().to_vec(), i % senders.len()))
+        .collect();
+    (
+        HandOffRoute {
+            senders,
+            by_channel,
+        },
+        tasks,
+    )
+}
+
+/// The bare reader's side of a hand-off: a look at the frame's channel, a send.
+struct HandOffRoute {
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<Bytes>>,
+    by_channel: HashMap<Vec<u8>, usize>,
+}
+
+impl HandOffRoute {
+    const KEY: &'static [u8] = br#""channel":""#;
+
+    /// Hands a data frame to its channel's consumer.
+    fn send(&self, frame: Bytes) {
+        let channel = frame
+            .windows(Self::KEY.len())
+            .position(|w| w == Self::KEY)
+            .map(|at| &frame[at + Self::KEY.len()..])
+            .and_then(|rest| rest.split(|b| *b == b'"').next())
+            .and_then(|ch| self.by_channel.get(ch))
+            .copied()
+            .unwrap_or(0);
+        if let Some(tx) = self.senders.get(channel) {
+            let _ = tx.send(frame);
+        }
+    }
+}
+
+/// The bare awc client: its own thread and actix System, parse every frame (on that thread or
+/// handed off, see [`Bare`]), count data.
+async fn bare(
+    channels: &[String],
+    count: u64,
+    pace: Option<Duration>,
+    mode: Bare,
+) -> Result<Run, String> {
     let source = Source::start();
     let tally = Tally::new(count, pace.is_some());
     let url = format!("ws://127.0.0.1:{}/ws?ticket=bare", source.port);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (route, consumers) = match mode {
+        Bare::Inline => (None, Vec::new()),
+        Bare::HandOff(n) => {
+            let (route, tasks) = hand_off_consumers(channels, n, &tally);
+            (Some(route), tasks)
+        }
+    };
     let (t, chans) = (tally.clone(), channels.to_vec());
     // The thread outlives its run until its CPU time has been read.
     let (finish_tx, finish_rx) = mpsc::channel::<()>();
@@ -501,9 +585,21 @@ async fn bare(channels: &[String], count: u64, pace: Option<Duration>) -> Result
                     let _ = ws.send(awc::ws::Message::Text(cmd.into())).await;
                 }
                 let mut acks = 0;
+                let mut handed = 0;
                 let mut ready_tx = Some(ready_tx);
                 while let Some(Ok(frame)) = ws.next().await {
                     if let awc::ws::Frame::Text(bytes) = frame {
+                        if let Some(route) = &route {
+                            // The cheapest look: this source's data frames all start so.
+                            if bytes.starts_with(br#"{"type":"data""#) {
+                                route.send(bytes);
+                                handed += 1;
+                                if handed >= t.target {
+                                    break;
+                                }
+                                continue;
+                            }
+                        }
                         let v: serde_json::Value =
                             serde_json::from_slice(&bytes).unwrap_or_default();
                         match v["type"].as_str() {
@@ -540,6 +636,9 @@ async fn bare(channels: &[String], count: u64, pace: Option<Duration>) -> Result
     let cpu = cpu_since(&cpu, "bare-awc");
     drop(finish_tx);
     let _ = thread.join();
+    for c in consumers {
+        let _ = c.await;
+    }
     source.close();
     Ok(finish(&source, &tally, end, cpu))
 }
@@ -584,7 +683,8 @@ enum Consumers {
     KeepwireThread,
 }
 
-/// keepwire: a ticket stream, `consumers` tasks sharing the subscriptions round-robin.
+/// keepwire: a ticket stream, `consumers` tasks sharing the subscriptions round-robin, each on
+/// one receiver (`Handle::subscribe_many`).
 async fn keepwire(
     channels: &[String],
     consumers: usize,
@@ -598,33 +698,24 @@ async fn keepwire(
         .stream(ticket_stream("bench", source.base_url()))
         .start()
         .map_err(|e| e.to_string())?;
+    // Each consumer takes its share of the subscriptions round-robin, on one receiver.
     let mut groups: Vec<Vec<_>> = (0..consumers).map(|_| Vec::new()).collect();
     for (i, ch) in channels.iter().enumerate() {
-        let rx = kw
-            .subscribe_with_capacity(
-                "bench",
-                Subscription::Channel {
-                    channel: ch.clone(),
-                },
-                1 << 20,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        groups[i % consumers].push(rx);
+        groups[i % consumers].push(Subscription::Channel {
+            channel: ch.clone(),
+        });
     }
     let mut tasks = Vec::new();
     for group in groups {
+        let mut rx = kw
+            .subscribe_many("bench", group, 1 << 20)
+            .await
+            .map_err(|e| e.to_string())?;
         let t = tally.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let task = async move {
             let _done = done_tx;
-            let mut all = futures_util::stream::select_all(group.into_iter().map(|rx| {
-                Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-                    let e = rx.recv().await?;
-                    Some((e, rx))
-                }))
-            }));
-            while let Some(e) = all.next().await {
+            while let Some(e) = rx.recv().await {
                 if let Event::Data { data, .. } = e {
                     t.data(&data);
                 }
@@ -693,17 +784,26 @@ async fn throughput(count: u64) -> Result<(), String> {
         ("100 subscriptions, 10 consumers", 100, 10),
     ] {
         let chans = channels(n);
-        let b = bare(&chans, count, None).await?;
-        for (place, placement) in [
-            ("", Consumers::OwnThread),
+        let b = bare(&chans, count, None, Bare::Inline).await?;
+        let h = bare(&chans, count, None, Bare::HandOff(consumers)).await?;
+        for (place, placement, floor) in [
+            ("", Consumers::OwnThread, Some(&h)),
             (
                 " (consumers on keepwire's thread)",
                 Consumers::KeepwireThread,
+                None,
             ),
         ] {
             let k = keepwire(&chans, consumers, count, None, placement).await?;
+            let next_to_hand_off = floor.map_or(String::new(), |h| {
+                format!(
+                    " | bare handing off to {consumers} consumer tasks {:>7.0} msg/s, keepwire/that {:.2}x",
+                    h.msgs_per_sec,
+                    ratio(k.msgs_per_sec, h.msgs_per_sec)
+                )
+            });
             println!(
-                "throughput, {label}, {count} msgs{place}: bare {:>7.0} msg/s  keepwire {:>7.0} msg/s  ratio {:.2}x | client CPU ns/msg: bare {:.0}  keepwire {:.0} (socket thread {:.0})  ratio {:.2}x",
+                "throughput, {label}, {count} msgs{place}: bare {:>7.0} msg/s  keepwire {:>7.0} msg/s  ratio {:.2}x | client CPU ns/msg: bare {:.0}  keepwire {:.0} (socket thread {:.0})  ratio {:.2}x{next_to_hand_off}",
                 b.msgs_per_sec,
                 k.msgs_per_sec,
                 ratio(k.msgs_per_sec, b.msgs_per_sec),
@@ -721,16 +821,31 @@ async fn latency(secs: u64) -> Result<(), String> {
     let pace = Duration::from_micros(100);
     let count = secs * 10_000;
     let chans = channels(4);
-    let b = bare(&chans, count, Some(pace)).await?;
+    let b = bare(&chans, count, Some(pace), Bare::Inline).await?;
+    let h = bare(&chans, count, Some(pace), Bare::HandOff(4)).await?;
     let (b50, b99, bmax) = b.latency;
-    for (label, placement) in [
-        ("consumers on their own thread", Consumers::OwnThread),
-        ("consumers on keepwire's thread", Consumers::KeepwireThread),
+    let (h50, h99, hmax) = h.latency;
+    for (label, placement, floor) in [
+        ("consumers on their own thread", Consumers::OwnThread, true),
+        (
+            "consumers on keepwire's thread",
+            Consumers::KeepwireThread,
+            false,
+        ),
     ] {
         let k = keepwire(&chans, 4, count, Some(pace), placement).await?;
         let (k50, k99, kmax) = k.latency;
+        let next_to_hand_off = if floor {
+            format!(
+                " | bare handing off to 4 consumer tasks p50 {h50:.0} p99 {h99:.0} max {hmax:.0}, keepwire/that p50 {:.2}x p99 {:.2}x",
+                ratio(k50, h50),
+                ratio(k99, h99)
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "latency at 10 k msg/s, 4 subscriptions, {count} msgs, {label}, µs: bare p50 {b50:.0} p99 {b99:.0} max {bmax:.0}  keepwire p50 {k50:.0} p99 {k99:.0} max {kmax:.0}  ratio p50 {:.2}x p99 {:.2}x",
+            "latency at 10 k msg/s, 4 subscriptions, {count} msgs, {label}, µs: bare p50 {b50:.0} p99 {b99:.0} max {bmax:.0}  keepwire p50 {k50:.0} p99 {k99:.0} max {kmax:.0}  ratio p50 {:.2}x p99 {:.2}x{next_to_hand_off}",
             ratio(k50, b50),
             ratio(k99, b99),
         );

@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 );
                 printed += 1;
             }
-            Event::State(state) => println!("subscription is now {state:?}"),
+            Event::State { topic, state } => println!("{topic} is now {state:?}"),
         }
         if printed == 5 && !injected {
             injected = true;

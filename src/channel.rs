@@ -13,7 +13,7 @@
 //! per message.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::sync::Notify;
@@ -38,6 +38,8 @@ struct Shared<T> {
     dropped: AtomicU64,
     unusable: AtomicU64,
     on_unusable: OnceLock<OnUnusable>,
+    /// Senders alive; the last one dropped closes the queue.
+    senders: AtomicUsize,
     closed: AtomicBool,
     receiver_alive: AtomicBool,
 }
@@ -53,6 +55,7 @@ pub fn bounded<T: Item>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         dropped: AtomicU64::new(0),
         unusable: AtomicU64::new(0),
         on_unusable: OnceLock::new(),
+        senders: AtomicUsize::new(1),
         closed: AtomicBool::new(false),
         receiver_alive: AtomicBool::new(true),
     });
@@ -67,7 +70,8 @@ pub fn bounded<T: Item>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     )
 }
 
-/// The producing side (held by the Subscriptions actor).
+/// The producing side (held by the Subscriptions actor). A clone feeds the same queue (one
+/// receiver for several subscriptions); the queue closes when the last clone is dropped.
 pub struct Sender<T: Item> {
     shared: Arc<Shared<T::Queued>>,
 }
@@ -130,10 +134,23 @@ impl<T: Item> Sender<T> {
     }
 }
 
+impl<T: Item> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
 impl<T: Item> Drop for Sender<T> {
     fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.notify.notify_one();
+        // Release pairs with the acquire below, so the last sender sees every other's pushes
+        // before it closes the queue (as `Arc`'s drop does).
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.closed.store(true, Ordering::Release);
+            self.shared.notify.notify_one();
+        }
     }
 }
 
@@ -312,6 +329,25 @@ mod tests {
         let got: Vec<_> = std::iter::from_fn(|| rx.try_recv()).collect();
         assert_eq!(got, vec![1, 2]);
         assert_eq!((rx.unusable(), seen.load(Ordering::Relaxed)), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn clones_feed_one_receiver_which_ends_only_after_the_last_clone_is_dropped() {
+        let (a, mut rx) = bounded::<u8>(8);
+        let b = a.clone();
+        a.push(1);
+        b.push(2);
+        drop(a);
+        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(rx.recv().await, Some(2));
+        assert_eq!(rx.try_recv(), None);
+        // Empty but open while `b` lives: `recv` waits rather than ends.
+        use futures_util::FutureExt;
+        assert_eq!(rx.recv().now_or_never(), None);
+        b.push(3);
+        drop(b);
+        assert_eq!(rx.recv().await, Some(3));
+        assert_eq!(rx.recv().await, None);
     }
 
     #[test]

@@ -240,12 +240,13 @@ pub struct TopicRefused {
     pub message: String,
 }
 
-/// A user subscribes; events go to `sender`.
+/// A user subscribes to one or more subscriptions (all or none); the events of every one go to
+/// `sender`.
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]
 pub struct Subscribe {
     /// What to subscribe to.
-    pub subscription: Subscription,
+    pub subscriptions: Vec<Subscription>,
     /// Where events go.
     pub sender: channel::Sender<Event>,
 }

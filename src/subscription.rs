@@ -120,5 +120,11 @@ pub enum Event {
         data: serde_json::Value,
     },
     /// The subscription changed state (e.g. pending after a disconnect, active after replay).
-    State(SubscriptionState),
+    State {
+        /// The wire topic of the subscription, as in [`Event::Data`] (a receiver may serve
+        /// several subscriptions, see `Handle::subscribe_many`).
+        topic: Arc<str>,
+        /// Its new state.
+        state: SubscriptionState,
+    },
 }

@@ -263,7 +263,7 @@ async fn an_active_smd_subscription_is_resent_every_nine_minutes_before_ibkr_end
     let subs = subscriptions(&tape);
     let (tx, _rx) = keepwire::channel::bounded(16);
     subs.send(Subscribe {
-        subscription: Subscription::market_data(8314, ["31"]),
+        subscriptions: vec![Subscription::market_data(8314, ["31"])],
         sender: tx,
     })
     .await
@@ -301,7 +301,7 @@ async fn an_unconfirmed_subscription_is_retried_a_bounded_number_of_times_then_f
     let subs = subscriptions(&tape);
     let (tx, mut rx) = keepwire::channel::bounded(16);
     subs.send(Subscribe {
-        subscription: Subscription::market_data(1, ["31"]),
+        subscriptions: vec![Subscription::market_data(1, ["31"])],
         sender: tx,
     })
     .await
@@ -322,9 +322,10 @@ async fn an_unconfirmed_subscription_is_retried_a_bounded_number_of_times_then_f
     assert!(
         matches!(
             last,
-            Some(keepwire::Event::State(
-                keepwire::SubscriptionState::Failed { .. }
-            ))
+            Some(keepwire::Event::State {
+                state: keepwire::SubscriptionState::Failed { .. },
+                ..
+            })
         ),
         "{last:?}"
     );
@@ -337,7 +338,7 @@ async fn an_unconfirmed_subscription_is_resent_at_its_confirmation_timeout_not_a
     let subs = subscriptions(&tape); // confirm_timeout 10 s
     let (tx, _rx) = keepwire::channel::bounded(16);
     subs.send(Subscribe {
-        subscription: Subscription::market_data(2, ["31"]),
+        subscriptions: vec![Subscription::market_data(2, ["31"])],
         sender: tx,
     })
     .await
@@ -384,7 +385,7 @@ async fn every_subscription_is_replayed_on_each_new_socket_and_stale_events_are_
         let (tx, rx) = keepwire::channel::bounded(16);
         std::mem::forget(rx);
         subs.send(Subscribe {
-            subscription: Subscription::market_data(conid, ["31"]),
+            subscriptions: vec![Subscription::market_data(conid, ["31"])],
             sender: tx,
         })
         .await

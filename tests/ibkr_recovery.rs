@@ -310,7 +310,7 @@ async fn a_text_frame_with_non_utf8_bytes_is_decoded_lossily_without_a_disconnec
     assert_eq!(restarts(&after, ActorKind::StreamConnection), 0);
     assert!(matches!(
         rx[0].recv().await,
-        Some(Event::State(_) | Event::Data { .. })
+        Some(Event::State { .. } | Event::Data { .. })
     ));
     rig.stop().await;
 }
@@ -565,7 +565,10 @@ async fn a_subscription_refused_by_the_gateway_is_failed_with_its_reason() {
     assert_eq!(s.state, StreamState::Ready);
     loop {
         match rx.recv().await {
-            Some(Event::State(SubscriptionState::Failed { reason })) => {
+            Some(Event::State {
+                state: SubscriptionState::Failed { reason },
+                ..
+            }) => {
                 assert!(reason.contains("Topic unknown"), "{reason}");
                 break;
             }

@@ -664,6 +664,89 @@ async fn a_channel_whose_receivers_are_all_dropped_is_unsubscribed_at_its_next_m
     emu.stop();
 }
 
+fn channel(name: &str) -> Subscription {
+    Subscription::Channel {
+        channel: name.into(),
+    }
+}
+
+/// One receiver can serve several subscriptions: every event names its topic, the same topic
+/// twice is one subscription, unsubscribing one leaves the receiver open for the others and it
+/// ends with the last. A call with one subscription the dialect refuses subscribes to none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_receiver_serves_many_subscriptions_and_ends_with_the_last_of_them() {
+    let emu = emulator(fast_api());
+    let kw = start(stream(&emu, |_| {}));
+    let (btc, eth) = ("trades.BTC-USD", "trades.ETH-USD");
+
+    let refused = kw
+        .subscribe_many(
+            STREAM,
+            [channel(btc), Subscription::market_data(1, ["31"])],
+            64,
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(keepwire::Error::Subscribe { reason, .. }) if reason.contains("channel subscriptions")),
+        "{refused:?}"
+    );
+    wait(&kw, 10, "ready with nothing subscribed", |s| {
+        s.state == StreamState::Ready && s.subscriptions.desired == 0
+    })
+    .await;
+
+    let mut rx = kw
+        .subscribe_many(STREAM, [channel(btc), channel(eth), channel(btc)], 1024)
+        .await
+        .unwrap();
+    let (mut states, mut data) = (Vec::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(data.iter().any(|t: &String| t == btc) && data.iter().any(|t: &String| t == eth)) {
+        let event = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("data on both topics within 10 s")
+            .expect("the receiver stays open");
+        match event {
+            Event::State { topic, .. } => states.push(topic.to_string()),
+            Event::Data { topic, data: d } => {
+                assert_eq!(d["channel"], &*topic, "an event names its own topic");
+                data.push(topic.to_string());
+            }
+        }
+    }
+    assert!(
+        states.iter().any(|t| t == btc) && states.iter().any(|t| t == eth),
+        "{states:?}"
+    );
+    let s = wait(&kw, 10, "both active", |s| s.subscriptions.active == 2).await;
+    assert_eq!(
+        s.subscriptions.desired, 2,
+        "the topic asked for twice is one subscription"
+    );
+
+    assert!(kw.unsubscribe(STREAM, channel(btc)).await.unwrap());
+    while rx.try_recv().is_some() {}
+    for _ in 0..10 {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Event::Data { topic, .. })) => {
+                assert_eq!(&*topic, eth, "data after its unsubscribe returned")
+            }
+            Ok(Some(Event::State { topic, .. })) => assert_eq!(&*topic, eth),
+            other => panic!("the receiver must stay open for {eth}: {other:?}"),
+        }
+    }
+
+    assert!(kw.unsubscribe(STREAM, channel(eth)).await.unwrap());
+    while rx.try_recv().is_some() {}
+    let end = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+    assert!(
+        matches!(end, Ok(None)),
+        "the receiver ends with its last subscription: {end:?}"
+    );
+    kw.shutdown().await;
+    emu.stop();
+}
+
 /// Idle cost is linear in streams: a Ready stream with nothing happening on it publishes no new
 /// status, so readers of the status watch are woken only by a real change (they used to be
 /// woken ten times a second per stream, each time with a fresh copy of an unchanged status).

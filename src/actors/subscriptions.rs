@@ -18,6 +18,7 @@ use bytestring::ByteString;
 use super::due_timer::DueTimer;
 use super::StreamCtx;
 use crate::channel::{self, Push};
+use crate::dialect::SubscriptionWire;
 use crate::ids::Epoch;
 use crate::machine::subscriptions::{Limits, SubsEffect, SubsEvent, SubsMachine, Verdict};
 use crate::machine::Now;
@@ -126,14 +127,17 @@ impl Subscriptions {
     /// Tells the consumers of `key` its new state.
     fn tell(&self, key: &str, state: SubscriptionState) {
         let book = self.book.borrow();
-        let Some(b) = book.bindings.get(key) else {
+        let Some((topic, b)) = book.bindings.get_key_value(key) else {
             return;
         };
         if let SubscriptionState::Failed { reason } = &state {
             tracing::warn!(stream = %self.ctx.name, subscription = %b.subscription, %reason, "subscription failed");
         }
         for c in &b.consumers {
-            c.push(Event::State(state.clone()));
+            c.push(Event::State {
+                topic: topic.clone(),
+                state: state.clone(),
+            });
         }
     }
 
@@ -181,30 +185,46 @@ impl Handler<Subscribe> for Subscriptions {
     type Result = Result<(), String>;
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
-        let wire = self.ctx.dialect.subscription(&msg.subscription)?;
-        let key = wire.key.clone();
-        {
-            let mut book = self.book.borrow_mut();
-            let Ledger { machine, bindings } = &mut *book;
-            let state = machine
-                .state(&key)
-                .cloned()
-                .unwrap_or(SubscriptionState::Pending);
-            msg.sender.push(Event::State(state));
-            // A message routed without a parse that fails the consumer's parse is a decode
-            // error like any other.
-            let decode_errors = self.ctx.metrics.decode_errors();
-            msg.sender.on_unusable(move || decode_errors.inc());
-            bindings
-                .entry(key)
-                .or_insert_with(|| Binding {
-                    subscription: msg.subscription,
-                    consumers: Vec::new(),
-                })
-                .consumers
-                .push(msg.sender);
+        // All or none: every subscription is checked before any is added.
+        let mut wires = Vec::with_capacity(msg.subscriptions.len());
+        for subscription in msg.subscriptions {
+            let wire = self.ctx.dialect.subscription(&subscription)?;
+            // The same topic twice in one call is one subscription: its events arrive once.
+            if !wires
+                .iter()
+                .any(|(w, _): &(SubscriptionWire, _)| w.key == wire.key)
+            {
+                wires.push((wire, subscription));
+            }
         }
-        self.feed(SubsEvent::Add(wire), ctx);
+        // A message routed without a parse that fails the consumer's parse is a decode error
+        // like any other.
+        let decode_errors = self.ctx.metrics.decode_errors();
+        msg.sender.on_unusable(move || decode_errors.inc());
+        for (wire, subscription) in wires {
+            let key = wire.key.clone();
+            {
+                let mut book = self.book.borrow_mut();
+                let Ledger { machine, bindings } = &mut *book;
+                let state = machine
+                    .state(&key)
+                    .cloned()
+                    .unwrap_or(SubscriptionState::Pending);
+                msg.sender.push(Event::State {
+                    topic: key.clone(),
+                    state,
+                });
+                bindings
+                    .entry(key)
+                    .or_insert_with(|| Binding {
+                        subscription,
+                        consumers: Vec::new(),
+                    })
+                    .consumers
+                    .push(msg.sender.clone());
+            }
+            self.feed(SubsEvent::Add(wire), ctx);
+        }
         Ok(())
     }
 }
@@ -274,7 +294,10 @@ pub(crate) fn hand_over(
     b.consumers.retain(|c| !c.is_closed());
     if became_active {
         for c in &b.consumers {
-            c.push(Event::State(SubscriptionState::Active));
+            c.push(Event::State {
+                topic: topic.clone(),
+                state: SubscriptionState::Active,
+            });
         }
     }
     let mut dropped = 0u64;

@@ -105,7 +105,7 @@ pub async fn silent_after_unsubscribe(mut rx: Receiver<Event>, wait: Duration) -
         Ok(Some(Event::Data { topic, .. })) => Some(format!(
             "data on {topic} delivered after its unsubscribe returned"
         )),
-        Ok(Some(Event::State(state))) => Some(format!(
+        Ok(Some(Event::State { state, .. })) => Some(format!(
             "the subscription still gets events after its unsubscribe returned ({state:?})"
         )),
         Err(_) => Some(format!(

@@ -202,9 +202,9 @@ impl Builder {
                         .map(|cfg| {
                             let name = cfg.name.clone();
                             let m = metrics.stream(&name);
-                            counters.push((name.clone(), m.clone()));
                             let tx = status_tx.clone();
-                            let supervisor = StreamSupervisor::new(cfg.clone(), m, tx);
+                            let supervisor = StreamSupervisor::new(cfg.clone(), m.clone(), tx);
+                            counters.push((supervisor.name(), m));
                             match &fence {
                                 Some(f) if cfg.is_exclusive() => {
                                     let addr = supervisor.exclusive(f.clone()).start();

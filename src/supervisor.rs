@@ -25,7 +25,7 @@ use crate::messages::{
     ConnPhase, Halt, InjectPanic, Logout, Report, Resume, Resync, SessionPhase, StreamDown,
     Subscribe, Unsubscribe,
 };
-use crate::metrics::StreamMetrics;
+use crate::metrics::{StreamCounter, StreamMetrics};
 use crate::status::{
     ActorKind, LastFailure, Status, StreamState, StreamStatus, SubscriptionCounts,
 };
@@ -40,44 +40,51 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 /// stream into the status every [`REFRESH`], in one update of the watch: one timer for the
 /// whole supervisor and readers woken at most once per period, instead of a timer per stream
 /// each publishing its own change. Runs until the system stops.
+///
+/// The status is walked in order next to the counters (sorted like it), never searched: at
+/// 1 000 idle streams, whose heartbeats change every counter every second, a lookup by name per
+/// stream (two, with the update) was a quarter of the process's CPU, most of it cache misses on
+/// the names compared on the way down the map.
 pub async fn refresh_counters(
     status_tx: Arc<watch::Sender<Arc<Status>>>,
-    streams: Vec<(String, StreamMetrics)>,
+    streams: Vec<(Arc<str>, StreamMetrics)>,
 ) {
-    let counters: Vec<_> = streams
+    let mut counters: Vec<_> = streams
         .into_iter()
         .map(|(name, m)| {
-            (
-                name,
-                [
-                    m.messages_received(),
-                    m.events_dropped(),
-                    m.credential_requests(),
-                ],
-            )
+            let counters = StreamCounters {
+                received: m.messages_received(),
+                dropped: m.events_dropped(),
+                requests: m.credential_requests(),
+            };
+            (name, counters)
         })
         .collect();
+    counters.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut every = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
         status_tx.send_if_modified(|s| {
-            let mut changed = false;
-            for (name, [received, dropped, requests]) in &counters {
-                let now = (received.get(), dropped.get(), requests.get());
-                let Some(st) = s.streams.get(name.as_str()) else {
-                    continue;
-                };
-                if (
-                    st.messages_received,
-                    st.events_dropped,
-                    st.credential_requests,
-                ) == now
-                {
-                    continue;
+            let status = match Arc::get_mut(s) {
+                Some(status) => status,
+                None => {
+                    // A reader holds this status: it is copied only for a change.
+                    let mut stale = false;
+                    in_order(s.streams.iter(), &counters, |st, c| {
+                        stale |= c.now() != StreamCounters::of(st);
+                    });
+                    if !stale {
+                        return false;
+                    }
+                    Arc::make_mut(s)
                 }
-                // Copies the map's pointers, and this entry, only if a reader holds them.
-                if let Some(st) = Arc::make_mut(s).streams.get_mut(name.as_str()) {
+            };
+            // A changed entry is copied only if a reader holds it.
+            let mut changed = false;
+            in_order(status.streams.iter_mut(), &counters, |st, c| {
+                let now = c.now();
+                if now != StreamCounters::of(st) {
                     let st = Arc::make_mut(st);
                     (
                         st.messages_received,
@@ -86,9 +93,52 @@ pub async fn refresh_counters(
                     ) = now;
                     changed = true;
                 }
-            }
+            });
             changed
         });
+    }
+}
+
+/// The counters of one stream that its status shows.
+struct StreamCounters {
+    received: StreamCounter,
+    dropped: StreamCounter,
+    requests: StreamCounter,
+}
+
+impl StreamCounters {
+    fn now(&self) -> (u64, u64, u64) {
+        (self.received.get(), self.dropped.get(), self.requests.get())
+    }
+
+    fn of(st: &StreamStatus) -> (u64, u64, u64) {
+        (
+            st.messages_received,
+            st.events_dropped,
+            st.credential_requests,
+        )
+    }
+}
+
+/// Calls `f` with every status entry and its stream's counters, walking both in name order
+/// (a stream not in the status yet is skipped). The status's keys are the supervisors' own
+/// names, so a pointer comparison pairs them: no name is read.
+fn in_order<'a, S: 'a, C>(
+    statuses: impl Iterator<Item = (&'a Arc<str>, S)>,
+    counters: &[(Arc<str>, C)],
+    mut f: impl FnMut(S, &C),
+) {
+    let mut counters = counters.iter().peekable();
+    for (name, st) in statuses {
+        while counters
+            .peek()
+            .is_some_and(|(n, _)| !Arc::ptr_eq(n, name) && **n < **name)
+        {
+            counters.next();
+        }
+        if let Some((_, c)) = counters.next_if(|(n, _)| Arc::ptr_eq(n, name) || n == name) {
+            f(st, c);
+        }
     }
 }
 
@@ -149,6 +199,11 @@ pub struct StreamSupervisor {
 }
 
 impl StreamSupervisor {
+    /// The stream's name, as its status is keyed.
+    pub fn name(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
     /// A supervisor for `config`, publishing into `status_tx`.
     pub fn new(
         config: StreamConfig,
@@ -622,5 +677,40 @@ impl Handler<Shutdown> for StreamSupervisor {
                 act.publish();
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ordered_walk_pairs_each_status_with_its_own_counters_and_skips_the_unmatched() {
+        let statuses: Vec<(Arc<str>, &str)> = ["a", "c", "e", "x"]
+            .into_iter()
+            .map(|n| (Arc::from(n), n))
+            .collect();
+        // "b" and "d" are not in the status yet; "x" has no counters.
+        // The same names, not the same pointers, except for "a".
+        let counters: Vec<(Arc<str>, String)> = ["a", "b", "c", "d", "e"]
+            .into_iter()
+            .map(|n| {
+                let name = match n {
+                    "a" => statuses[0].0.clone(),
+                    _ => Arc::from(n),
+                };
+                (name, format!("counters of {n}"))
+            })
+            .collect();
+        let mut seen = Vec::new();
+        in_order(
+            statuses.iter().map(|(name, st)| (name, *st)),
+            &counters,
+            |st, c| seen.push(format!("{st}: {c}")),
+        );
+        assert_eq!(
+            seen,
+            ["a: counters of a", "c: counters of c", "e: counters of e"]
+        );
     }
 }

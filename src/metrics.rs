@@ -166,7 +166,9 @@ struct Families {
 
 /// One stream's values, in the order of `Families::families` and their label values.
 struct StreamCells {
-    cells: Box<[AtomicU64]>,
+    /// Shared with [`StreamCounter`]s, which then reach a value in one step (the status
+    /// refresh reads three of every stream's each second, mostly from cold memory).
+    cells: Arc<[AtomicU64]>,
     /// Bit `family` set once a lazy family's series exists.
     present: AtomicU32,
     /// Values of a second label outside the family's closed set: (family, value, count).
@@ -602,7 +604,7 @@ fn unix_now() -> f64 {
 /// One counter of one stream (e.g. [`StreamMetrics::messages_received`]).
 #[derive(Clone)]
 pub struct StreamCounter {
-    cells: Arc<StreamCells>,
+    cells: Arc<[AtomicU64]>,
     index: usize,
 }
 
@@ -614,12 +616,12 @@ impl StreamCounter {
 
     /// Adds `n`.
     pub fn inc_by(&self, n: u64) {
-        self.cells.cells[self.index].fetch_add(n, Ordering::Relaxed);
+        self.cells[self.index].fetch_add(n, Ordering::Relaxed);
     }
 
     /// The current value.
     pub fn get(&self) -> u64 {
-        self.cells.cells[self.index].load(Ordering::Relaxed)
+        self.cells[self.index].load(Ordering::Relaxed)
     }
 }
 
@@ -676,15 +678,19 @@ impl StreamMetrics {
     fn set_float(&self, family: usize, v: f64) {
         if let Some(cell) = self.cell(family, "") {
             cell.store(v.to_bits(), Ordering::Relaxed);
-            if !self.families.families[family].eager {
-                self.cells.present.fetch_or(1 << family, Ordering::Relaxed);
+            // Read before writing: a frame's timestamp must not cost an atomic write per frame.
+            let bit = 1 << family;
+            if !self.families.families[family].eager
+                && self.cells.present.load(Ordering::Relaxed) & bit == 0
+            {
+                self.cells.present.fetch_or(bit, Ordering::Relaxed);
             }
         }
     }
 
     fn counter(&self, family: usize) -> StreamCounter {
         StreamCounter {
-            cells: self.cells.clone(),
+            cells: self.cells.cells.clone(),
             index: self.families.families[family].offset,
         }
     }

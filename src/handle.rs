@@ -391,7 +391,7 @@ impl Handle {
     /// One consumer of many subscriptions is cheaper on one queue than on a receiver each merged
     /// with `select_all`: one wake-up and one lock per batch of messages, whichever topics they
     /// are on. Unsubscribing one of them leaves the receiver open for the others; it ends when
-    /// every one is unsubscribed.
+    /// every one is unsubscribed (at once, for an empty list).
     pub async fn subscribe_many(
         &self,
         stream: &str,

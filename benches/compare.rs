@@ -8,14 +8,20 @@
 //!
 //! * **bare**: an awc WebSocket client in an actix System that parses every frame into
 //!   `serde_json::Value` and counts the data messages (the floor on this stack);
-//! * **keepwire**: a `Handle` with a ticket stream, consumer tasks counting `Event::Data`.
+//! * **keepwire**: a `Handle` with a ticket stream, consumer tasks counting `Event::Data`;
+//! * for consumers on threads of their own, also a **bare client handing off** each frame to
+//!   consumer tasks on the bench's runtime (routed by channel, parsed by the consumer): the
+//!   least any design whose consumers run on the user's threads pays (a wake-up of another
+//!   thread per message when they are idle).
 //!
 //! Every figure is printed for both with the ratio. Every message sent must be counted received
 //! (nothing dropped): a run that loses one fails the bench.
 //!
 //! `cargo bench --bench compare` (`KW_BENCH_MESSAGES` messages per throughput run, default
-//! 1 000 000; `KW_BENCH_SECS` seconds per latency run, default 3; `KW_BENCH_ONLY=throughput`,
-//! `latency` or `scale` for one part; `KW_BENCH_STREAMS` streams in the scale run, default 1 000).
+//! 1 000 000; `KW_BENCH_SECS` seconds per latency run, default 10; `KW_BENCH_ONLY=throughput`,
+//! `latency`, `recovery` or `scale` for one part; `KW_BENCH_STREAMS` streams in the scale run,
+//! default 1 000; `KW_BENCH_SETTLE_SECS`, `KW_BENCH_IDLE_SECS` its wait before and length of the
+//! idle measurement, default 35 and 10).
 //! `cargo test --all-targets` runs it as a short smoke run.
 
 use std::collections::HashMap;
@@ -1064,7 +1070,7 @@ async fn scale_keepwire(
         .map_err(|_| "not every stream became ready".to_string())?
         .map_err(|e| e.to_string())?;
     let ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(settle()).await;
     let rss1 = rss_kib();
     // A reader that follows the status, as an embedding service would.
     let changes = Arc::new(AtomicU64::new(0));
@@ -1134,7 +1140,7 @@ fn scale_bare(port: u16, streams: usize, subs: usize, idle: Duration) -> Result<
                 )
             })?;
         let ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(settle()).await;
         let rss1 = rss_kib();
         let cpu0 = process_cpu();
         tokio::time::sleep(idle).await;
@@ -1146,6 +1152,15 @@ fn scale_bare(port: u16, streams: usize, subs: usize, idle: Duration) -> Result<
             status_changes_per_s: 0.0,
         })
     })
+}
+
+/// How long the scale run waits after all Ready before it measures memory and idle CPU
+/// (`KW_BENCH_SETTLE_SECS`; default 35 s in the bench, past every timer a socket's setup arms —
+/// the 15 s authentication timeout, the 30 s backoff reset — so that what is measured is the
+/// steady state, heartbeats only; 2 s in the smoke run).
+fn settle() -> Duration {
+    let bench = std::env::args().any(|a| a == "--bench");
+    Duration::from_secs(env_u64("KW_BENCH_SETTLE_SECS", if bench { 35 } else { 2 }))
 }
 
 /// Runs this bench binary again as `role` (the source, or one client) in a process of its own,
@@ -1263,7 +1278,7 @@ async fn main() {
     let (count, secs) = if bench {
         (
             env_u64("KW_BENCH_MESSAGES", 1_000_000),
-            env_u64("KW_BENCH_SECS", 3),
+            env_u64("KW_BENCH_SECS", 10),
         )
     } else {
         (20_000, 1)

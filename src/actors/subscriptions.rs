@@ -7,7 +7,7 @@
 //! waits for a consumer.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,6 @@ use bytestring::ByteString;
 use super::due_timer::DueTimer;
 use super::StreamCtx;
 use crate::channel::{self, Push};
-use crate::dialect::SubscriptionWire;
 use crate::ids::Epoch;
 use crate::machine::subscriptions::{Limits, SubsEffect, SubsEvent, SubsMachine, Verdict};
 use crate::machine::Now;
@@ -185,15 +184,13 @@ impl Handler<Subscribe> for Subscriptions {
     type Result = Result<(), String>;
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
-        // All or none: every subscription is checked before any is added.
+        // All or none: every subscription is checked before any is added. The same topic twice
+        // in one call is one subscription: its events arrive once.
+        let mut keys = HashSet::new();
         let mut wires = Vec::with_capacity(msg.subscriptions.len());
         for subscription in msg.subscriptions {
             let wire = self.ctx.dialect.subscription(&subscription)?;
-            // The same topic twice in one call is one subscription: its events arrive once.
-            if !wires
-                .iter()
-                .any(|(w, _): &(SubscriptionWire, _)| w.key == wire.key)
-            {
+            if keys.insert(wire.key.clone()) {
                 wires.push((wire, subscription));
             }
         }
@@ -201,11 +198,16 @@ impl Handler<Subscribe> for Subscriptions {
         // like any other.
         let decode_errors = self.ctx.metrics.decode_errors();
         msg.sender.on_unusable(move || decode_errors.inc());
-        for (wire, subscription) in wires {
-            let key = wire.key.clone();
-            {
-                let mut book = self.book.borrow_mut();
-                let Ledger { machine, bindings } = &mut *book;
+        // Every one is bound and fed to the machine first; what the machine decides is
+        // performed once for the call (the counts published and the tick timer armed once, not
+        // once per subscription: `next_due` looks at every desired subscription).
+        let now = self.ctx.now();
+        let mut fx = Vec::new();
+        {
+            let mut book = self.book.borrow_mut();
+            let Ledger { machine, bindings } = &mut *book;
+            for (wire, subscription) in wires {
+                let key = wire.key.clone();
                 let state = machine
                     .state(&key)
                     .cloned()
@@ -222,9 +224,10 @@ impl Handler<Subscribe> for Subscriptions {
                     })
                     .consumers
                     .push(msg.sender.clone());
+                fx.extend(machine.on(SubsEvent::Add(wire), now));
             }
-            self.feed(SubsEvent::Add(wire), ctx);
         }
+        self.perform(fx, ctx);
         Ok(())
     }
 }

@@ -1035,11 +1035,12 @@ impl Scale {
 }
 
 /// Child role: keepwire with `streams` ticket streams × `subs` channels against the source at
-/// `port`, all Ready, then idle (heartbeats only) for `idle`.
+/// `port`, all Ready, then, `settle` later, idle (heartbeats only) for `idle`.
 async fn scale_keepwire(
     port: u16,
     streams: usize,
     subs: usize,
+    settle: Duration,
     idle: Duration,
 ) -> Result<Scale, String> {
     let url = format!("http://127.0.0.1:{port}");
@@ -1070,7 +1071,7 @@ async fn scale_keepwire(
         .map_err(|_| "not every stream became ready".to_string())?
         .map_err(|e| e.to_string())?;
     let ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    tokio::time::sleep(settle()).await;
+    tokio::time::sleep(settle).await;
     let rss1 = rss_kib();
     // A reader that follows the status, as an embedding service would.
     let changes = Arc::new(AtomicU64::new(0));
@@ -1097,7 +1098,13 @@ async fn scale_keepwire(
 }
 
 /// Child role: the bare floor, `streams` awc sockets × `subs` channels in one actix System.
-fn scale_bare(port: u16, streams: usize, subs: usize, idle: Duration) -> Result<Scale, String> {
+fn scale_bare(
+    port: u16,
+    streams: usize,
+    subs: usize,
+    settle: Duration,
+    idle: Duration,
+) -> Result<Scale, String> {
     let url = format!("ws://127.0.0.1:{port}/ws?ticket=bare");
     let rss0 = rss_kib();
     let t0 = Instant::now();
@@ -1140,7 +1147,7 @@ fn scale_bare(port: u16, streams: usize, subs: usize, idle: Duration) -> Result<
                 )
             })?;
         let ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        tokio::time::sleep(settle()).await;
+        tokio::time::sleep(settle).await;
         let rss1 = rss_kib();
         let cpu0 = process_cpu();
         tokio::time::sleep(idle).await;
@@ -1152,15 +1159,6 @@ fn scale_bare(port: u16, streams: usize, subs: usize, idle: Duration) -> Result<
             status_changes_per_s: 0.0,
         })
     })
-}
-
-/// How long the scale run waits after all Ready before it measures memory and idle CPU
-/// (`KW_BENCH_SETTLE_SECS`; default 35 s in the bench, past every timer a socket's setup arms —
-/// the 15 s authentication timeout, the 30 s backoff reset — so that what is measured is the
-/// steady state, heartbeats only; 2 s in the smoke run).
-fn settle() -> Duration {
-    let bench = std::env::args().any(|a| a == "--bench");
-    Duration::from_secs(env_u64("KW_BENCH_SETTLE_SECS", if bench { 35 } else { 2 }))
 }
 
 /// Runs this bench binary again as `role` (the source, or one client) in a process of its own,
@@ -1238,6 +1236,14 @@ async fn run_role(bench: bool) -> Option<Result<(), String>> {
     } else {
         20
     } as usize;
+    // The wait after all Ready before memory and idle CPU are measured: in the bench past
+    // every timer a socket's setup arms (the 15 s authentication timeout, the 30 s backoff
+    // reset), so that what is measured is the steady state, heartbeats only.
+    let settle = Duration::from_secs(if bench {
+        env_u64("KW_BENCH_SETTLE_SECS", 35)
+    } else {
+        2
+    });
     let idle = Duration::from_secs(if bench {
         env_u64("KW_BENCH_IDLE_SECS", 10)
     } else {
@@ -1252,11 +1258,11 @@ async fn run_role(bench: bool) -> Option<Result<(), String>> {
             let _ = std::io::stdin().read_to_end(&mut Vec::new());
             Ok(())
         }
-        "scale-bare" => std::thread::spawn(move || scale_bare(port, streams, 10, idle))
+        "scale-bare" => std::thread::spawn(move || scale_bare(port, streams, 10, settle, idle))
             .join()
             .unwrap_or_else(|_| Err("the bare client panicked".into()))
             .map(|s| s.print()),
-        "scale-keepwire" => scale_keepwire(port, streams, 10, idle)
+        "scale-keepwire" => scale_keepwire(port, streams, 10, settle, idle)
             .await
             .map(|s| s.print()),
         other => Err(format!("unknown role {other}")),

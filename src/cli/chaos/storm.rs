@@ -123,6 +123,12 @@ pub async fn run(args: &ChaosArgs) -> ExitCode {
             bound.as_millis()
         ));
     }
+    // The storm meets a fresh admission window: the gateway's window lasts a second from the
+    // first upgrade in it, so one the ready phase's last upgrades used could otherwise admit
+    // part of the storm before it runs out and a new one admits the rest.
+    if let Some(last) = emu.ticket_upgrade_attempts().last() {
+        tokio::time::sleep_until(*last + Duration::from_secs(1)).await;
+    }
     let before: BTreeMap<String, Option<u64>> = ready_epochs(&status.snapshot());
     let generations_before = generations(&status.snapshot());
     let counters_before = emu.counters();
